@@ -1,0 +1,88 @@
+"""HDMC: half-dynamic multi-head cross-attention (DESIGN.md §1).
+
+A static branch (ordinary convs) and a dynamic branch (weight-adaptive convs) each make q, k, v from the
+same input. The branches then swap values -- the exclusive-generic interaction:
+    out_s = softmax(q_s k_s^T / sqrt(d) + bias) v_d,    out_d = softmax(q_d k_d^T / sqrt(d) + bias) v_s
+inside 8x8 windows (plain or shifted), with one relative-position bias table shared by both branches.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dwgn.dynamic_conv import conv1x1, group_conv3x3
+
+
+def shifted_window_mask(height: int, width: int, window: int, shift: int, device=None) -> Tensor:
+    """(num_windows, window^2, window^2) additive mask: -100 between pixels that the roll brought together."""
+    label = torch.zeros(height, width, device=device)
+    spans = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    for i, (hs, ws) in enumerate((hs, ws) for hs in spans for ws in spans):
+        label[hs, ws] = i
+    label = label.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1, window * window)
+    return (label[:, :, None] != label[:, None, :]).float() * -100.0  # (nW, N, N)
+
+
+class WindowCrossAttention(nn.Module):
+    """Window attention of two branches at once, with the values swapped between them."""
+
+    def __init__(self, heads: int, head_dim: int, window: int, shift: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.window, self.shift = heads, head_dim, window, shift
+        self.scale = head_dim ** -0.5
+        self.bias_table = nn.Parameter(torch.zeros(heads, 2 * window - 1, 2 * window - 1))
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        rel = coords[:, :, None] - coords[:, None, :] + window - 1  # (2, N, N), each in [0, 2w-2]
+        self.register_buffer("bias_index", rel[0] * (2 * window - 1) + rel[1], persistent=False)
+        self._masks: dict[tuple, Tensor] = {}
+
+    def _mask(self, height: int, width: int, device) -> Tensor:
+        key = (height, width, str(device))
+        if key not in self._masks:
+            self._masks[key] = shifted_window_mask(height, width, self.window, self.shift, device)
+        return self._masks[key]
+
+    def forward(self, static_qkv: Tensor, dynamic_qkv: Tensor) -> Tensor:
+        b, _, h, w = static_qkv.shape
+        ws, heads, d = self.window, self.heads, self.head_dim
+        nh, nw = h // ws, w // ws
+        t = torch.stack((static_qkv, dynamic_qkv), dim=1)  # (B, 2, 3C, H, W)
+        if self.shift:
+            t = torch.roll(t, shifts=(-self.shift, -self.shift), dims=(3, 4))
+        # one copy into windows: (B*nW, branch, qkv, heads, N, d)
+        t = t.view(b, 2, 3, heads, d, nh, ws, nw, ws).permute(0, 5, 7, 1, 2, 3, 6, 8, 4)
+        t = t.reshape(b * nh * nw, 2, 3, heads, ws * ws, d)
+        q, k, v = t[:, :, 0], t[:, :, 1], t[:, :, 2].flip(1)  # flip: static queries meet dynamic values
+        attn = torch.matmul(q * self.scale, k.transpose(-2, -1))  # (B*nW, 2, heads, N, N)
+        bias = self.bias_table.flatten(1)[:, self.bias_index]  # (heads, N, N)
+        attn = attn + bias
+        if self.shift:
+            attn = (attn.view(b, nh * nw, 2, heads, ws * ws, ws * ws)
+                    + self._mask(h, w, attn.device)[None, :, None, None]).view_as(attn)
+        out = torch.matmul(attn.softmax(dim=-1), v)  # (B*nW, 2, heads, N, d)
+        out = out.view(b, nh, nw, 2, heads, ws, ws, d).permute(0, 3, 4, 7, 1, 5, 2, 6).reshape(b, 2 * heads * d, h, w)
+        if self.shift:
+            out = torch.roll(out, shifts=(self.shift, self.shift), dims=(2, 3))
+        return out  # (B, 2C, H, W): [static queries | dynamic queries]
+
+
+class HDMC(nn.Module):
+    """Half-dynamic multi-head cross-attention on (B, C, H, W)."""
+
+    def __init__(self, channels: int, head_dim: int, window: int, shift: int,
+                 static_dynamic: bool, dynamic_dynamic: bool, glgf_groups: int = 16) -> None:
+        super().__init__()
+        if channels % head_dim:
+            raise ValueError(f"channels ({channels}) must be a multiple of head_dim ({head_dim})")
+        heads = channels // head_dim
+        self.static_qkv = nn.Sequential(
+            conv1x1(channels, 3 * channels, static_dynamic, glgf_groups), nn.GELU(),
+            group_conv3x3(3 * channels, 3 * heads, static_dynamic, glgf_groups))
+        self.dynamic_qkv = nn.Sequential(
+            conv1x1(channels, 3 * channels, dynamic_dynamic, glgf_groups), nn.GELU(),
+            group_conv3x3(3 * channels, 3 * heads, dynamic_dynamic, glgf_groups))
+        self.attention = WindowCrossAttention(heads, head_dim, window, shift)
+        self.project = nn.Conv2d(2 * channels, channels, 1, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.project(self.attention(self.static_qkv(x), self.dynamic_qkv(x)))

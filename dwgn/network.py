@@ -1,0 +1,199 @@
+"""The DwGN encoder-decoder (DESIGN.md §1): stem, 3 encoder levels, middle, 3 decoder levels, output conv."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dwgn.dynamic_conv import GlobalPool
+from dwgn.hdfn import HDFN
+from dwgn.hdmc import HDMC, WindowCrossAttention
+
+DYNAMIC_MODES = ("half", "none", "full")
+
+
+@dataclass
+class ModelConfig:
+    """Every knob of the network. `paper` is DESIGN.md §1; `tiny` trains in seconds on a CPU."""
+
+    width: int = 32                      # channels at level 1 (doubles each level)
+    enc_blocks: tuple = (4, 4, 6)        # blocks per encoder level
+    middle_blocks: int = 8
+    dec_blocks: tuple = (6, 4, 4)        # blocks per decoder level, deepest first
+    head_dim: int = 32                   # channels per attention head
+    window: int = 8                      # attention window side
+    glgf_groups: int = 16                # groups g of the weight generator (GLGF)
+    dynamic: str = "half"                # half (paper) | none (all static) | full (both branches dynamic)
+
+
+PRESETS = {
+    "paper": ModelConfig(),
+    "tiny": ModelConfig(width=16, enc_blocks=(1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1), head_dim=16),
+}
+
+
+def _validate(config: ModelConfig) -> ModelConfig:
+    if config.dynamic not in DYNAMIC_MODES:
+        raise ValueError(f"dynamic={config.dynamic!r}: choose one of {', '.join(DYNAMIC_MODES)}")
+    if len(config.enc_blocks) != len(config.dec_blocks):
+        raise ValueError(f"enc_blocks {config.enc_blocks} and dec_blocks {config.dec_blocks} need one entry per level")
+    for level in range(len(config.enc_blocks) + 1):
+        c = config.width * 2 ** level
+        if c % config.head_dim or c % config.glgf_groups:
+            raise ValueError(f"width {c} at level {level} must be a multiple of head_dim ({config.head_dim}) "
+                             f"and glgf_groups ({config.glgf_groups})")
+    return config
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of (B, C, H, W), eps 1e-6, with a weight and a bias."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=1, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class DwGNBlock(nn.Module):
+    """x = x + HDMC(LN(x)); x = x + HDFN(LN(x))."""
+
+    def __init__(self, channels: int, head_dim: int, window: int, shift: int, dynamic: str, glgf_groups: int) -> None:
+        super().__init__()
+        static_dynamic, dynamic_dynamic = dynamic == "full", dynamic != "none"
+        self.norm1 = LayerNorm2d(channels)
+        self.hdmc = HDMC(channels, head_dim, window, shift, static_dynamic, dynamic_dynamic, glgf_groups)
+        self.norm2 = LayerNorm2d(channels)
+        self.hdfn = HDFN(channels, static_dynamic, dynamic_dynamic, glgf_groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.hdmc(self.norm1(x))
+        return x + self.hdfn(self.norm2(x))
+
+
+class Downsample(nn.Sequential):
+    """Bilinear x0.5, then 3x3 conv C -> 2C."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(nn.Upsample(scale_factor=0.5, mode="bilinear", align_corners=False),
+                         nn.Conv2d(channels, 2 * channels, 3, padding=1))
+
+
+class Upsample(nn.Sequential):
+    """Bilinear x2, then 3x3 conv C -> C/2 (the skip is added by the network)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                         nn.Conv2d(channels, channels // 2, 3, padding=1))
+
+
+class DwGN(nn.Module):
+    """The encoder / middle / decoder network; returns input - output_conv(features)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config = _validate(config)
+
+        def level(channels: int, blocks: int) -> nn.Sequential:
+            # even blocks use plain windows, odd blocks shifted windows
+            return nn.Sequential(*(DwGNBlock(channels, config.head_dim, config.window,
+                                             config.window // 2 if i % 2 else 0, config.dynamic, config.glgf_groups)
+                                   for i in range(blocks)))
+
+        c = config.width
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
+        for blocks in config.enc_blocks:
+            self.encoders.append(level(c, blocks))
+            self.downs.append(Downsample(c))
+            c *= 2
+        self.middle = level(c, config.middle_blocks)
+        self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
+        for blocks in config.dec_blocks:
+            self.ups.append(Upsample(c))
+            c //= 2
+            self.decoders.append(level(c, blocks))
+        self.output = nn.Conv2d(c, 3, 3, padding=1)
+        self.multiple = 2 ** len(config.enc_blocks) * config.window
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, WindowCrossAttention):
+            nn.init.normal_(module.bias_table, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        # zero-pad right/bottom to a multiple of 2^levels * window, crop back at the end
+        x = F.pad(x, (0, -w % self.multiple, 0, -h % self.multiple))
+        f = self.stem(x)
+        skips = []
+        for encoder, down in zip(self.encoders, self.downs):
+            f = encoder(f)
+            skips.append(f)
+            f = down(f)  # (B, 2C, H/2, W/2)
+        f = self.middle(f)
+        for up, decoder, skip in zip(self.ups, self.decoders, skips[::-1]):
+            f = decoder(up(f) + skip)  # (B, C/2, 2H, 2W)
+        return (x - self.output(f))[..., :h, :w]
+
+
+def build_model(preset: str = "paper", **overrides) -> DwGN:
+    """`build_model("tiny", dynamic="none")`: a preset of PRESETS with ModelConfig fields overridden."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    names = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown model option(s) {unknown}; valid: {', '.join(sorted(names))}")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return DwGN(replace(PRESETS[preset], **overrides))
+
+
+def _pools(model: nn.Module) -> dict[str, GlobalPool]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, GlobalPool)}
+
+
+@contextmanager
+def recorded_pools(model: nn.Module) -> Iterator[dict[str, Tensor]]:
+    """Collect every whole-image statistic of a forward pass: {module name: (B, C, 1, 1)}."""
+    pools, found = _pools(model), {}
+    for m in pools.values():
+        m.record = []
+    try:
+        yield found
+    finally:
+        for name, m in pools.items():
+            if m.record:
+                found[name] = m.record[-1]
+            m.record = None
+
+
+@contextmanager
+def fixed_pools(model: nn.Module, stats: dict[str, Tensor]) -> Iterator[None]:
+    """Forward passes inside use `stats` (from `recorded_pools`) instead of pooling their own input."""
+    pools = _pools(model)
+    missing = sorted(set(pools) - set(stats))
+    if missing:
+        raise ValueError(f"no recorded statistic for {len(missing)} pool(s), e.g. {missing[0]}: "
+                         "record them with recorded_pools() on the same network")
+    for name, m in pools.items():
+        m.fixed = stats[name]
+    try:
+        yield
+    finally:
+        for m in pools.values():
+            m.fixed = None
