@@ -1,0 +1,148 @@
+"""The network of DESIGN.md §1: exact parameter counts, MACs, per-image equality, any size, gradients."""
+import pytest
+import torch
+
+import dwgn
+from dwgn.dynamic_conv import GLGF, WeightAdaptiveConv1x1, WeightAdaptiveGroupConv3x3
+from dwgn.network import DwGNBlock, fixed_pools, recorded_pools
+from dwgn.profile import count, count_parameters
+
+torch.set_num_threads(1)
+
+BLOCK_TABLE = {32: (69_107, 12_052, 81_287), 64: (157_012, 37_654, 194_922),
+               128: (389_270, 129_562, 519_344), 256: (1_079_578, 476_194, 1_556_796)}
+
+
+def test_paper_parameters_exact():
+    assert count_parameters(dwgn.build_model("paper")) == 21_672_747
+
+
+@pytest.mark.parametrize("channels", sorted(BLOCK_TABLE))
+def test_block_parameters_match_design_table(channels):
+    block = DwGNBlock(channels, head_dim=32, window=8, shift=0, dynamic="half", glgf_groups=16)
+    assert (count_parameters(block.hdmc), count_parameters(block.hdfn), count_parameters(block)) == BLOCK_TABLE[channels]
+
+
+def test_stem_output_down_up_parameters():
+    model = dwgn.build_model("paper")
+    blocks = sum(count_parameters(b) for b in model.modules() if isinstance(b, DwGNBlock))
+    assert count_parameters(model) - blocks == 776_579
+
+
+def test_glgf_parameter_formula():
+    c, n, g = 48, 48 * 7, 16
+    assert count_parameters(GLGF(c, n, g)) == c * c // g + 2 * c + g * c + n
+
+
+def test_paper_macs_within_3_percent():
+    # cost is linear in pixels at multiples of 64: count at 64^2 and scale to 256^2
+    half = count(dwgn.build_model("paper"), 64)[1] * 16
+    none = count(dwgn.build_model("paper", dynamic="none"), 64)[1] * 16
+    assert abs(half / 107.5e9 - 1) < 0.03
+    # the generated-weight convs are counted: the half-dynamic model costs about what its static twin costs
+    assert abs(half / none - 1) < 0.01
+
+
+def test_dynamic_modes_change_parameter_count():
+    n = {d: count_parameters(dwgn.build_model("tiny", dynamic=d)) for d in ("none", "half", "full")}
+    assert n["none"] < n["half"] < n["full"]
+    assert not any(isinstance(m, (WeightAdaptiveConv1x1, WeightAdaptiveGroupConv3x3))
+                   for m in dwgn.build_model("tiny", dynamic="none").modules())
+
+
+@pytest.mark.parametrize("dynamic", ["half", "none", "full"])
+def test_each_image_same_alone_or_in_batch(dynamic):
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny", dynamic=dynamic).eval()
+    batch = torch.rand(4, 3, 64, 64)
+    batch[1] *= 0.3  # four clearly different images
+    batch[2] = batch[2].flip(-1) ** 2
+    with torch.no_grad():
+        together = model(batch)
+        for i in range(4):
+            alone = model(batch[i:i + 1])
+            assert (together[i] - alone[0]).abs().max().item() <= 1e-5
+
+
+def test_generated_kernels_differ_between_images_and_repeat_for_same_image():
+    torch.manual_seed(0)
+    conv = WeightAdaptiveGroupConv3x3(channels=32, groups=4)
+    kernels = {}
+    conv.generator.register_forward_hook(lambda m, i, out: kernels.setdefault("k", out))
+    a, b = torch.rand(1, 32, 16, 16), torch.rand(1, 32, 16, 16) * 0.2
+    x = torch.cat([a, b, a])
+    conv(x)
+    k = kernels["k"]
+    assert k.shape == (3, 9 * 32 * 32 // 4)
+    assert torch.equal(k[0], k[2])
+    assert (k[0] - k[1]).abs().max() > 1e-4
+
+
+def test_shifted_windows_used_on_odd_blocks():
+    model = dwgn.build_model("paper")
+    shifts = [blk.hdmc.attention.shift for blk in model.encoders[0]]
+    assert shifts == [0, 4, 0, 4]
+
+
+@pytest.mark.parametrize("size", [(37, 45), (64, 130)])
+def test_odd_sizes_come_back_at_their_size(size):
+    model = dwgn.build_model("tiny").eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, *size)).shape == (1, 3, *size)
+
+
+@pytest.mark.slow
+def test_large_odd_size():
+    model = dwgn.build_model("tiny").eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 300, 517)).shape == (1, 3, 300, 517)
+
+
+@pytest.mark.parametrize("dynamic", ["half", "full"])
+def test_every_parameter_receives_a_gradient(dynamic):
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny", dynamic=dynamic, enc_blocks=(2, 1, 1))  # 2 blocks: a shifted one too
+    model(torch.rand(2, 3, 64, 64)).abs().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_state_dict_round_trip_is_exact():
+    torch.manual_seed(0)
+    a = dwgn.build_model("tiny").eval()
+    b = dwgn.build_model("tiny").eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(2, 3, 40, 70)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+
+
+def test_build_model_rejects_bad_options():
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        dwgn.build_model("huge")
+    with pytest.raises(ValueError, match="unknown model option"):
+        dwgn.build_model("tiny", widht=8)
+    with pytest.raises(ValueError, match="dynamic='some'"):
+        dwgn.build_model("tiny", dynamic="some")
+    with pytest.raises(ValueError, match="multiple of head_dim"):
+        dwgn.build_model("tiny", width=24)
+
+
+def test_recorded_then_fixed_pools_reproduce_the_forward():
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny").eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad(), recorded_pools(model) as stats:
+        reference = model(x)
+    # per block: the dynamic 1x1 and 3x3 of HDMC and of HDFN, and HDFN's alpha; tiny has 7 blocks
+    assert len(stats) == 5 * 7
+    assert all(v.shape[:1] == (1,) and v.shape[2:] == (1, 1) for v in stats.values())
+    with torch.no_grad(), fixed_pools(model, stats):
+        replay = model(x)
+        other = model(x * 0.5)
+    assert torch.equal(reference, replay)
+    with torch.no_grad():
+        assert not torch.allclose(other, model(x * 0.5))  # fixed statistics really replace the image's own
+    with pytest.raises(ValueError, match="no recorded statistic"):
+        with fixed_pools(model, {}):
+            pass
