@@ -1,0 +1,120 @@
+"""Checkpoints: written atomically, loaded with weights_only=True, rebuilt from their own config.
+
+Keys (DESIGN.md §6): `format_version`, `model` (raw weights), `model_ema` (if EMA is used), `config`
+(nested dict; `config["model"]` rebuilds the network), `step` (completed optimizer steps); `last.pt`
+adds `optimizer`, `scheduler`, `scaler`, `rng` and stage extras such as `generators` (Stage 1).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dwgn.config import ConfigError, differing_fields, model_config_from_dict
+from dwgn.network import ModelConfig
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model", "config", "step")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or does not fit the network it is loaded into."""
+
+
+def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write leaves the previous file intact (tmp file + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(ckpt, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load on the CPU with weights_only=True (no code runs on load) and check the required keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path} holds more than tensors and plain Python types, so it is not loaded "
+            f"(weights_only=True; no code may run on load): {str(err).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read (truncated or not a torch file?): {err}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {path} is a {type(ckpt).__name__}, expected a dict with keys {REQUIRED_KEYS}")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks keys {missing}; it was not written by DwGN's training engine")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format_version {ckpt['format_version']}, this code reads {FORMAT_VERSION}")
+    return ckpt
+
+
+def checkpoint_model_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> ModelConfig:
+    try:
+        return model_config_from_dict(ckpt["config"]["model"], source=str(path))
+    except (KeyError, TypeError, ConfigError) as err:
+        raise CheckpointError(f"checkpoint {path} has no usable config['model']: {err}") from None
+
+
+def check_architecture(ckpt_config: ModelConfig, model_config: ModelConfig, path: str | Path) -> None:
+    """Refuse weights of another architecture, naming the config fields that differ."""
+    diff = differing_fields(ckpt_config, model_config)
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {_get(ckpt_config, k)!r} vs model {_get(model_config, k)!r}" for k in diff)
+        raise CheckpointError(f"checkpoint {path} is for another architecture ({detail}); "
+                              f"pick the matching --preset/--model.* flags or another checkpoint")
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def load_weights(model: nn.Module, path: str | Path, prefer_ema: bool = True) -> dict[str, Any]:
+    """Load a checkpoint's weights (EMA if present and preferred) into `model` after checking its
+    architecture; returns the checkpoint."""
+    ckpt = load_checkpoint(path)
+    model_config = getattr(model, "config", None)
+    if isinstance(model_config, ModelConfig):
+        check_architecture(checkpoint_model_config(ckpt, path), model_config, path)
+    state = ckpt["model_ema"] if prefer_ema and ckpt.get("model_ema") is not None else ckpt["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path} does not fit the network: {str(err).splitlines()[0]}") from None
+    return ckpt
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the network from `ckpt["config"]["model"]` alone, load its (EMA) weights, `.eval()`."""
+    from dwgn.network import build_model
+
+    ckpt = load_checkpoint(path)
+    model = build_model("paper", **asdict(checkpoint_model_config(ckpt, path)))  # every field overridden
+    state = ckpt["model_ema"] if ckpt.get("model_ema") is not None else ckpt["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path} does not fit its own config: {str(err).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+__all__ = ["FORMAT_VERSION", "CheckpointError", "check_architecture", "checkpoint_model_config",
+           "load_checkpoint", "load_model", "load_weights", "save_checkpoint"]
