@@ -1,0 +1,13 @@
+"""Build the embedded demo set (--demo), draw the weather figure (--figure), check a downloaded set (--check DIR).
+
+No logic here: see dwgn/prepare.py. Layouts and sources: dataset/README.md.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dwgn.prepare import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

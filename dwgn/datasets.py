@@ -1,0 +1,287 @@
+"""Data for every stage: image reading, the named benchmark sets, the demo set, and the datasets.
+
+All images come out as float32 (3, H, W) tensors in [0, 1] (RGB). A pair is (input_path, gt_path).
+Randomness: each dataset's __getitem__ takes an int index i (seed = i) or a tuple (index, seed);
+every random choice for that sample (crop, flip/rotation, weather) comes from
+np.random.default_rng(seed), so a sample is reproduced exactly from (index, seed).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from dwgn import layouts
+from dwgn.photos import packaged_photos
+from dwgn.transforms import random_crop, random_dihedral, to_tensor
+from dwgn.weather import WEATHERS, synthesize
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT: Path = Path(os.environ.get("DWGN_DATA", REPO / "datasets"))
+DEMO_ROOT: Path = Path(os.environ.get("DWGN_DEMO", REPO / "datasets" / "demo"))
+TEST_SET_NAMES = ("snow100k-s", "snow100k-l", "outdoor-rain", "raindrop-a", "raindrop-b", "demo")
+DEMO_TEST_SETS = ("demo-snow", "demo-rainfog", "demo-raindrop", "demo-rain", "demo-haze")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading images
+# ---------------------------------------------------------------------------------------------
+def read_image(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB. Gray, palette, CMYK and 16-bit are converted; RGBA is accepted only if
+    fully opaque (what lies under transparent pixels is undefined). Errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: a truncated file raises here, not later
+            return _to_rgb8(im, path)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot read image {path}: {e} (corrupt or truncated: re-download it, or remove "
+                         "it and rerun `python dataset/prepare.py --check`)") from e
+
+
+def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit gray (PIL reads 16-bit RGB as 8-bit already): scale the 0..65535 range to 0..255.
+        arr = np.asarray(im).astype(np.float64)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ValueError(f"image {path}: {mode} values outside 0..65535; save it as 8- or 16-bit PNG")
+        gray = np.round(arr / 257.0).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "F":
+        raise ValueError(f"image {path} is floating-point ({mode}); save it as an 8- or 16-bit PNG")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        alpha = np.asarray(im.getchannel("A"))
+        if alpha.min() < 255:
+            raise ValueError(f"image {path} has transparent pixels (alpha min {alpha.min()}); the colour under "
+                             "them is undefined: flatten it onto a background and save it as RGB")
+        im = im.convert("RGB")
+    elif mode != "RGB":
+        im = im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV: well-defined conversions
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the file header only (no decoding)."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"cannot read image header of {path}: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the data
+# ---------------------------------------------------------------------------------------------
+def ensure_demo(root: Path | None = None) -> Path:
+    """The embedded demo set's root, built first if missing (one line says so; ~30 s, once)."""
+    from dwgn.demo import DEMO_VERSION, build_demo, read_manifest
+
+    root = Path(root) if root is not None else DEMO_ROOT
+    manifest = read_manifest(root)
+    if manifest is not None and manifest.get("version") == DEMO_VERSION:
+        return root
+    print(f"building the embedded SYNTHETIC demo set in {root} (from packaged photos, about 30 s, once)")
+    return build_demo(root)
+
+
+def _report(scan: layouts.PairScan) -> None:
+    if scan.skipped():
+        print(scan.summary())
+
+
+def training_pairs(data: str | Path | None) -> list[tuple[Path, Path]]:
+    """Training pairs from an Allweather root or list file, the authors' mix, any paired folder,
+    or None (the demo training set). Outdoor-Rain test scenes 0301-0350 are always removed."""
+    if data is None:
+        root = ensure_demo() / "train"
+        scans = [layouts.scan_set(root)]
+        print(f"no --data given: training on the embedded SYNTHETIC demo set ({len(scans[0].pairs)} pairs, {root})")
+    else:
+        data = Path(data)
+        if not data.exists():
+            raise FileNotFoundError(f"training data {data} does not exist; give an Allweather folder or list file, "
+                                    "the authors' mix folder, or a folder with input/ and gt/ (dataset/README.md)")
+        if data.is_dir() and layouts.is_authors_mix(data):
+            scans = [layouts.scan_set(p) for p in layouts.mix_subsets(data, "train").values()]
+        elif data.is_dir() and not layouts.find_sets(data, max_depth=0) and layouts.find_sets(data / "train", 0):
+            scans = [layouts.scan_set(data / "train")]
+        else:
+            scans = [layouts.scan_set(data)]
+    pairs: list[tuple[Path, Path]] = []
+    for scan in scans:
+        layouts.drop_test_scenes(scan)
+        _report(scan)
+        pairs += scan.pairs
+    if not pairs:
+        raise ValueError(f"no training pairs found in {data}: " + "; ".join(s.summary() for s in scans))
+    return pairs
+
+
+def test_sets(names: list[str] | None, data_root: Path | None = None) -> dict[str, list[tuple[Path, Path]]]:
+    """Test pairs by key. Names: snow100k-s, snow100k-l, outdoor-rain, raindrop-a, raindrop-b (under
+    `data_root`, default $DWGN_DATA or <repo>/datasets), demo (the five embedded sets), or folders
+    (key = folder name; an authors' mix folder gives one key per subset). None means demo."""
+    data_root = Path(data_root) if data_root is not None else DATA_ROOT
+    out: dict[str, list[tuple[Path, Path]]] = {}
+    for name in names or ["demo"]:
+        scans: dict[str, layouts.PairScan] = {}
+        if name == "demo":
+            root = ensure_demo() / "test"
+            scans = {key: layouts.scan_set(root / key) for key in DEMO_TEST_SETS}
+        elif name in layouts.NAMED_SET_PLACES:
+            scans = {name: layouts.scan_set(layouts.named_set_dir(name, data_root))}
+        elif Path(name).is_dir() and layouts.is_authors_mix(Path(name)):
+            mix = Path(name)
+            scans = {f"{mix.name}-{sub}": layouts.scan_set(p) for sub, p in layouts.mix_subsets(mix, "test").items()}
+        elif Path(name).exists():
+            path = Path(name)
+            scans = {path.stem if path.is_file() else path.name: layouts.scan_set(path)}
+        else:
+            raise FileNotFoundError(f"unknown test set {name!r}: not one of {', '.join(TEST_SET_NAMES)} and not a folder")
+        for key, scan in scans.items():
+            _report(scan)
+            if not scan.pairs:
+                raise ValueError(f"test set {key!r} has no pairs: {scan.summary()}")
+            if key in out:
+                raise ValueError(f"two test sets share the key {key!r} ({name}); rename one folder")
+            out[key] = scan.pairs
+    return out
+
+
+def pretraining_images(data: str | Path | None) -> list[Path]:
+    """Clean images for pre-training: an ImageNet list file (dataset/prepare_imagenet.py) or folder,
+    or None (the packaged training photos, with one line saying so)."""
+    from dwgn.imagenet import read_image_list, scan_images
+
+    if data is None:
+        paths = packaged_photos("train")
+        print(f"no --data given: pre-training on the {len(paths)} packaged photos (scikit-image/matplotlib "
+              "sample data), not ImageNet; see dataset/README.md")
+        return paths
+    data = Path(data)
+    if data.is_file():
+        return read_image_list(data)
+    if data.is_dir():
+        return scan_images(data)
+    raise FileNotFoundError(f"pre-training data {data} does not exist; give an ImageNet train folder or the "
+                            "list written by `python dataset/prepare_imagenet.py --root DIR`")
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------------
+def _index_and_rng(index: int | tuple[int, int]) -> tuple[int, np.random.Generator]:
+    """int i -> (i, rng(i)); (i, seed) -> (i, rng(seed))."""
+    if isinstance(index, tuple):
+        i, seed = index
+    else:
+        i, seed = index, index
+    return int(i), np.random.default_rng(int(seed))
+
+
+class _ImageCache:
+    """Keeps decoded images when there are few (the packaged photos): decoding dominates otherwise."""
+
+    def __init__(self, paths: list[Path], limit: int = 64):
+        self.enabled = len(paths) <= limit
+        self.images: dict[Path, np.ndarray] = {}
+
+    def get(self, path: Path) -> np.ndarray:
+        if not self.enabled:
+            return read_image(path)
+        if path not in self.images:
+            self.images[path] = read_image(path)
+        return self.images[path]
+
+
+class PairedDataset(Dataset):
+    """(input, target) float tensors (3, crop, crop), identical random crop and flip/rotation;
+    crop=None gives whole images (then a pair's sizes must match, too)."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], crop: int | None = 128, augment: bool = True):
+        if not pairs:
+            raise ValueError("PairedDataset needs at least one pair")
+        self.pairs = [(Path(a), Path(b)) for a, b in pairs]
+        self.crop = crop
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, rng = _index_and_rng(index)
+        inp_path, gt_path = self.pairs[i]
+        inp, gt = read_image(inp_path), read_image(gt_path)
+        if inp.shape != gt.shape:
+            raise ValueError(f"input {inp_path} is {inp.shape[1]}x{inp.shape[0]} but its gt {gt_path} is "
+                             f"{gt.shape[1]}x{gt.shape[0]}; fix or remove the pair "
+                             "(`python dataset/prepare.py --check DIR` lists all such pairs)")
+        images = [inp, gt]
+        if self.crop is not None:
+            images = random_crop(images, self.crop, rng)
+        if self.augment:
+            images = random_dihedral(images, rng)
+        return to_tensor(images[0]), to_tensor(images[1])
+
+
+class CleanImageDataset(Dataset):
+    """Random crop x crop clean images (reflect-padded when smaller), (3, crop, crop) in [0, 1].
+
+    `length` (default: number of paths) lets a few photos serve many samples: index i uses
+    paths[i % len(paths)], with a fresh crop per seed.
+    """
+
+    def __init__(self, paths: list[Path], crop: int = 128, length: int | None = None):
+        if not paths:
+            raise ValueError("CleanImageDataset needs at least one image path")
+        self.paths = [Path(p) for p in paths]
+        self.crop = crop
+        self.length = length if length is not None else len(self.paths)
+        self._cache = _ImageCache(self.paths)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int | tuple[int, int]) -> torch.Tensor:
+        i, rng = _index_and_rng(index)
+        if not 0 <= i < self.length:
+            raise IndexError(f"index {i} out of range for {self.length} samples")
+        img = self._cache.get(self.paths[i % len(self.paths)])
+        return to_tensor(random_crop([img], self.crop, rng)[0])
+
+
+class SyntheticWeatherDataset(Dataset):
+    """(degraded, clean) pairs made on the fly: a random crop (and flip/rotation) of a clean image,
+    degraded by one weather chosen uniformly from `weathers` (dwgn.weather)."""
+
+    def __init__(self, paths: list[Path], crop: int = 128, weathers: tuple[str, ...] = WEATHERS,
+                 length: int | None = None):
+        unknown = [w for w in weathers if w not in WEATHERS]
+        if unknown or not weathers:
+            raise ValueError(f"unknown weathers {unknown}; choose from {', '.join(WEATHERS)}")
+        self.clean = CleanImageDataset(paths, crop=crop, length=length)
+        self.weathers = tuple(weathers)
+
+    def __len__(self) -> int:
+        return len(self.clean)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, rng = _index_and_rng(index)
+        if not 0 <= i < len(self.clean):
+            raise IndexError(f"index {i} out of range for {len(self.clean)} samples")
+        img = self.clean._cache.get(self.clean.paths[i % len(self.clean.paths)])
+        crop = random_dihedral(random_crop([img], self.clean.crop, rng), rng)[0]
+        # Weather is added after the rotation so rain still falls downwards.
+        weather = self.weathers[int(rng.integers(0, len(self.weathers)))]
+        degraded = synthesize(crop, weather, rng)
+        return to_tensor(degraded), to_tensor(crop)

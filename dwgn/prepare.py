@@ -1,0 +1,142 @@
+"""`python dataset/prepare.py`: build the demo set, draw the weather figure, check downloaded sets.
+
+  --demo [--out DIR] [--seed S]   build the embedded synthetic all-weather set (default datasets/demo)
+  --figure [PATH]                 draw figures/weather_examples.png
+  --check DIR [--json] [--decode] check one set or a parent of several: pairs per set, missing,
+                                  unpaired, size-mismatched (and with --decode, unreadable) files,
+                                  totals against DESIGN.md §4; writes DIR/.../dwgn_pairs.txt lists
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dwgn import layouts
+from dwgn.datasets import DEMO_ROOT, REPO, image_size, read_image
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def check_set(root: Path, decode: bool = False, write_list: bool = True) -> dict:
+    """Check one set folder (or list file): returns {layout, name, pairs, expected, problems, list}."""
+    root = Path(root)
+    if root.is_file():
+        scan = layouts.scan_list(root)
+    elif (root / "allweather.txt").is_file():
+        scan = layouts.scan_list(root / "allweather.txt")
+    else:
+        scan = layouts.scan_folders(root)  # never trust an old dwgn_pairs.txt when checking
+    base = root.parent if root.is_file() else root
+    problems: list[str] = []
+    for kind, paths in scan.skipped().items():
+        problems += [f"{kind}: {_rel(p, base)}" for p in paths]
+    name = layouts.identify(root)
+    is_training = name == "allweather" or "train" in [p.lower() for p in root.parts[-3:]]
+    good = []
+    for inp, gt in tqdm(scan.pairs, desc=f"checking {root.name}", unit="pair", leave=False):
+        try:
+            if decode:
+                a, b = read_image(inp).shape[:2], read_image(gt).shape[:2]
+            else:
+                a, b = image_size(inp), image_size(gt)
+        except (ValueError, FileNotFoundError) as e:
+            problems.append(f"unreadable: {e}")
+            continue
+        if a != b:
+            problems.append(f"size mismatch: {_rel(inp, base)} is {a[1]}x{a[0]}, {_rel(gt, base)} is {b[1]}x{b[0]}")
+            continue
+        if is_training and layouts.outdoor_rain_scene(inp) in layouts.OUTDOOR_RAIN_TEST_SCENES:
+            problems.append(f"Outdoor-Rain test scene in a training set (left out of training): {_rel(inp, base)}")
+        good.append((inp, gt))
+    expected = layouts.EXPECTED_PAIRS.get(name) if name else None
+    if expected is not None and len(scan.pairs) != expected:
+        hint = ""
+        if name in ("raindrop-a", "raindrop-b"):
+            other = "raindrop-b" if name == "raindrop-a" else "raindrop-a"
+            if len(scan.pairs) == layouts.EXPECTED_PAIRS[other]:
+                hint = f" - this looks like {other} (test_a and test_b are often mixed up)"
+        problems.append(f"expected {expected} pairs for {name} (DESIGN.md §4), found {len(scan.pairs)}{hint}")
+    scan.pairs = good
+    listed = None
+    if write_list and root.is_dir() and good:
+        try:
+            listed = str(layouts.write_pairs_list(scan, root))
+        except OSError as e:
+            problems.append(f"could not write {root / layouts.PAIRS_LIST}: {e}")
+    return {"layout": scan.layout, "name": name, "pairs": len(good), "expected": expected,
+            "problems": problems, "list": listed}
+
+
+def check(root: Path, decode: bool = False) -> dict[str, dict]:
+    """Check every set at or below `root`; keyed by set path."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root} does not exist")
+    sets = layouts.find_sets(root)
+    if not sets:
+        raise FileNotFoundError(f"no data set found at or below {root} (a set is a folder with input|data|synthetic "
+                                "and gt|label folders, or allweather.txt); see dataset/README.md")
+    report = {}
+    for s in sets:
+        try:
+            report[str(s)] = check_set(s, decode=decode)
+        except (FileNotFoundError, ValueError) as e:
+            report[str(s)] = {"layout": None, "name": layouts.identify(s), "pairs": 0, "expected": None,
+                              "problems": [str(e)], "list": None}
+    return report
+
+
+def _print_report(report: dict[str, dict], limit: int = 10) -> None:
+    for path, r in report.items():
+        exp = f" (expected {r['expected']})" if r["expected"] is not None else ""
+        name = f" [{r['name']}]" if r["name"] else ""
+        print(f"{path}{name}: {r['pairs']} pairs{exp}, layout {r['layout']}, {len(r['problems'])} problems")
+        for p in r["problems"][:limit]:
+            print(f"  - {p}")
+        if len(r["problems"]) > limit:
+            print(f"  ... {len(r['problems']) - limit} more (--json lists all)")
+        if r["list"]:
+            print(f"  list written: {r['list']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the demo set, draw the weather figure, or check data sets.")
+    parser.add_argument("--demo", action="store_true", help="build the embedded synthetic all-weather set")
+    parser.add_argument("--out", type=Path, default=None, help=f"demo set folder (default {DEMO_ROOT})")
+    parser.add_argument("--seed", type=int, default=0, help="demo set seed")
+    parser.add_argument("--figure", nargs="?", const=REPO / "figures" / "weather_examples.png", type=Path,
+                        default=None, help="draw the weather examples figure (default figures/weather_examples.png)")
+    parser.add_argument("--check", type=Path, default=None, metavar="DIR", help="check one set or a parent of several")
+    parser.add_argument("--json", action="store_true", help="with --check: print the report as JSON")
+    parser.add_argument("--decode", action="store_true", help="with --check: decode every image (slow; finds "
+                        "truncated files)")
+    args = parser.parse_args(argv)
+    if not (args.demo or args.figure or args.check):
+        parser.error("give --demo, --figure or --check DIR")
+    status = 0
+    if args.demo:
+        from dwgn.demo import build_demo
+
+        out = args.out if args.out is not None else DEMO_ROOT
+        build_demo(out, seed=args.seed)
+        print(f"built the SYNTHETIC demo set in {out} (manifest.json lists its contents)")
+    if args.figure:
+        from dwgn.demo import make_figure
+
+        print(f"wrote {make_figure(args.figure, seed=args.seed)}")
+    if args.check:
+        report = check(args.check, decode=args.decode)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            _print_report(report)
+        status = 1 if any(r["problems"] for r in report.values()) else 0
+    return status

@@ -1,0 +1,53 @@
+"""Paired transforms as plain functions: the same random choice is applied to input and target.
+
+Images are numpy arrays (H, W, C); all randomness comes from the `np.random.Generator` passed in.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def pad_to(img: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad right/bottom so both sides are at least `size` (small images still give full crops)."""
+    h, w = img.shape[:2]
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    if ph == 0 and pw == 0:
+        return img
+    # numpy reflects repeatedly when the pad exceeds the side, so tiny images work too.
+    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+
+
+def random_crop(images: list[np.ndarray], size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The same random `size` x `size` window from each image (reflect-padded first if smaller)."""
+    shapes = {im.shape[:2] for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"paired images differ in size: {sorted(shapes)}")
+    images = [pad_to(im, size) for im in images]
+    h, w = images[0].shape[:2]
+    top = int(rng.integers(0, h - size + 1))
+    left = int(rng.integers(0, w - size + 1))
+    return [im[top:top + size, left:left + size] for im in images]
+
+
+def dihedral(img: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 flips/rotations: k in 0..7 = (k % 4) quarter turns, then a horizontal flip if k >= 4."""
+    out = np.rot90(img, k % 4, axes=(0, 1))
+    if k >= 4:
+        out = out[:, ::-1]
+    return out
+
+
+def random_dihedral(images: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """The same uniformly chosen flip/rotation (one of 8) applied to every image."""
+    k = int(rng.integers(0, 8))
+    return [dihedral(im, k) for im in images]
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 or float in [0, 1] -> (3, H, W) float32 tensor in [0, 1]."""
+    arr = np.ascontiguousarray(img)
+    t = torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
+    if arr.dtype == np.uint8:
+        return t.float().div_(255.0)
+    return t.float()
