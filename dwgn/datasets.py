@@ -67,7 +67,7 @@ def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
         im = im.convert("RGB")
     elif mode != "RGB":
         im = im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV: well-defined conversions
-    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+    return np.array(im, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -156,6 +156,9 @@ def test_sets(names: list[str] | None, data_root: Path | None = None) -> dict[st
                 raise ValueError(f"two test sets share the key {key!r} ({name}); rename one folder")
             out[key] = scan.pairs
     return out
+
+
+test_sets.__test__ = False  # a test module importing it must not make pytest collect it as a test
 
 
 def pretraining_images(data: str | Path | None) -> list[Path]:

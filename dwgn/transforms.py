@@ -47,6 +47,8 @@ def random_dihedral(images: list[np.ndarray], rng: np.random.Generator) -> list[
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 or float in [0, 1] -> (3, H, W) float32 tensor in [0, 1]."""
     arr = np.ascontiguousarray(img)
+    if not arr.flags.writeable:  # torch.from_numpy warns on read-only memory
+        arr = arr.copy()
     t = torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
     if arr.dtype == np.uint8:
         return t.float().div_(255.0)

@@ -127,14 +127,14 @@ def add_rain_fog(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     soft = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 1.2))
     scene = img + (soft - img) * d[..., None]
     rainy = _screen(scene, _streaks(h, w, rng), rng.uniform(0.7, 0.9))
-    out = _scatter(rainy, d, rng.uniform(0.6, 2.0), _airlight(rng, 0.75, 0.95))
+    out = _scatter(rainy, d, rng.uniform(0.5, 1.6), _airlight(rng, 0.75, 0.95))
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def add_haze(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Homogeneous haze over the depth proxy (RESIDE-like ranges)."""
     img = _check(img)
-    out = _scatter(img, depth_proxy(img, rng), rng.uniform(0.6, 2.2), _airlight(rng, 0.7, 1.0))
+    out = _scatter(img, depth_proxy(img, rng), rng.uniform(0.5, 1.8), _airlight(rng, 0.7, 1.0))
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
@@ -178,9 +178,9 @@ def add_raindrops(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     rel_y = np.zeros((h, w), np.float32)
     rho = np.full((h, w), 2.0, np.float32)  # normalised radial distance; >= 1 means "no drop"
     power = np.zeros((h, w), np.float32)
-    n = int(rng.integers(12, 40) * max(scale, 0.5) ** 2)
+    n = int(rng.integers(15, 50) * max(scale, 0.5) ** 2)
     for _ in range(n):
-        r = rng.uniform(4.0, 26.0) * scale
+        r = rng.uniform(4.0, 26.0) * max(scale, 0.75)  # small crops keep visible drops
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
         ax = rng.uniform(0.75, 1.0)  # drops run down: a bit taller than wide
         lobes, amp, phase = int(rng.integers(2, 5)), rng.uniform(0.0, 0.15), rng.uniform(0, 2 * np.pi)

@@ -1,0 +1,316 @@
+"""Benchmark layouts, bad input, datasets' determinism, the demo set, ImageNet indexing, --check."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dwgn import layouts
+from dwgn.datasets import (CleanImageDataset, PairedDataset, SyntheticWeatherDataset, ensure_demo,
+                           pretraining_images, read_image, test_sets, training_pairs)
+from dwgn.demo import build_demo, read_manifest
+from dwgn.imagenet import index_imagenet, read_image_list
+from dwgn.prepare import main as prepare_main
+from dwgn.transforms import dihedral, random_crop
+
+
+def img(path: Path, h: int = 24, w: int = 32, value: int | None = None, seed: int = 0) -> Path:
+    """A tiny RGB PNG (random, or constant `value`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.full((h, w, 3), value, np.uint8) if value is not None else \
+        np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def names(pairs):
+    return sorted((a.parent.name + "/" + a.name, b.parent.name + "/" + b.name) for a, b in pairs)
+
+
+# ------------------------------------------------------------------------------------------ reading
+def test_read_image_conversions(tmp_path):
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    Image.fromarray(gray, "L").save(tmp_path / "g.png")
+    out = read_image(tmp_path / "g.png")
+    assert out.shape == (3, 4, 3) and (out == gray[..., None]).all()
+
+    rgba = np.dstack([np.full((3, 4, 3), 9, np.uint8), np.full((3, 4), 255, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "opaque.png")
+    assert (read_image(tmp_path / "opaque.png") == 9).all()
+
+    g16 = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 257 * 20)
+    cv2.imwrite(str(tmp_path / "g16.png"), g16)
+    assert (read_image(tmp_path / "g16.png") == gray[..., None]).all()
+
+    rgb16 = np.zeros((3, 4, 3), np.uint16)
+    rgb16[..., 2] = 65535  # BGR on disk: red channel full
+    cv2.imwrite(str(tmp_path / "rgb16.png"), rgb16)
+    out = read_image(tmp_path / "rgb16.png")
+    assert out.dtype == np.uint8 and (out[..., 0] == 255).all() and (out[..., 1:] == 0).all()
+
+    pal = Image.fromarray(np.full((3, 4, 3), 77, np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE)
+    pal.save(tmp_path / "p.png")
+    assert (read_image(tmp_path / "p.png") == 77).all()
+
+
+def test_read_image_errors_name_the_file(tmp_path):
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    with pytest.raises(ValueError, match=r"clear\.png has transparent pixels"):
+        read_image(tmp_path / "clear.png")
+    good = img(tmp_path / "t.png", 64, 64).read_bytes()
+    (tmp_path / "trunc.png").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match=r"trunc\.png"):
+        read_image(tmp_path / "trunc.png")
+    (tmp_path / "junk.jpg").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match=r"junk\.jpg"):
+        read_image(tmp_path / "junk.jpg")
+    with pytest.raises(FileNotFoundError, match=r"nothere\.png"):
+        read_image(tmp_path / "nothere.png")
+
+
+# ------------------------------------------------------------------------------------------ layouts
+def test_allweather_list_file(tmp_path, capsys):
+    root = tmp_path / "allweather"
+    for n in ["snow_a.png", "im_0001_s80_a04.png", "im_0302_s90_a05.png", "input_03.png", "4_rain.png"]:
+        img(root / "input" / n)
+        img(root / "gt" / n)
+    # TransWeather writes '/input/..' or './input/..'; 'input_03.png' must not become 'gt_03.png'.
+    (root / "allweather.txt").write_text(
+        "/input/snow_a.png\n./input/im_0001_s80_a04.png\ninput/im_0302_s90_a05.png\n"
+        "input/input_03.png\ninput/4_rain.png\ninput/missing.png\n\n")
+    pairs = training_pairs(root)
+    assert names(pairs) == [("input/4_rain.png", "gt/4_rain.png"),
+                            ("input/im_0001_s80_a04.png", "gt/im_0001_s80_a04.png"),
+                            ("input/input_03.png", "gt/input_03.png"),
+                            ("input/snow_a.png", "gt/snow_a.png")]
+    out = capsys.readouterr().out
+    assert "skipped 1 missing" in out and "missing.png" in out
+    assert "skipped 1 Outdoor-Rain test scene" in out and "im_0302_s90_a05.png" in out
+    # The list file itself works too, and a folder without a list is paired by name.
+    assert names(training_pairs(root / "allweather.txt")) == names(pairs)
+    (root / "allweather.txt").unlink()
+    assert len(training_pairs(root)) == 4  # 5 files, scene 0302 left out
+
+
+def test_snow100k_nested_layout_and_unpaired(tmp_path, capsys):
+    s = tmp_path / "data" / "Snow100K" / "test" / "Snow100K-S"
+    for n in ["beautiful_00001.jpg", "city_00002.jpg"]:
+        img(s / "synthetic" / n)
+        img(s / "gt" / n)
+        img(s / "mask" / n)
+    img(s / "synthetic" / "orphan_00003.jpg")
+    (s / "synthetic" / "Thumbs.db").write_bytes(b"x")
+    sets = test_sets(["snow100k-s"], data_root=tmp_path / "data")
+    assert names(sets["snow100k-s"]) == [("synthetic/beautiful_00001.jpg", "gt/beautiful_00001.jpg"),
+                                         ("synthetic/city_00002.jpg", "gt/city_00002.jpg")]
+    out = capsys.readouterr().out
+    assert "skipped 1 unpaired input" in out and "orphan_00003.jpg" in out
+    assert "skipped 1 not an image" in out and "Thumbs.db" in out
+
+
+def test_outdoor_rain_test1_naming(tmp_path):
+    t = tmp_path / "Outdoor-Rain" / "test1"
+    for n in ["im_0301_s80_a04.png", "im_0301_s95_a06.png", "im_0302_s80_a04.png"]:
+        img(t / "input" / n)
+    img(t / "gt" / "im_0301.png")
+    img(t / "gt" / "im_0302.png")
+    sets = test_sets(["outdoor-rain"], data_root=tmp_path)
+    assert names(sets["outdoor-rain"]) == [("input/im_0301_s80_a04.png", "gt/im_0301.png"),
+                                           ("input/im_0301_s95_a06.png", "gt/im_0301.png"),
+                                           ("input/im_0302_s80_a04.png", "gt/im_0302.png")]
+    assert layouts.scan_set(t).layout == "outdoor-rain"
+
+
+def test_raindrop_a_and_b(tmp_path):
+    a = tmp_path / "RainDrop" / "test_a"
+    b = tmp_path / "RainDrop" / "test_b"
+    for i in range(2):
+        img(a / "data" / f"{i}_rain.png")
+        img(a / "gt" / f"{i}_clean.png")
+    for i in range(3):
+        img(b / "input" / f"{i}_rain.jpg")
+        img(b / "gt" / f"{i}_clean.jpg")
+    sets = test_sets(["raindrop-a", "raindrop-b"], data_root=tmp_path)
+    assert names(sets["raindrop-a"]) == [("data/0_rain.png", "gt/0_clean.png"), ("data/1_rain.png", "gt/1_clean.png")]
+    assert len(sets["raindrop-b"]) == 3
+    assert layouts.scan_set(a).layout == "raindrop"
+
+
+def test_missing_named_set_lists_places(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        test_sets(["raindrop-a"], data_root=tmp_path)
+    assert "raindrop/test_a" in str(e.value) and "DWGN_DATA" in str(e.value)
+    with pytest.raises(FileNotFoundError, match="unknown test set 'nope'"):
+        test_sets(["nope"], data_root=tmp_path)
+
+
+def test_authors_mix(tmp_path):
+    for sub in ["snow", "haze", "night"]:
+        for split in ["train", "test"]:
+            img(tmp_path / "mix" / sub / split / "input" / f"{sub}_1.png")
+            img(tmp_path / "mix" / sub / split / "label" / f"{sub}_1.png")
+    assert names(training_pairs(tmp_path / "mix")) == [("input/haze_1.png", "label/haze_1.png"),
+                                                       ("input/night_1.png", "label/night_1.png"),
+                                                       ("input/snow_1.png", "label/snow_1.png")]
+    sets = test_sets([str(tmp_path / "mix")])
+    assert sorted(sets) == ["mix-haze", "mix-night", "mix-snow"]
+    assert all(p[0][0].parts[-4] == "mix" or "test" in p[0][0].parts for p in sets.values())
+
+
+def test_plain_folder_key_and_leakage_filter(tmp_path, capsys):
+    f = tmp_path / "mine"
+    for n in ["a.png", "im_0350_s80_a04.png", "im_0351_s80_a04.png"]:
+        img(f / "input" / n)
+        img(f / "gt" / n)
+    assert list(test_sets([str(f)])) == ["mine"]
+    assert len(test_sets([str(f)])["mine"]) == 3  # test sets keep every scene
+    assert names(training_pairs(f)) == [("input/a.png", "gt/a.png"),
+                                        ("input/im_0351_s80_a04.png", "gt/im_0351_s80_a04.png")]
+    assert "im_0350_s80_a04.png" in capsys.readouterr().out
+
+
+def test_empty_and_missing_folders(tmp_path):
+    (tmp_path / "e" / "input").mkdir(parents=True)
+    (tmp_path / "e" / "gt").mkdir()
+    with pytest.raises(FileNotFoundError, match="hold no images"):
+        training_pairs(tmp_path / "e")
+    (tmp_path / "x").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no input folder"):
+        training_pairs(tmp_path / "x")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        training_pairs(tmp_path / "nowhere")
+
+
+def test_check_reports_and_writes_lists(tmp_path, capsys, monkeypatch):
+    a = tmp_path / "RainDrop" / "test_a"
+    for i in range(3):
+        img(a / "data" / f"{i}_rain.png")
+        img(a / "gt" / f"{i}_clean.png", h=24 if i < 2 else 30)  # pair 2: size mismatch
+    img(a / "gt" / "9_clean.png")  # unpaired gt
+    monkeypatch.setitem(layouts.EXPECTED_PAIRS, "raindrop-a", 2)
+    monkeypatch.setitem(layouts.EXPECTED_PAIRS, "raindrop-b", 3)
+    rc = prepare_main(["--check", str(tmp_path), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    r = report[str(a)]
+    assert rc == 1 and r["layout"] == "raindrop" and r["name"] == "raindrop-a" and r["pairs"] == 2
+    problems = "\n".join(r["problems"])
+    assert "unpaired gt: gt/9_clean.png" in problems
+    assert "size mismatch: data/2_rain.png is 32x24, gt/2_clean.png is 32x30" in problems
+    assert "looks like raindrop-b" in problems
+    # The loaders now read the checked list (size-mismatched pair left out) ...
+    assert names(layouts.scan_set(a).pairs) == [("data/0_rain.png", "gt/0_clean.png"),
+                                                ("data/1_rain.png", "gt/1_clean.png")]
+    # ... until the folder changes: then they rescan and say so.
+    img(a / "data" / "5_rain.png")
+    img(a / "gt" / "5_clean.png")
+    assert len(layouts.scan_set(a).pairs) == 4
+    assert "out of date" in capsys.readouterr().out
+
+
+def test_paired_dataset_size_mismatch_names_both(tmp_path):
+    pairs = [(img(tmp_path / "in" / "a.png", 20, 20), img(tmp_path / "gt" / "a.png", 20, 22))]
+    with pytest.raises(ValueError, match=r"in/a\.png is 20x20 but its gt .*gt/a\.png is 22x20"):
+        PairedDataset(pairs, crop=16)[0]
+
+
+# ------------------------------------------------------------------------------------------ datasets
+def test_paired_dataset_deterministic_and_identical_on_both(tmp_path):
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(gt).save(tmp_path / "g.png")
+    Image.fromarray(255 - gt).save(tmp_path / "i.png")
+    ds = PairedDataset([(tmp_path / "i.png", tmp_path / "g.png")], crop=16, augment=True)
+    x1, y1 = ds[(0, 5)]
+    x2, y2 = ds[(0, 5)]
+    assert x1.shape == (3, 16, 16) and x1.dtype == torch.float32
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert torch.allclose(x1, 1.0 - y1, atol=1e-6)  # same crop and flip on input and target
+    assert torch.equal(ds[0][0], ds[(0, 0)][0])  # int index i means seed i
+    crops = {ds[(0, s)][1].numpy().tobytes() for s in range(6)}
+    assert len(crops) > 1
+    x_small, _ = PairedDataset([(tmp_path / "i.png", tmp_path / "g.png")], crop=64)[(0, 1)]
+    assert x_small.shape == (3, 64, 64)  # reflect-padded
+    full, _ = PairedDataset([(tmp_path / "i.png", tmp_path / "g.png")], crop=None, augment=False)[0]
+    assert torch.allclose(full, torch.from_numpy(255 - gt).permute(2, 0, 1).float() / 255)
+
+
+def test_dihedral_group_and_crop():
+    a = np.arange(12).reshape(3, 4, 1)
+    outs = {dihedral(a, k).tobytes() + bytes(dihedral(a, k).shape) for k in range(8)}
+    assert len(outs) == 8
+    x = np.arange(6 * 5).reshape(6, 5, 1)
+    c1, c2 = random_crop([x, x + 100], 4, np.random.default_rng(3))
+    assert np.array_equal(c1 + 100, c2)
+    big = random_crop([x], 9, np.random.default_rng(0))[0]
+    assert big.shape == (9, 9, 1) and big[0, 5, 0] == x[0, 3, 0]  # reflect: ...3 4 | 3 ...
+
+
+def test_clean_and_synthetic_datasets(tmp_path):
+    p = [img(tmp_path / "small.png", 50, 70, seed=1), img(tmp_path / "big.png", 200, 300, seed=2)]
+    ds = CleanImageDataset(p, crop=64, length=10)
+    assert len(ds) == 10 and ds[3].shape == (3, 64, 64)
+    assert torch.equal(ds[(3, 9)], ds[(3, 9)]) and not torch.equal(ds[(3, 9)], ds[(3, 10)])
+    with pytest.raises(IndexError):
+        ds[10]
+    sw = SyntheticWeatherDataset(p, crop=64, weathers=("haze",), length=4)
+    deg, clean = sw[(1, 4)]
+    deg2, clean2 = sw[(1, 4)]
+    assert torch.equal(deg, deg2) and torch.equal(clean, clean2) and not torch.equal(deg, clean)
+    with pytest.raises(ValueError, match="unknown weathers"):
+        SyntheticWeatherDataset(p, weathers=("fog",))
+
+
+def test_pretraining_images_default_and_imagenet_index(tmp_path, capsys):
+    photos = pretraining_images(None)
+    assert "packaged photos" in capsys.readouterr().out and all(p.is_file() for p in photos)
+    root = tmp_path / "train"
+    img(root / "n01" / "a.JPEG")
+    img(root / "n02" / "b.jpeg")
+    (root / "n02" / "notes.txt").write_text("x")
+    out = tmp_path / "list.txt"
+    # A run killed after class n01: its part is kept, so the restart reuses it (we plant a marker).
+    parts = tmp_path / "list.txt.parts"
+    parts.mkdir()
+    (parts / "n01.txt").write_text("n01/a.JPEG\n")
+    path, count = index_imagenet(root, out, progress=False)
+    assert count == 2 and not parts.exists()
+    assert [p.relative_to(root).as_posix() for p in read_image_list(out)] == ["n01/a.JPEG", "n02/b.jpeg"]
+    assert [p.name for p in pretraining_images(out)] == ["a.JPEG", "b.jpeg"]
+    assert [p.name for p in pretraining_images(root)] == ["a.JPEG", "b.jpeg"]
+
+
+# ------------------------------------------------------------------------------------------ demo
+def test_reduced_demo_layouts_and_determinism(tmp_path):
+    root = build_demo(tmp_path / "demo", seed=3, train_per_weather=2, test_per_weather=3)
+    manifest = read_manifest(root)
+    assert manifest["synthetic"] is True and manifest["train_pairs"] == 10
+    pairs = training_pairs(root / "train")
+    assert len(pairs) == 10
+    assert (root / "train" / "allweather.txt").read_text().splitlines()[0] == "input/snow_0000.png"
+    t = root / "test"
+    assert names(layouts.scan_set(t / "demo-rainfog").pairs) == [
+        ("input/im_0301_s100_a06.png", "gt/im_0301.png"), ("input/im_0301_s80_a04.png", "gt/im_0301.png"),
+        ("input/im_0301_s90_a05.png", "gt/im_0301.png")]
+    assert names(layouts.scan_set(t / "demo-raindrop").pairs)[0] == ("data/0_rain.png", "gt/0_clean.png")
+    assert (t / "demo-snow" / "synthetic" / "snow_0000.png").is_file()
+    for key in ["demo-rain", "demo-haze"]:
+        assert len(layouts.scan_set(t / key).pairs) == 3
+    again = build_demo(tmp_path / "demo2", seed=3, train_per_weather=2, test_per_weather=3)
+    for a in sorted(root.rglob("*.png")):
+        assert a.read_bytes() == (again / a.relative_to(root)).read_bytes()
+    assert ensure_demo(root) == root  # built already: nothing rebuilt
+    with pytest.raises(FileExistsError, match="not a demo set"):
+        img(tmp_path / "other" / "x.png")
+        build_demo(tmp_path / "other")
+
+
+@pytest.mark.slow
+def test_full_demo_builds(tmp_path):
+    root = ensure_demo(tmp_path / "demo")
+    sets = test_sets([str(root / "test" / k) for k in ["demo-snow", "demo-rainfog", "demo-raindrop"]])
+    assert len(training_pairs(root / "train")) == 600
+    assert {k: len(v) for k, v in sets.items()} == {"demo-snow": 12, "demo-rainfog": 12, "demo-raindrop": 12}
