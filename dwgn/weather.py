@@ -188,22 +188,24 @@ def add_raindrops(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         y0, y1 = max(int(cy - 1.3 * r), 0), min(int(cy + 1.3 * r) + 1, h)
         if x1 <= x0 or y1 <= y0:
             continue
-        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - cx
-        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - cy
+        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
+        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
         dx, dy = np.broadcast_arrays(dx, dy)
-        dist = np.sqrt(dx * dx / (ax * ax) + dy * dy)
+        dist = np.sqrt(dx * dx * np.float32(1.0 / (ax * ax)) + dy * dy)
         # Irregular outline r (1 + amp sin(lobes theta + phase)), theta taken from the unit vector
-        # (arctan2 is slow): sin(k theta + phase) = Im((unit)^k e^{i phase}).
-        unit = (dx + 1j * dy) / np.maximum(dist, 1e-3)
-        wobble = 1.0 + amp * np.imag(unit**lobes * np.exp(1j * phase))
-        local = (dist / (r * wobble)).astype(np.float32)
+        # (arctan2 is slow): sin(k theta + phase) = Im(unit^k e^{i phase}).
+        unit = (dx + 1j * dy).astype(np.complex64) / np.maximum(dist, 1e-3)
+        z = unit * np.complex64(np.exp(1j * phase))
+        for _ in range(lobes - 1):
+            z = z * unit
+        local = dist / (np.float32(r) * (1.0 + np.float32(amp) * z.imag))
         take = local < rho[y0:y1, x0:x1]  # the nearer boundary wins where drops overlap
-        rho[y0:y1, x0:x1][take] = local[take]
-        off_x[y0:y1, x0:x1][take] = dx[take]
-        off_y[y0:y1, x0:x1][take] = dy[take]
-        rel_x[y0:y1, x0:x1][take] = dx[take] / r
-        rel_y[y0:y1, x0:x1][take] = dy[take] / r
-        power[y0:y1, x0:x1][take] = rng.uniform(1.5, 4.0)
+        np.copyto(rho[y0:y1, x0:x1], local, where=take)
+        np.copyto(off_x[y0:y1, x0:x1], dx, where=take)
+        np.copyto(off_y[y0:y1, x0:x1], dy, where=take)
+        np.copyto(rel_x[y0:y1, x0:x1], dx / np.float32(r), where=take)
+        np.copyto(rel_y[y0:y1, x0:x1], dy / np.float32(r), where=take)
+        np.copyto(power[y0:y1, x0:x1], np.float32(rng.uniform(1.5, 4.0)), where=take)
     inside = rho < 1.0
     if not inside.any():
         return img.copy()
