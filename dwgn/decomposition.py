@@ -40,6 +40,7 @@ run draws.
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -224,12 +225,14 @@ def count_parameters(module: nn.Module) -> int:
 # The adversarial generator step
 # ---------------------------------------------------------------------------------------------
 def generator_step(network: nn.Module, decomposer: nn.Module, optimizer: torch.optim.Optimizer,
-                   clean: Tensor, noise: DecompositionNoise) -> float:
+                   clean: Tensor, noise: DecompositionNoise,
+                   autocast: AbstractContextManager | None = None) -> float:
     """One ascent step of the generators on L1(R(O), B) with R frozen; returns that L1 (before the step).
 
     R's parameters get requires_grad False for the step (restored after), so they receive no
     gradient, but O is NOT detached: the gradient reaches the generators through R.
     `decomposer` may be a DDP wrapper of a `Decomposer`; `network` should be the unwrapped module.
+    `autocast` (e.g. bf16 on CUDA) wraps only the network's forward; the generators stay float32.
     """
     frozen = [p for p in network.parameters() if p.requires_grad]
     for p in frozen:
@@ -237,7 +240,9 @@ def generator_step(network: nn.Module, decomposer: nn.Module, optimizer: torch.o
     try:
         optimizer.zero_grad(set_to_none=True)
         degraded = decomposer(clean, noise)
-        loss = F.l1_loss(network(degraded.output), clean)
+        with autocast if autocast is not None else nullcontext():
+            restored = network(degraded.output)
+        loss = F.l1_loss(restored.float(), clean)
         (-loss).backward()   # maximise
         optimizer.step()
     finally:

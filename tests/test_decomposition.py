@@ -169,3 +169,107 @@ def test_generator_step_through_the_real_network():
     generator_step(network, decomposer, optimizer, clean, noise)
     assert all(p.grad is None for p in network.parameters())
     assert decomposer.gen_b.logits.downs[0][0].weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1 on the engine (dwgn.pretraining): end to end, checkpoint contents, exact resume
+# ---------------------------------------------------------------------------------------------
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_config_keys_and_errors():
+    from dwgn.config import ConfigError, parse_config
+    from dwgn.pretraining import PretrainingConfig
+
+    cfg = parse_config(PretrainingConfig, ["--degradation", "weather", "--mask-floor", "0.5", "--steps", "7"])
+    assert (cfg.degradation, cfg.mask_floor, cfg.steps, cfg.generator_lr) == ("weather", 0.5, 7, 2e-4)
+    with pytest.raises(ConfigError, match="mask_floor must be in"):
+        parse_config(PretrainingConfig, ["--mask-floor", "0"])
+    with pytest.raises(ConfigError, match="degradation must be adversarial or weather"):
+        parse_config(PretrainingConfig, ["--degradation", "fog"])
+
+
+def _script(tmp_path, *flags):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(REPO / "pre-training.py"), "--steps", "3", "--out", str(out), *flags],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+@pytest.mark.slow
+def test_script_adversarial_end_to_end(tmp_path):
+    import json
+
+    import dwgn
+    from dwgn.checkpoint import load_checkpoint
+
+    out, stdout = _script(tmp_path)
+    assert "not ImageNet" in stdout  # says in one line that it fell back to the packaged photos
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 3 and ckpt["config"]["degradation"] == "adversarial"
+    fresh = Decomposer()
+    assert set(ckpt["generators"]["model"]) == set(fresh.state_dict())
+    assert ckpt["generators"]["optimizer"]["state"]  # Adam moments exist: the generators took steps
+    assert not torch.equal(ckpt["generators"]["model"]["gen_b.mean_logit"], fresh.gen_b.mean_logit.detach())
+    model = dwgn.load_model(out / "last.pt")  # what fine-tuning starts from
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+    record = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 3 and {"loss", "lr", "generator_loss", "mask_b", "mask_d"} <= set(record)
+    assert record["mask_b"] >= MASK_FLOOR
+    _, again = _script(tmp_path)
+    assert "already finished" in again
+
+
+@pytest.mark.slow
+def test_script_weather_end_to_end(tmp_path):
+    from dwgn.checkpoint import load_checkpoint
+
+    out, _ = _script(tmp_path, "--degradation", "weather")
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 3 and ckpt["config"]["degradation"] == "weather" and "generators" not in ckpt
+
+
+def _run(out, steps, kill_at=None):
+    from dwgn.config import parse_config
+    from dwgn.engine import train
+    from dwgn.pretraining import AdversarialDecomposition, PretrainingConfig, build_stage, training_set
+
+    class Killed(RuntimeError):
+        pass
+
+    class Dying(AdversarialDecomposition):
+        def prepare(self, batch, step):
+            if step.step == kill_at:
+                raise Killed(f"killed before step {kill_at}")
+            return super().prepare(batch, step)
+
+    cfg = parse_config(PretrainingConfig, ["--steps", str(steps), "--out", str(out), "--batch-size", "2",
+                                           "--save-every", "2", "--num-workers", "0", "--log-every", "1"])
+    stage = build_stage(cfg, training_set(cfg))
+    if kill_at is not None:
+        stage.hooks = Dying(cfg)
+        with pytest.raises(Killed):
+            train(cfg, stage)
+    else:
+        train(cfg, stage)
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    from dwgn.checkpoint import load_checkpoint
+
+    _run(tmp_path / "whole", 4)
+    _run(tmp_path / "resumed", 4, kill_at=3)          # dies after the step-2 checkpoint, mid step 3
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 2
+    _run(tmp_path / "resumed", 4)                     # the same command again resumes
+    a = load_checkpoint(tmp_path / "whole" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert a["step"] == b["step"] == 4
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["generators"]["model"]:
+        assert torch.equal(a["generators"]["model"][key], b["generators"]["model"][key]), key

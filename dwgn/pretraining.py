@@ -1,0 +1,142 @@
+"""Stage 1: pre-training (DESIGN.md §2) on the shared engine; `pre-training.py` calls main().
+
+`--degradation adversarial` (the paper): clean crops B are degraded by the learned mask generators of
+dwgn.decomposition; each step the network takes its L1 step on O = clip(B⊙M_b + D⊙M_d) (made under
+no_grad in `prepare`), then the generators take their ascent step through the frozen, just-updated
+network (`after_step`): 1:1, network first, Adam for both.
+`--degradation weather`: the same images with synthetic weather (dwgn.weather), no generators.
+
+The run directory is `runs/pretrain-<preset>` (or `--out`); `last.pt` holds the network for
+fine-tuning and, for resume, `generators` = {"model": generator weights, "optimizer": their Adam}.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from dwgn.checkpoint import CheckpointError
+from dwgn.config import ConfigError, PretrainConfig, parse_config
+from dwgn.decomposition import (MASK_FLOOR, Decomposer, DecompositionNoise, generator_step,
+                                make_generator_optimizer, sample_noise)
+from dwgn.engine import EngineContext, Stage, StageHooks, StepContext, TrainingError, train
+from dwgn.network import build_model
+
+STAGE = "pretrain"
+
+
+@dataclass
+class PretrainingConfig(PretrainConfig):
+    """Stage 1's keys. Defaults are the CPU demo (a few minutes on 2 cores); configs/ holds the paper's
+    (batch 4, 128² crops, 2 ImageNet epochs)."""
+
+    steps: int = 40
+    crop: int = 64
+    save_every: int = 20
+    log_every: int = 5
+    generator_lr: float = 2e-4            # Adam for the generators (constant; the paper uses 2e-4 for both)
+    mask_floor: float = MASK_FLOOR        # every pixel keeps at least this fraction of B (see dwgn.decomposition)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.generator_lr <= 0:
+            raise ConfigError(f"generator_lr must be positive, got {self.generator_lr}")
+        if not 0.0 < self.mask_floor < 1.0:
+            raise ConfigError(f"mask_floor must be in (0, 1) so the background stays recoverable and the "
+                              f"adversary has room; got {self.mask_floor}")
+
+
+class AdversarialDecomposition(StageHooks):
+    """The engine hooks of `--degradation adversarial`: the generators, their optimizer and their step."""
+
+    def __init__(self, cfg: PretrainingConfig) -> None:
+        self.cfg = cfg
+        self.ctx: EngineContext | None = None
+        self.noise: DecompositionNoise | None = None
+
+    def setup(self, ctx: EngineContext) -> None:
+        # fixed initial weights for a given seed, whatever the global RNG did before
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            self.decomposer = Decomposer(floor=self.cfg.mask_floor).to(ctx.device)
+        self.wrapped = ctx.wrap(self.decomposer)  # DDP when distributed: generator gradients averaged
+        self.optimizer = make_generator_optimizer(self.decomposer, self.cfg.generator_lr)
+        self.ctx = ctx
+
+    def prepare(self, batch: Any, step: StepContext) -> tuple[Tensor, Tensor]:
+        clean = batch.to(step.device, non_blocking=True)             # (B,3,H,W) clean crops
+        b, _, h, w = clean.shape
+        self.noise = sample_noise(b, h, w, seed=self.cfg.seed, step=step.step, rank=step.engine.rank,
+                                  device=step.device)
+        with torch.no_grad():
+            degraded = self.decomposer(clean, self.noise)
+        self.masks = {"mask_b": float(degraded.mask_b.mean()), "mask_d": float(degraded.mask_d.mean())}
+        return degraded.output, clean
+
+    def after_step(self, step: StepContext, inputs: Tensor, targets: Tensor) -> dict[str, float]:
+        # bf16 autocast is safe without a gradient scaler; fp16 would need one, so it runs float32
+        amp = step.engine.autocast() if step.engine.amp_dtype == torch.bfloat16 else None
+        loss = generator_step(step.model, self.wrapped, self.optimizer, targets, self.noise, autocast=amp)
+        return {"generator_loss": loss, **self.masks}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generators": {"model": self.decomposer.state_dict(), "optimizer": self.optimizer.state_dict()}}
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        path = self.ctx.run_dir / "last.pt" if self.ctx else "last.pt"
+        if not isinstance(ckpt.get("generators"), dict):
+            raise CheckpointError(f"checkpoint {path} has no generators (a --degradation weather run?); "
+                                  f"resume it with --degradation weather, or start anew with another --out")
+        try:
+            self.decomposer.load_state_dict(ckpt["generators"]["model"])
+            self.optimizer.load_state_dict(ckpt["generators"]["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {path}: its generators do not fit this code "
+                                  f"({str(err).splitlines()[0]}); start anew with another --out") from None
+
+
+class NoGenerators(StageHooks):
+    """`--degradation weather`: the engine's defaults, but refuse to resume an adversarial run silently."""
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        if ckpt.get("generators") is not None:
+            raise CheckpointError("the run to resume was pre-trained with --degradation adversarial; resume it "
+                                  "with that, or start a weather run with another --out")
+
+
+def build_stage(cfg: PretrainingConfig, train_set: Dataset) -> Stage:
+    model = build_model(cfg.preset, **{k: getattr(cfg.model, k) for k in cfg.model.__dataclass_fields__})
+    hooks = AdversarialDecomposition(cfg) if cfg.degradation == "adversarial" else NoGenerators()
+    return Stage(STAGE, model, train_set, hooks=hooks)
+
+
+def training_set(cfg: PretrainingConfig) -> Dataset:
+    from dwgn.datasets import CleanImageDataset, SyntheticWeatherDataset, pretraining_images
+
+    paths = pretraining_images(cfg.data)  # says in one line when it falls back to the packaged photos
+    if cfg.data is not None:
+        print(f"data: {len(paths)} pre-training images from {cfg.data}")
+    if cfg.degradation == "weather":
+        return SyntheticWeatherDataset(paths, crop=cfg.crop)
+    return CleanImageDataset(paths, crop=cfg.crop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python pre-training.py [--key value ...]`; returns the exit status."""
+    try:
+        cfg = parse_config(PretrainingConfig, argv, prog="pre-training.py")
+        print(f"degradation: {cfg.degradation}"
+              + (f" (learned masks, background floor {cfg.mask_floor})" if cfg.degradation == "adversarial" else ""))
+        train(cfg, build_stage(cfg, training_set(cfg)))
+    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError, ValueError) as err:
+        print(f"pre-training.py: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
