@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise CheckpointError(f"checkpoint {path} cannot be read: not a torch checkpoint (truncated or another format?)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        lines = str(err).splitlines()
+        reason = next((ln.strip() for ln in lines if "Unsupported" in ln or "GLOBAL" in ln), lines[0])
         raise CheckpointError(
             f"checkpoint {path} holds more than tensors and plain Python types, so it is not loaded "
-            f"(weights_only=True; no code may run on load): {str(err).splitlines()[0]}") from None
+            f"(weights_only=True; no code may run on load): {reason}") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"checkpoint {path} cannot be read (truncated or not a torch file?): {err}") from None
     if not isinstance(ckpt, dict):

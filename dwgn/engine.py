@@ -254,6 +254,11 @@ def validation_psnr(model: nn.Module, val_set: Dataset, ctx: EngineContext) -> f
 # ---------------------------------------------------------------- processes, logging
 
 
+def run_dir_for(cfg: TrainConfig, stage_name: str) -> Path:
+    """`--out`, else runs/<stage>-<preset>."""
+    return Path(cfg.out or f"runs/{stage_name}-{cfg.preset}")
+
+
 def setup_processes(cfg: TrainConfig) -> tuple[torch.device, int, int, bool]:
     """(device, rank, world size, whether this call started the process group). Like nanoGPT, the
     RANK variable (set by torchrun) decides between DDP and a single process."""
@@ -323,7 +328,7 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
     """Run (or resume, or extend) a stage to `cfg.steps` optimizer steps; see the module docstring."""
     device, rank, world, started_group = setup_processes(cfg)
     main = rank == 0
-    run_dir = Path(cfg.out or f"runs/{stage.name}-{cfg.preset}")
+    run_dir = run_dir_for(cfg, stage.name)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     model = stage.model.to(device)
     ckpt = load_checkpoint(last_path) if last_path.exists() else None

@@ -1,0 +1,197 @@
+"""The shared training loop: exact resume, DDP == one process, NaN stop, run directory, sampler."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch.utils.data import Dataset
+
+from dwgn import build_model
+from dwgn.checkpoint import load_checkpoint
+from dwgn.config import FinetuneConfig
+from dwgn.engine import Stage, StageHooks, StepSampler, TrainingError, cosine_lr, train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two cores shared by several jobs: more than one intra-op thread makes small convs crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class NoisyPairs(Dataset):
+    """Generated pairs obeying the (index, seed) interface: a fixed clean image per index, a crop
+    position and noise drawn from the sample seed."""
+
+    def __init__(self, n: int = 6, size: int = 64):
+        self.n, self.size = n, size
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, item):
+        index, seed = item if isinstance(item, tuple) else (item, item)
+        base = np.random.default_rng(1000 + index).random((3, self.size + 8, self.size + 8), dtype=np.float32)
+        rng = np.random.default_rng(seed)
+        top, left = rng.integers(0, 9, size=2)
+        clean = base[:, top:top + self.size, left:left + self.size]
+        noisy = np.clip(clean + 0.1 * rng.standard_normal(clean.shape, dtype=np.float32), 0, 1)
+        return torch.from_numpy(noisy), torch.from_numpy(np.ascontiguousarray(clean))
+
+
+class Killed(Exception):
+    """Stands in for a kill -9 between checkpoints."""
+
+
+class CountingHooks(StageHooks):
+    """Extra checkpointed state (like Stage 1's generators) and an optional simulated kill."""
+
+    def __init__(self, kill_at: int | None = None):
+        self.kill_at, self.count = kill_at, torch.zeros(())
+
+    def after_step(self, step, inputs, targets):
+        if step.step == self.kill_at:
+            raise Killed()
+        self.count += 1
+        return {"count": float(self.count)}
+
+    def state_dict(self):
+        return {"generators": {"count": self.count.clone()}}
+
+    def load_state_dict(self, ckpt):
+        self.count = ckpt["generators"]["count"].clone()
+
+
+def config(out: Path, **kw) -> FinetuneConfig:
+    base = dict(steps=3, batch_size=1, crop=64, num_workers=0, log_every=1, save_every=1, val_every=0,
+                device="cpu", out=str(out), from_scratch=True)
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def stage(hooks: StageHooks | None = None, val: bool = False, n: int = 6) -> Stage:
+    torch.manual_seed(0)
+    return Stage("finetune", build_model("tiny"), NoisyPairs(n), NoisyPairs(2) if val else None,
+                 hooks=hooks or StageHooks())
+
+
+def test_sampler_is_deterministic_covers_epochs_and_splits_over_ranks():
+    one = StepSampler(n=5, global_batch=4, seed=7, start=0, steps=5)
+    ranks = [StepSampler(n=5, global_batch=4, seed=7, start=0, steps=5, rank=r, world=2) for r in range(2)]
+    for step in range(5):
+        assert ranks[0].items(step) + ranks[1].items(step) == one.items(step)
+    flat = [i for items in one for i, _ in items]  # 20 positions = 4 epochs of 5
+    for e in range(4):
+        assert sorted(flat[5 * e:5 * e + 5]) == [0, 1, 2, 3, 4]
+    assert StepSampler(5, 4, 7, start=3, steps=5).items(3) == one.items(3)  # resuming mid-way
+    seeds = [s for items in one for _, s in items]
+    assert len(set(seeds)) == len(seeds)
+    assert StepSampler(5, 4, 8, 0, 5).items(0) != one.items(0)
+    with pytest.raises(ValueError, match="divide evenly over 3"):
+        StepSampler(5, 4, 7, 0, 5, rank=0, world=3)
+
+
+def test_cosine_schedule_ends_at_lr_min():
+    cfg = FinetuneConfig(steps=10, lr=2e-4, lr_min=1e-6)
+    assert cosine_lr(0, cfg) == pytest.approx(2e-4)
+    assert cosine_lr(5, cfg) == pytest.approx((2e-4 + 1e-6) / 2)
+    assert cosine_lr(10, cfg) == pytest.approx(1e-6)
+
+
+def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    full = train(config(tmp_path / "full"), stage(CountingHooks()))
+    assert full.step == 3
+    with pytest.raises(Killed):  # dies during step index 2, after last.pt of step 2 was written
+        train(config(tmp_path / "cut"), stage(CountingHooks(kill_at=2)))
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 2
+    hooks = CountingHooks()
+    resumed = train(config(tmp_path / "cut", num_workers=2), stage(hooks))  # workers must not matter
+    assert resumed.step == 3 and float(hooks.count) == 3
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("full", "cut"))
+    assert a["step"] == b["step"] == 3
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        for k in pa:
+            assert torch.equal(pa[k], pb[k]), k
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"] == cosine_lr(2, config(tmp_path))
+    assert torch.equal(a["generators"]["count"], b["generators"]["count"])
+    lines = [json.loads(x) for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3]
+
+
+def test_finished_run_says_so_and_a_larger_steps_extends_it(tmp_path, capsys):
+    train(config(tmp_path, steps=1), stage())
+    again = train(config(tmp_path, steps=1), stage())
+    assert again.already_finished and again.step == 1
+    assert "already finished (1 of 1 steps)" in capsys.readouterr().out
+    extended = train(config(tmp_path, steps=2), stage())
+    assert extended.step == 2 and not extended.already_finished
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
+
+
+def test_run_directory_logs_and_checkpoint_keys(tmp_path):
+    result = train(config(tmp_path, steps=2, val_every=1, ema_decay=0.9), stage(val=True))
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.yaml", "log.jsonl", "last.pt", "best.pt"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    train_lines = [x for x in lines if "loss" in x]
+    val_lines = [x for x in lines if "val_psnr" in x]
+    assert [x["step"] for x in train_lines] == [1, 2] and all({"lr", "images_per_s"} <= set(x) for x in train_lines)
+    assert [x["step"] for x in val_lines] == [1, 2]
+    assert result.best_val_psnr == max(x["val_psnr"] for x in val_lines)
+    last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
+    assert {"format_version", "model", "model_ema", "config", "step", "optimizer", "scheduler", "scaler",
+            "rng"} <= set(last)
+    assert "optimizer" not in best and best["val_psnr"] == result.best_val_psnr
+    assert last["config"]["model"]["width"] == 16
+    assert any(not torch.equal(last["model"][k], last["model_ema"][k]) for k in last["model"])
+
+
+class PoisonHooks(StageHooks):
+    def prepare(self, batch, step):
+        inputs, targets = super().prepare(batch, step)
+        return (inputs * float("nan") if step.step == 2 else inputs), targets
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingError, match=r"loss became nan at step 2.*last\.pt keeps the last good state"):
+        train(config(tmp_path, steps=4), stage(PoisonHooks()))
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["step"] == 2
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    train(config(Path(out), steps=2, batch_size=4), stage())
+
+
+@pytest.mark.slow  # two spawned interpreters import torch: ~30 s on a shared 2-core machine
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    train(config(tmp_path / "one", steps=2, batch_size=4), stage())
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("ddp", "one"))
+    assert a["step"] == b["step"] == 2
+    moved = 0
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=2e-6, msg=k)
+        moved += int(not torch.equal(b["model"][k], stage().model.state_dict()[k]))
+    assert moved > 0  # the comparison is between trained weights, not two copies of the init

@@ -1,0 +1,3 @@
+import sys
+from dwgn.finetuning import main
+raise SystemExit(main(sys.argv[1:]))
