@@ -101,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (run_dir_for(cfg, STAGE) / "last.pt").exists():
             check_init(cfg)
         pairs = training_pairs(cfg.data)
-        print(f"data: {len(pairs)} training pairs from "
-              f"{cfg.data if cfg.data else 'the embedded demo set (pass --data for Allweather or your own)'}")
+        if cfg.data is not None:  # the embedded default announces itself
+            print(f"data: {len(pairs)} training pairs from {cfg.data}")
         val = validation_pairs(cfg)
         if val:
             print(f"validation: {len(val)} pairs from {cfg.val_data}"
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage = build_stage(cfg, PairedDataset(pairs, crop=cfg.crop, augment=True),
                             CenterCropPairs(val, cfg.val_crop) if val else None)
         train(cfg, stage)
-    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError, ValueError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
     return 0

@@ -195,3 +195,109 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=2e-6, msg=k)
         moved += int(not torch.equal(b["model"][k], stage().model.state_dict()[k]))
     assert moved > 0  # the comparison is between trained weights, not two copies of the init
+
+
+# ---------------------------------------------------------------- Stage 2 (train.py = dwgn.finetuning.main)
+
+
+def pair_folder(root: Path, n: int = 3, size: int = 72) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for sub in ("input", "gt"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        clean = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        rain = np.clip(clean.astype(int) + rng.integers(0, 60, clean.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(rain).save(root / "input" / f"{i}.png")
+        Image.fromarray(clean).save(root / "gt" / f"{i}.png")
+    return root
+
+
+def pretrained_checkpoint(path: Path, **overrides) -> dict:
+    from dwgn.checkpoint import FORMAT_VERSION, save_checkpoint
+    from dwgn.config import PretrainConfig, config_to_dict
+
+    torch.manual_seed(123)
+    model = build_model("tiny", **overrides)
+    cfg = PretrainConfig()
+    cfg.model = model.config
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    save_checkpoint(path, {"format_version": FORMAT_VERSION, "model": state, "model_ema": None,
+                           "config": config_to_dict(cfg), "step": 7})
+    return state
+
+
+def test_train_py_without_pretrained_weights_names_both_ways_on(tmp_path, monkeypatch, capsys):
+    from dwgn.finetuning import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "pre-trained weights runs/pretrain-tiny/last.pt not found" in err
+    assert "run pre-training first (python pre-training.py --preset tiny)" in err and "--from-scratch" in err
+    assert not (tmp_path / "runs" / "finetune-tiny").exists()
+
+
+def test_train_py_refuses_pretrained_weights_of_another_architecture(tmp_path, capsys):
+    from dwgn.finetuning import main
+
+    pretrained_checkpoint(tmp_path / "pre.pt", dynamic="none")
+    code = main(["--data", str(pair_folder(tmp_path / "pairs")), "--init", str(tmp_path / "pre.pt"),
+                 "--out", str(tmp_path / "run"), "--val-data", "none", "--num-workers", "0"])
+    assert code == 1
+    assert "another architecture (dynamic: checkpoint 'none' vs model 'half')" in capsys.readouterr().err
+
+
+def test_train_py_starts_from_the_pretrained_weights_and_validates(tmp_path, capsys):
+    from dwgn.finetuning import main
+
+    init = pretrained_checkpoint(tmp_path / "pre.pt")
+    pairs = pair_folder(tmp_path / "pairs")
+    code = main(["--data", str(pairs), "--init", str(tmp_path / "pre.pt"), "--out", str(tmp_path / "run"),
+                 "--steps", "1", "--batch-size", "1", "--num-workers", "0", "--val-data", str(pairs),
+                 "--val-images", "2", "--val-crop", "64", "--device", "cpu"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"initialised from {tmp_path / 'pre.pt'} (pre-trained 7 steps)" in out
+    assert "data: 3 training pairs from" in out and "validation: 2 pairs" in out
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    # one Adam step moves each weight by at most about lr: the run started from the pre-trained weights
+    assert max((last["model"][k] - v).abs().max().item() for k, v in init.items()) < 2.5e-4
+    assert any(not torch.equal(last["model"][k], v) for k, v in init.items())
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "val_psnr" in x] == [1]
+    assert (tmp_path / "run" / "best.pt").exists()
+
+
+@pytest.mark.slow
+def test_python_train_py_runs_end_to_end_on_the_embedded_default(tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DWGN_DEMO": str(tmp_path / "demo"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(repo / "train.py"), "--from-scratch", "--steps", "3", "--num-workers", "0",
+           "--val-every", "3", "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "embedded SYNTHETIC demo set" in done.stdout and "validation: 5 pairs from demo" in done.stdout
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "already finished (3 of 3 steps)" in again.stdout
+
+
+def test_curves_draw_one_panel_per_kind_of_line(tmp_path):
+    from PIL import Image
+
+    from dwgn.curves import main, plot_curves
+
+    lines = [{"step": s, "loss": 0.1 / s, "lr": 1e-4, "images_per_s": 3.0} for s in (1, 2, 3)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    two = Image.open(plot_curves(tmp_path, tmp_path / "a.png"))
+    with open(tmp_path / "log.jsonl", "a") as fh:
+        fh.write(json.dumps({"step": 3, "val_psnr": 25.0}) + "\n")
+        fh.write(json.dumps({"step": 4, "loss": 0.02, "lr": 1e-5, "generator_loss": -0.02}) + "\n")
+    four = Image.open(plot_curves(tmp_path, tmp_path / "b.png"))
+    assert four.size[1] == two.size[1] and four.size[0] == pytest.approx(2 * two.size[0], rel=0.02)
+    assert main([str(tmp_path / "missing")]) == 1
