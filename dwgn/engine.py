@@ -38,19 +38,20 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dwgn.checkpoint import (FORMAT_VERSION, check_architecture, checkpoint_model_config, load_checkpoint,
                              save_checkpoint)
 from dwgn.config import TrainConfig, config_to_dict, differing_fields, save_yaml
+from dwgn.sampler import StepSampler, mix_seed
 
 ENGINE_KEYS = ("format_version", "model", "model_ema", "config", "step", "optimizer", "scheduler", "scaler",
                "rng", "best_val_psnr")
@@ -58,47 +59,6 @@ ENGINE_KEYS = ("format_version", "model", "model_ema", "config", "step", "optimi
 
 class TrainingError(RuntimeError):
     """The run cannot go on (non-finite loss or weights); the message names the step and what to do."""
-
-
-# ---------------------------------------------------------------- deterministic sampling
-
-
-def mix_seed(*values: int) -> int:
-    """A 32-bit seed from a tuple of non-negative ints (numpy's SeedSequence hash)."""
-    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
-
-
-class StepSampler(Sampler):
-    """Yields, for each step in [start, steps), this rank's slice of the global batch as a list of
-    `(dataset index, sample seed)`; indices walk a per-epoch permutation seeded by (seed, epoch)."""
-
-    def __init__(self, n: int, global_batch: int, seed: int, start: int, steps: int, rank: int = 0, world: int = 1):
-        if n <= 0:
-            raise ValueError("the training set is empty")
-        if global_batch % world:
-            raise ValueError(f"batch_size {global_batch} (the global batch) must divide evenly over {world} processes")
-        self.n, self.batch, self.seed = n, global_batch, seed
-        self.start, self.steps, self.rank, self.world = start, steps, rank, world
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def _index(self, position: int) -> int:
-        epoch = position // self.n
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, 1, epoch]).permutation(self.n))
-        return int(self._perm[1][position % self.n])
-
-    def items(self, step: int) -> list[tuple[int, int]]:
-        """This rank's `(index, sample_seed)` pairs for `step`."""
-        local = self.batch // self.world
-        js = range(self.rank * local, (self.rank + 1) * local)
-        return [(self._index(step * self.batch + j), mix_seed(self.seed, 2, step, j)) for j in js]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start, self.steps):
-            yield self.items(step)
-
-    def __len__(self) -> int:
-        return max(0, self.steps - self.start)
 
 
 # ---------------------------------------------------------------- stage interface
