@@ -1,0 +1,254 @@
+"""Restore an image of any size: `restore(model, image)`, with tiled inference for large images.
+
+Tiling DwGN is not just cutting the image: the weight generators (GLGF) and HDFN's alpha pool over the
+*whole* input, so a tile restored on its own generates kernels from its own statistics and the tiles
+disagree (seams, shifted colours). Every tile therefore runs under `fixed_pools` with the image's
+statistics, measured at full resolution without ever holding the whole image's features:
+1. `tiled_pools`: one sweep over the tiles, with forward hooks summing each global pool's input over the
+   tile's core (the cores partition the image) -> the image-wide mean of every pool's input, up to the
+   tiles' own border effects. With `pools` given, the sweep runs with those fixed (`refine` extra sweeps).
+2. `tiled_forward`: the tiles again under `fixed_pools`, overlapping by `overlap` pixels and blended with
+   raised-cosine ramps over the overlaps (tile borders, where zero padding and cut windows hurt, get
+   little weight). Tiles are a multiple of the network's padding multiple (64), so they need no padding.
+The scheme suggested first, one pass over the whole image shrunk to bounded size under `recorded_pools`
+(`whole_image_pools`), does worse than naive tiling: features of a shrunk image have other means.
+Measured (tiled vs whole-image PSNR of the 8-bit outputs; tiny preset with trained-size Kaiming weights,
+192x256 crop of skimage's astronaut, tile 128, overlap 32): naive 44.0 dB, shrunk whole image 38.9 dB,
+tiled_pools 53.0 dB, exact whole-image pools (the ceiling) 52.9 dB. benchmarks/bench_tiling.py repeats
+this at any size.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from dwgn.dynamic_conv import GlobalPool
+from dwgn.network import fixed_pools, recorded_pools
+
+AUTO_TILE_PIXELS = 1024 * 1024  # images larger than this are tiled when tile=None
+DEFAULT_TILE = 512              # a multiple of 64, the network's padding multiple, so tiles need no padding
+DEFAULT_OVERLAP = 64
+# Luma used only to return a gray image for a gray input (ITU-R 601, as PIL's "L" conversion)
+_GRAY = np.array([0.299, 0.587, 0.114])
+
+
+# ---------------------------------------------------------------------------------------------- tensors
+def _forward(model: nn.Module, x: Tensor, amp: bool) -> Tensor:
+    """(B,3,H,W) -> (B,3,H,W) float32; float16 autocast on CUDA when amp."""
+    ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+    with ctx:
+        return model(x).float()
+
+
+def whole_image_pools(model: nn.Module, x: Tensor, pool_pixels: int, amp: bool = False) -> dict[str, Tensor]:
+    """Every global statistic of one forward pass over the whole image x (1,3,H,W), shrunk (antialiased
+    bilinear) to at most `pool_pixels` pixels: {pool module name: (1,C,1,1)}. Not used by `restore`
+    (measured worse than naive tiling, see above); kept for benchmarks/bench_tiling.py."""
+    h, w = x.shape[-2:]
+    if h * w > pool_pixels:
+        scale = math.sqrt(pool_pixels / (h * w))
+        size = (max(1, int(h * scale)), max(1, int(w * scale)))
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)  # (1,3,h',w')
+    with recorded_pools(model) as pools:
+        _forward(model, x, amp)
+    return pools  # filled when the context closes
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis: stride tile - overlap, the last tile flush with the image's end."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return starts + [length - tile]
+
+
+def _ramp(size: int, overlap: int, rise: bool, fall: bool) -> Tensor:
+    """1-D blending weight: raised-cosine rise/fall over `overlap` pixels on sides that have a neighbour
+    (strictly positive everywhere, so every pixel has weight), 1 elsewhere."""
+    w = torch.ones(size, dtype=torch.float64)
+    n = min(overlap, size)
+    if n > 0:
+        edge = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(n, dtype=torch.float64) + 0.5) / n)
+        if rise:
+            w[:n] = torch.minimum(w[:n], edge)
+        if fall:
+            w[-n:] = torch.minimum(w[-n:], edge.flip(0))
+    return w
+
+
+def _boxes(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(y0, x0, th, tw) of every tile, row by row."""
+    if tile <= 0 or not 0 <= overlap < tile:
+        raise ValueError(f"tiling needs tile > 0 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+    th, tw = min(tile, h), min(tile, w)
+    return [(y0, x0, th, tw) for y0 in _starts(h, tile, overlap) for x0 in _starts(w, tile, overlap)]
+
+
+def _cores(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:
+    """Split [0, length) between tiles at the middle of each overlap: every pixel in exactly one core."""
+    cuts = [0] + [(starts[i] + size + starts[i + 1]) // 2 for i in range(len(starts) - 1)] + [length]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def tiled_pools(model: nn.Module, x: Tensor, tile: int, overlap: int, pools: dict[str, Tensor] | None,
+                  amp: bool = False, progress: bool = False) -> dict[str, Tensor]:
+    """One sweep over the tiles measuring what each global pool sees at full resolution: its input summed
+    over the tile's core (the cores partition the image), summed over tiles, / image area -> {name:
+    (1,C,1,1)}. pools None: each tile pools over itself meanwhile; given: they are fixed during the sweep,
+    and a pool's new value is exact whenever the pools before it were."""
+    _, _, h, w = x.shape
+    boxes = _boxes(h, w, tile, overlap)
+    ys, xs = sorted({b[0] for b in boxes}), sorted({b[1] for b in boxes})
+    core_y, core_x = dict(zip(ys, _cores(ys, boxes[0][2], h))), dict(zip(xs, _cores(xs, boxes[0][3], w)))
+    multiple = getattr(model, "multiple", 1)  # DwGN pads its input to this multiple
+    sums: dict[str, Tensor] = {}
+    current: dict[str, Tensor] = {}
+    box: list = []
+
+    def hook(name: str):
+        def measure(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+            f = inputs[0]  # (1,C,hf,wf): the tile (padded to the network's multiple) at this level's scale
+            (y0, y1), (x0, x1), th, tw = box
+            sy = f.shape[-2] / (th + -th % multiple)
+            sx = f.shape[-1] / (tw + -tw % multiple)
+            core = f[..., round(y0 * sy):round(y1 * sy), round(x0 * sx):round(x1 * sx)]
+            # area-weighted: a core of k feature pixels stands for k/(sy*sx) image pixels
+            current[name] = core.double().sum(dim=(2, 3), keepdim=True) / (sy * sx)  # (1,C,1,1)
+        return measure
+
+    names = [n for n, m in model.named_modules() if isinstance(m, GlobalPool)]
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n in names]
+    try:
+        with fixed_pools(model, pools) if pools is not None else contextlib.nullcontext():
+            for y0, x0, th, tw in tqdm(boxes, desc="pools", leave=False, disable=not progress or len(boxes) == 1):
+                cy, cx = core_y[y0], core_x[x0]
+                box[:] = [(cy[0] - y0, cy[1] - y0), (cx[0] - x0, cx[1] - x0), th, tw]
+                current.clear()
+                _forward(model, x[..., y0:y0 + th, x0:x0 + tw], amp)
+                for name, value in current.items():
+                    sums[name] = sums.get(name, 0) + value
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [n for n in names if n not in sums]
+    if missing:
+        raise RuntimeError(f"global pool {missing[0]} was not run by the forward pass; cannot tile this model")
+    return {name: (sums[name] / (h * w)).float() for name in names}
+
+
+def tiled_forward(model: nn.Module, x: Tensor, tile: int, overlap: int, pools: dict[str, Tensor] | None,
+                  amp: bool = False, progress: bool = False) -> Tensor:
+    """x (1,3,H,W) -> (1,3,H,W), restored tile by tile and blended. `pools` (from `tiled_pools`) gives
+    each tile the image's statistics; None lets each tile pool over itself (naive tiling, kept only to
+    measure what the pools buy: benchmarks/bench_tiling.py)."""
+    _, _, h, w = x.shape
+    boxes = _boxes(h, w, tile, overlap)
+    out = torch.zeros(1, 3, h, w, dtype=torch.float64, device=x.device)
+    weight = torch.zeros(1, 1, h, w, dtype=torch.float64, device=x.device)
+    ctx = fixed_pools(model, pools) if pools is not None else contextlib.nullcontext()
+    with ctx:
+        for y0, x0, th, tw in tqdm(boxes, desc="tiles", leave=False, disable=not progress or len(boxes) == 1):
+            patch = _forward(model, x[..., y0:y0 + th, x0:x0 + tw], amp)  # (1,3,th,tw)
+            wy = _ramp(th, overlap, rise=y0 > 0, fall=y0 + th < h)
+            wx = _ramp(tw, overlap, rise=x0 > 0, fall=x0 + tw < w)
+            wt = (wy[:, None] * wx[None, :]).to(x.device)  # (th,tw)
+            out[..., y0:y0 + th, x0:x0 + tw] += patch.double() * wt
+            weight[..., y0:y0 + th, x0:x0 + tw] += wt
+    return (out / weight).float()
+
+
+# ------------------------------------------------------------------------------------- self-ensemble
+def _transform(x: Tensor, k: int) -> Tensor:
+    """The k-th of the 8 flips/rotations (k in 0..7): rotate by 90*(k%4), then flip W if k >= 4."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return x.flip(-1) if k >= 4 else x
+
+
+def _inverse(x: Tensor, k: int) -> Tensor:
+    x = x.flip(-1) if k >= 4 else x
+    return torch.rot90(x, -(k % 4), dims=(-2, -1))
+
+
+# -------------------------------------------------------------------------------------------- images
+def _as_rgb(image: np.ndarray) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """-> (HxWx3 uint8 RGB, layout 'gray'|'rgb'|'rgba', alpha or None)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise TypeError(f"restore() takes an HxWx3 uint8 image, got {dtype}; read files with "
+                        "dwgn.datasets.read_image, which converts 16-bit/float images to 8-bit")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        gray = image.reshape(image.shape[:2])
+        return np.repeat(gray[..., None], 3, axis=2), "gray", None
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        alpha = image[..., 3].copy() if image.shape[2] == 4 else None
+        return np.ascontiguousarray(image[..., :3]), "rgba" if alpha is not None else "rgb", alpha
+    raise ValueError(f"restore() takes an HxWx3 RGB (or HxW gray, HxWx4 RGBA) image, got shape {image.shape}")
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """(1,3,H,W) float in [0,1] (values outside are clipped) -> HxWx3 uint8, rounded to nearest."""
+    return x[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # (H,W,3)
+
+
+def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
+                   self_ensemble: bool = False, amp: bool = False, refine: int = 0,
+                   progress: bool = False) -> Tensor:
+    """x (1,3,H,W) float in [0,1] on the model's device -> restored (1,3,H,W), not clipped."""
+    h, w = x.shape[-2:]
+    if tile is None:
+        tile = DEFAULT_TILE if h * w > AUTO_TILE_PIXELS else 0
+    elif tile:
+        multiple = getattr(model, "multiple", 1)
+        tile = -(-tile // multiple) * multiple  # round up: a padded tile sees zeros where image should be
+
+    def one(v: Tensor) -> Tensor:
+        if tile and (v.shape[-2] > tile or v.shape[-1] > tile):
+            pools = tiled_pools(model, v, tile, overlap, None, amp, progress)
+            for _ in range(refine):
+                pools = tiled_pools(model, v, tile, overlap, pools, amp, progress)
+            return tiled_forward(model, v, tile, overlap, pools, amp, progress)
+        return _forward(model, v, amp)
+
+    if not self_ensemble:
+        return one(x)
+    return sum(_inverse(one(_transform(x, k)), k) for k in range(8)) / 8
+
+
+def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
+            self_ensemble: bool = False, device: str | torch.device | None = None, amp: bool | None = None,
+            refine: int = 0, progress: bool = False) -> np.ndarray:
+    """Restore one photo: HxWx3 uint8 RGB in, HxWx3 uint8 out (gray HxW and RGBA HxWx4 keep their layout;
+    the alpha channel passes through untouched).
+
+    tile: None tiles automatically above AUTO_TILE_PIXELS (tiles of DEFAULT_TILE), 0 never tiles, N uses
+    N x N tiles (N rounded up to a multiple of 64) overlapping by `overlap`; refine: extra sweeps that
+    re-measure the global statistics with the previous ones fixed (module docstring; 0 is usually enough).
+    self_ensemble averages the 8 flips/rotations. device: None uses the model's device, otherwise the
+    model is moved there. amp: float16 autocast, default on CUDA only.
+    The output is deterministic: the same input gives bitwise the same image.
+    """
+    rgb, layout, alpha = _as_rgb(image)
+    if device is not None:
+        model.to(device)
+    dev = next(model.parameters()).device
+    amp = dev.type == "cuda" if amp is None else amp
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            x = torch.from_numpy(rgb).to(dev).permute(2, 0, 1)[None].float() / 255  # (1,3,H,W)
+            out = to_uint8(restore_tensor(model, x, tile, overlap, self_ensemble, amp, refine, progress))
+    finally:
+        model.train(was_training)
+    if layout == "gray":
+        gray = np.clip(np.round(out @ _GRAY), 0, 255).astype(np.uint8)  # (H,W,3) -> (H,W)
+        return gray.reshape(image.shape)
+    if layout == "rgba":
+        return np.concatenate([out, alpha[..., None]], axis=2)  # (H,W,4)
+    return out

@@ -1,0 +1,164 @@
+"""restore(): any size and layout, tiling that agrees with whole-image inference, self-ensemble, errors."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+from torch import nn
+
+import dwgn
+from dwgn.dynamic_conv import GlobalPool
+from dwgn.metrics import psnr
+from dwgn.restore import restore, tiled_forward, to_uint8
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dwgn-tiny-demo.pt"
+
+
+class CentreByMean(nn.Module):
+    """Stand-in whose output depends on a global statistic: y = x - mean(x) + 0.5 (per channel)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = GlobalPool()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (x - self.pool(x)) + 0.5
+
+
+class Pointwise(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(0.8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x + 0.1
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The test machine is shared: one thread is faster than several fighting for two cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _photo(h: int, w: int) -> np.ndarray:
+    return np.ascontiguousarray(data.astronaut()[64:64 + h, 128:128 + w])
+
+
+def _kaiming_tiny() -> nn.Module:
+    """Tiny DwGN with PyTorch's default conv init: weights of trained size, so the global pools matter."""
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny")
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.reset_parameters()
+    return model.eval()
+
+
+def test_tiles_are_placed_and_blended_exactly():
+    img = _photo(70, 101)
+    whole = restore(Pointwise(), img, tile=0)
+    tiled = restore(Pointwise(), img, tile=32, overlap=8)
+    np.testing.assert_array_equal(tiled, whole)
+
+
+def test_tiles_get_the_image_statistics_not_their_own():
+    img = _photo(96, 128)
+    model = CentreByMean()
+    whole = restore(model, img, tile=0)
+    tiled = restore(model, img, tile=48, overlap=16)
+    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1  # float rounding only
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        naive = to_uint8(tiled_forward(model, x, 48, 16, pools=None))
+    assert psnr(naive, whole) < psnr(tiled, whole) - 10
+
+
+def test_dwgn_tiled_matches_whole_image():
+    model = dwgn.build_model("tiny").eval()
+    img = _photo(128, 192)
+    whole = restore(model, img, tile=0)
+    tiled = restore(model, img, tile=64, overlap=16)
+    assert psnr(tiled, whole) >= 40.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["random", "kaiming", "demo"])
+def test_dwgn_tiled_matches_whole_image_512(which):
+    if which == "demo" and not DEMO_CHECKPOINT.exists():
+        pytest.skip(f"{DEMO_CHECKPOINT} not built yet")
+    model = {"random": lambda: dwgn.build_model("tiny").eval(), "kaiming": _kaiming_tiny,
+             "demo": lambda: dwgn.load_model(DEMO_CHECKPOINT)}[which]()
+    img = data.astronaut()  # 512 x 512
+    whole = restore(model, img, tile=0)
+    tiled = restore(model, img, tile=256, overlap=64)
+    assert psnr(tiled, whole) >= 40.0
+
+
+@pytest.mark.slow
+def test_pooled_tiling_beats_naive_tiling():
+    model = _kaiming_tiny()
+    img = _photo(192, 256)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    whole = restore(model, img, tile=0)
+    tiled = restore(model, img, tile=128, overlap=32)
+    with torch.inference_mode():
+        naive = to_uint8(tiled_forward(model, x, 128, 32, pools=None))
+    assert psnr(tiled, whole) >= 45.0
+    assert psnr(tiled, whole) > psnr(naive, whole) + 3
+
+
+def test_odd_size_gray_and_rgba_keep_their_layout():
+    model = dwgn.build_model("tiny").eval()
+    rgb = _photo(37, 45)
+    out = restore(model, rgb)
+    assert out.shape == (37, 45, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(restore(model, rgb, tile=64), out)  # a tile larger than the image: whole
+
+    alpha = np.arange(37 * 45, dtype=np.uint8).reshape(37, 45, 1)
+    rgba = restore(model, np.concatenate([rgb, alpha], axis=2))
+    assert rgba.shape == (37, 45, 4)
+    np.testing.assert_array_equal(rgba[..., :3], out)
+    np.testing.assert_array_equal(rgba[..., 3], alpha[..., 0])
+
+    gray = rgb[..., 1]
+    g_out = restore(model, gray)
+    assert g_out.shape == (37, 45)
+    rgb_of_gray = restore(model, np.repeat(gray[..., None], 3, axis=2))
+    expected = np.round(rgb_of_gray @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    np.testing.assert_array_equal(g_out, expected)
+    assert restore(model, gray[..., None]).shape == (37, 45, 1)
+
+
+def test_deterministic_and_leaves_training_mode():
+    model = dwgn.build_model("tiny").train()
+    img = _photo(64, 80)
+    first = restore(model, img, tile=64, overlap=16)
+    assert model.training
+    np.testing.assert_array_equal(restore(model, img, tile=64, overlap=16), first)
+
+
+def test_self_ensemble():
+    img = _photo(40, 56)
+    # a flip/rotation-equivariant model gives the same image with and without the ensemble (up to the
+    # float rounding of averaging 8 values); a wrong inverse transform would scramble the photo
+    diff = restore(Pointwise(), img, self_ensemble=True).astype(int) - restore(Pointwise(), img)
+    assert np.abs(diff).max() <= 1
+    model = dwgn.build_model("tiny").eval()
+    ens = restore(model, img, self_ensemble=True)
+    assert ens.shape == img.shape
+    assert not np.array_equal(ens, restore(model, img))
+
+
+def test_bad_inputs_are_clear_errors():
+    model = Pointwise()
+    with pytest.raises(TypeError, match="uint8"):
+        restore(model, np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        restore(model, np.zeros((8, 8, 2), np.uint8))
+    with pytest.raises(ValueError, match="overlap"):
+        restore(model, _photo(64, 64), tile=32, overlap=32)
