@@ -146,3 +146,26 @@ def test_recorded_then_fixed_pools_reproduce_the_forward():
     with pytest.raises(ValueError, match="no recorded statistic"):
         with fixed_pools(model, {}):
             pass
+
+
+def test_glgf_matmuls_equal_the_conv_definition():
+    """GLGF runs as matmuls; it must compute exactly the grouped-1x1-conv equation of DESIGN.md §1."""
+    torch.manual_seed(0)
+    m = GLGF(48, 48 * 9, 16)
+    for conv in m.modules():
+        if isinstance(conv, torch.nn.Conv2d):
+            torch.nn.init.normal_(conv.weight)
+    p = torch.rand(3, 48, 1, 1)
+    z = torch.sigmoid(m.local(p) + m.expand(m.squeeze(p)))
+    reference = (m.per_channel(z) + m.shared(z)).flatten(1)
+    torch.testing.assert_close(m(p), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_spatial_compensation_equals_per_image_convs():
+    torch.manual_seed(0)
+    conv = WeightAdaptiveConv1x1(16, 32)
+    x = torch.rand(3, 16, 20, 24)
+    kernel = conv.generator(conv.pool(x)).view(3, 16, 32).transpose(1, 2)
+    out = torch.einsum("boc,bchw->bohw", kernel, x)
+    gate = conv.spatial2(torch.sigmoid(conv.spatial1(out.mean(1, keepdim=True))))
+    torch.testing.assert_close(conv(x), out * gate, rtol=1e-5, atol=1e-6)
