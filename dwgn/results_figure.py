@@ -1,0 +1,101 @@
+"""Results figure: per weather (test set), input | restored | ground truth crops, and per-set PSNR bars.
+
+    python -m dwgn.results_figure RESULTS_DIR [--out figures/results.png]
+
+Reads what test.py wrote: RESULTS_DIR/metrics.json, per_image.csv and the restored PNGs. For each set
+the image shown is the one with the median restored PSNR-Y (representative, not the best one).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+
+from dwgn.datasets import read_image  # noqa: E402
+
+CROP = 192  # side of the shown crop, in pixels of the native image (no resizing)
+
+
+def _median_row(rows: list[dict]) -> dict:
+    ordered = sorted(rows, key=lambda r: float(r["psnr_y"]))
+    return ordered[len(ordered) // 2]
+
+
+def _centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    s = min(size, h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    return image[y:y + s, x:x + s]
+
+
+def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Path:
+    results_dir, out = Path(results_dir), Path(out)
+    metrics_path, rows_path = results_dir / "metrics.json", results_dir / "per_image.csv"
+    for p in (metrics_path, rows_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found: run `python test.py --results {results_dir}` first")
+    metrics = json.loads(metrics_path.read_text())
+    with open(rows_path, newline="") as f:
+        per_set: dict[str, list[dict]] = {}
+        for row in csv.DictReader(f):
+            per_set.setdefault(row["set"], []).append(row)
+    keys = [k for k in metrics if per_set.get(k)]
+    if not keys:
+        raise ValueError(f"{results_dir} holds no scored images to draw")
+
+    fig = plt.figure(figsize=(10.5, 2.5 * len(keys) + 0.7))
+    grid = fig.add_gridspec(len(keys), 4, width_ratios=[1, 1, 1, 1.5])
+    for i, key in enumerate(keys):
+        row = _median_row(per_set[key])
+        images = [read_image(row["input"]), read_image(results_dir / key / row["name"]), read_image(row["gt"])]
+        titles = [f"input  {float(row['input_psnr_y']):.2f} dB", f"restored  {float(row['psnr_y']):.2f} dB",
+                  "ground truth"]
+        for j, (image, title) in enumerate(zip(images, titles)):
+            ax = fig.add_subplot(grid[i, j])
+            ax.imshow(_centre_crop(image, CROP), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(title, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(key, fontsize=10)
+
+    bars = fig.add_subplot(grid[:, 3])
+    ys = np.arange(len(keys))
+    before = [metrics[k]["input_psnr_y"] or 0.0 for k in keys]
+    after = [metrics[k]["psnr_y"] or 0.0 for k in keys]
+    bars.barh(ys - 0.2, before, height=0.4, color="0.7", label="input")
+    bars.barh(ys + 0.2, after, height=0.4, color="tab:blue", label="restored")
+    for y, v in zip(ys, after):
+        bars.text(v, y + 0.2, f" {v:.2f}", va="center", fontsize=8)
+    bars.set_yticks(ys, [f"{k} (n={metrics[k]['n']})" for k in keys], fontsize=8)
+    bars.invert_yaxis()
+    bars.set_xlabel("PSNR-Y (dB), mean over the set")
+    bars.legend(loc="lower right", fontsize=8)
+    synthetic = any(metrics[k].get("synthetic") for k in keys)
+    fig.suptitle(f"DwGN restoration, {metrics[keys[0]]['protocol']}"
+                 + ("  (SYNTHETIC demo data)" if synthetic else ""), fontsize=11)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m dwgn.results_figure", description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", help="the --results folder test.py wrote")
+    parser.add_argument("--out", default="figures/results.png")
+    args = parser.parse_args(argv)
+    out = draw(args.results_dir, args.out)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+import sys
+from dwgn.evaluation import main
+main(sys.argv[1:])
