@@ -1,0 +1,165 @@
+"""test.py end to end on generated data: scores, metrics.json format, skipped files, folders of photos."""
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import dwgn
+from dwgn.checkpoint import save_checkpoint
+from dwgn.datasets import read_image, test_sets
+from dwgn.evaluation import evaluate_set, load_checkpoint_model, main
+from dwgn.metrics import all_metrics
+from dwgn.results_figure import draw
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The test machine is shared: one thread is faster than several fighting for two cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Identity(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))  # restore() finds the device from the parameters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _image(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 / w, yy * 255 / h, np.full((h, w), 128.0)], axis=-1)
+    return np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+
+
+def _paired_folder(root: Path, sizes: list[tuple[int, int]]) -> Path:
+    (root / "input").mkdir(parents=True)
+    (root / "gt").mkdir()
+    for i, (h, w) in enumerate(sizes):
+        gt = _image(h, w, i)
+        noisy = np.clip(gt.astype(int) + np.random.default_rng(100 + i).integers(-30, 31, gt.shape), 0, 255)
+        Image.fromarray(gt).save(root / "gt" / f"img_{i}.png")
+        Image.fromarray(noisy.astype(np.uint8)).save(root / "input" / f"img_{i}.png")
+    return root
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """An untrained tiny network in the training helper's checkpoint format."""
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny")
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, {"format_version": 1, "model": model.state_dict(),
+                           "config": {"model": asdict(model.config)}, "step": 0})
+    return path
+
+
+def test_identity_model_scores_the_inputs_exactly(tmp_path):
+    folder = _paired_folder(tmp_path / "pairs", [(40, 56), (37, 45)])
+    pairs = test_sets([str(folder)])["pairs"]
+    entry, rows = evaluate_set(Identity(), "pairs", pairs, tmp_path / "out")
+    refs = [all_metrics(read_image(i), read_image(g)) for i, g in pairs]
+    assert entry["n"] == 2 and entry["skipped"] == [] and not entry["synthetic"]
+    for key in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"):
+        assert entry[key] == pytest.approx(np.mean([r[key] for r in refs]), abs=1e-12)
+    assert entry["input_psnr_y"] == entry["psnr_y"]
+    for inp, _ in pairs:  # the restored PNG of an identity model is the input, bit for bit
+        np.testing.assert_array_equal(read_image(tmp_path / "out" / inp.name), read_image(inp))
+
+
+def test_metrics_json_format_and_skipped_files(tmp_path, checkpoint):
+    folder = _paired_folder(tmp_path / "mine", [(48, 64), (64, 48)])
+    (folder / "input" / "img_9.png").write_bytes(b"not a png")  # unreadable input with a gt
+    Image.fromarray(_image(48, 64, 9)).save(folder / "gt" / "img_9.png")
+    results = tmp_path / "res"
+    summary = main(["--checkpoint", str(checkpoint), "--test-set", str(folder), "--results", str(results),
+                    "--figures", str(tmp_path / "fig")])
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert list(metrics) == ["mine"]
+    entry = metrics["mine"]
+    assert {"n", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "skipped", "protocol"} <= set(entry)
+    assert entry["n"] == 2 and entry["protocol"] == "Y BT.601, 8-bit, native size"
+    assert entry["skipped"] == [str(folder / "input" / "img_9.png")]
+    assert [p for p, _ in summary["skipped"]] == entry["skipped"]
+    # the scores are those of the saved PNGs against the ground truth
+    saved = sorted((results / "mine").glob("*.png"))
+    assert [p.name for p in saved] == ["img_0.png", "img_1.png"]
+    recomputed = [all_metrics(read_image(p), read_image(folder / "gt" / p.name)) for p in saved]
+    for key in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"):
+        assert entry[key] == pytest.approx(np.mean([r[key] for r in recomputed]), abs=1e-12)
+    with open(results / "metrics.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["set"] == "mine" and int(row["n"]) == 2 and float(row["psnr_y"]) == pytest.approx(entry["psnr_y"])
+    assert not (tmp_path / "fig").exists()  # the results figure is drawn after the demo sets only
+    # ... or on request, from any results folder
+    out = draw(results, tmp_path / "fig" / "results.png")
+    assert read_image(out).shape[2] == 3
+
+
+def test_size_mismatch_is_an_error_naming_the_file(tmp_path):
+    folder = _paired_folder(tmp_path / "bad", [(40, 56)])
+    Image.fromarray(_image(40, 57, 0)).save(folder / "gt" / "img_0.png")
+    pairs = test_sets([str(folder)])["bad"]
+    with pytest.raises(ValueError, match=r"img_0\.png.*nothing is resized"):
+        evaluate_set(Identity(), "bad", pairs, tmp_path / "out")
+
+
+def test_restore_a_folder_of_photos(tmp_path, checkpoint):
+    photos = tmp_path / "holiday"
+    photos.mkdir()
+    formats = {"a.png": (37, 45), "b.jpg": (64, 40), "c.bmp": (30, 70), "d.tif": (50, 50), "e.webp": (33, 66)}
+    for name, (h, w) in formats.items():
+        Image.fromarray(_image(h, w, len(name))).save(photos / name)
+    Image.fromarray(_image(41, 43, 7)[..., 0]).save(photos / "gray.png")
+    rgba = np.concatenate([_image(35, 36, 8), np.full((35, 36, 1), 100, np.uint8)], axis=2)
+    Image.fromarray(rgba).save(photos / "glass.png")
+    (photos / "notes.txt").write_text("not a photo")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    results = tmp_path / "res"
+    summary = main(["--checkpoint", str(checkpoint), "--input", str(photos), "--results", str(results)])
+    out = results / "holiday"
+    expected = {Path(n).stem + ".png" for n in [*formats, "gray.png", "glass.png"]}
+    assert {p.name for p in out.iterdir()} == expected
+    for name, (h, w) in formats.items():
+        assert read_image(out / (Path(name).stem + ".png")).shape == (h, w, 3)
+    with Image.open(out / "glass.png") as im:  # transparency survives restoration
+        assert im.mode == "RGBA" and im.size == (36, 35)
+        assert np.all(np.asarray(im)[..., 3] == 100)
+    assert sorted(Path(p).name for p, _ in summary["skipped"]) == ["broken.jpg", "notes.txt"]
+    assert not (results / "metrics.json").exists()  # no ground truth, no scores
+
+
+def test_missing_checkpoint_says_how_to_get_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt not found"):
+        load_checkpoint_model(tmp_path / "missing.pt", "cpu")
+
+
+def test_profile(tmp_path, checkpoint):
+    summary = main(["--checkpoint", str(checkpoint), "--profile", "--profile-sizes", "64",
+                    "--results", str(tmp_path / "res")])
+    (row,) = summary["profile"]
+    model = load_checkpoint_model(checkpoint, "cpu")
+    assert row["size"] == 64 and row["params"] == sum(p.numel() for p in model.parameters())
+    assert row["macs"] > row["params"] and row["latency_s"] > 0
+    assert summary["metrics"] == {}  # --profile alone evaluates nothing
+    assert json.loads((tmp_path / "res" / "profile.json").read_text()) == summary["profile"]
+
+
+@pytest.mark.slow
+def test_default_run_on_demo_sets(tmp_path, checkpoint):
+    summary = main(["--checkpoint", str(checkpoint), "--results", str(tmp_path / "res"),
+                    "--figures", str(tmp_path / "fig")])
+    assert set(summary["metrics"]) == {"demo-snow", "demo-rainfog", "demo-raindrop", "demo-rain", "demo-haze"}
+    assert all(e["synthetic"] and e["n"] > 0 for e in summary["metrics"].values())
+    assert (tmp_path / "fig" / "results.png").is_file()
