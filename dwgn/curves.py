@@ -56,7 +56,7 @@ def plot_curves(run_dir: Path, out: Path) -> Path:
         axes[i].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle(str(run_dir))
+    fig.suptitle(f"{run_dir.resolve().name}: {train[-1]['step']} steps")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

@@ -355,6 +355,10 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
         print(f"training {stage.name}: {cfg.preset} network, {len(stage.train_set)} samples, global batch "
               f"{cfg.batch_size} over {world} process(es) on {device}"
               f"{'' if ctx.amp_dtype is None else f' ({cfg.amp})'}, steps {start}->{cfg.steps}, run dir {run_dir}")
+        if start == 0 and stage.val_set is not None:  # the starting point, for the curves (no best.pt)
+            psnr = validation_psnr(model, stage.val_set, ctx)
+            log.write({"step": 0, "val_psnr": psnr}, prefix="val")
+            print(f"step 0: validation PSNR {psnr:.2f} dB")
     bar = tqdm(total=cfg.steps, initial=start, desc=stage.name, disable=not main, dynamic_ncols=True)
     losses: list[float] = []
     extras_log: dict[str, list[float]] = {}
@@ -367,7 +371,7 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
             torch.manual_seed(mix_seed(cfg.seed, 3, step, rank))
             sctx = StepContext(step, sampler.items(step), ctx)
             inputs, targets = stage.hooks.prepare(batch, sctx)
-            model.train()
+            net.train()
             loss = forward_loss(net, inputs, targets, ctx)
             value = loss.detach().clone()
             if world > 1:

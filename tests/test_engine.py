@@ -147,8 +147,8 @@ def test_run_directory_logs_and_checkpoint_keys(tmp_path):
     train_lines = [x for x in lines if "loss" in x]
     val_lines = [x for x in lines if "val_psnr" in x]
     assert [x["step"] for x in train_lines] == [1, 2] and all({"lr", "images_per_s"} <= set(x) for x in train_lines)
-    assert [x["step"] for x in val_lines] == [1, 2]
-    assert result.best_val_psnr == max(x["val_psnr"] for x in val_lines)
+    assert [x["step"] for x in val_lines] == [0, 1, 2]  # step 0: the starting weights
+    assert result.best_val_psnr == max(x["val_psnr"] for x in val_lines[1:])
     last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
     assert {"format_version", "model", "model_ema", "config", "step", "optimizer", "scheduler", "scaler",
             "rng"} <= set(last)
@@ -266,7 +266,7 @@ def test_train_py_starts_from_the_pretrained_weights_and_validates(tmp_path, cap
     assert max((last["model"][k] - v).abs().max().item() for k, v in init.items()) < 2.5e-4
     assert any(not torch.equal(last["model"][k], v) for k, v in init.items())
     lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines if "val_psnr" in x] == [1]
+    assert [x["step"] for x in lines if "val_psnr" in x] == [0, 1]
     assert (tmp_path / "run" / "best.pt").exists()
 
 
