@@ -34,10 +34,9 @@ class PretrainingConfig(PretrainConfig):
     """Stage 1's keys. Defaults are the CPU demo (a few minutes on 2 cores); configs/ holds the paper's
     (batch 4, 128² crops, 2 ImageNet epochs)."""
 
-    steps: int = 40
-    crop: int = 64
-    save_every: int = 20
-    log_every: int = 5
+    steps: int = 100
+    crop: int = 64                        # the network pads to multiples of 64 anyway: the cheapest crop
+    save_every: int = 50
     generator_lr: float = 2e-4            # Adam for the generators (constant; the paper uses 2e-4 for both)
     mask_floor: float = MASK_FLOOR        # every pixel keeps at least this fraction of B (see dwgn.decomposition)
 
@@ -109,7 +108,10 @@ class NoGenerators(StageHooks):
 
 
 def build_stage(cfg: PretrainingConfig, train_set: Dataset) -> Stage:
-    model = build_model(cfg.preset, **{k: getattr(cfg.model, k) for k in cfg.model.__dataclass_fields__})
+    # the network's initial weights depend on --seed alone, not on whatever used the global RNG before
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.preset, **{k: getattr(cfg.model, k) for k in cfg.model.__dataclass_fields__})
     hooks = AdversarialDecomposition(cfg) if cfg.degradation == "adversarial" else NoGenerators()
     return Stage(STAGE, model, train_set, hooks=hooks)
 
