@@ -97,11 +97,13 @@ def _cores(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:
 
 
 def tiled_pools(model: nn.Module, x: Tensor, tile: int, overlap: int, pools: dict[str, Tensor] | None,
-                  amp: bool = False, progress: bool = False) -> dict[str, Tensor]:
+                amp: bool = False, progress: bool = False) -> dict[str, Tensor]:
     """One sweep over the tiles measuring what each global pool sees at full resolution: its input summed
     over the tile's core (the cores partition the image), summed over tiles, / image area -> {name:
     (1,C,1,1)}. pools None: each tile pools over itself meanwhile; given: they are fixed during the sweep,
-    and a pool's new value is exact whenever the pools before it were."""
+    and a pool's new value is exact whenever the pools before it were. The mean is over the image itself:
+    a whole-image pass would also average the zeros it pads to a multiple of 64 (a small difference when
+    a side is not a multiple of 64)."""
     _, _, h, w = x.shape
     boxes = _boxes(h, w, tile, overlap)
     ys, xs = sorted({b[0] for b in boxes}), sorted({b[1] for b in boxes})
