@@ -50,7 +50,7 @@ def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Pa
     if not keys:
         raise ValueError(f"{results_dir} holds no scored images to draw")
 
-    fig = plt.figure(figsize=(10.5, 2.5 * len(keys) + 0.7))
+    fig = plt.figure(figsize=(9.5, 2.2 * len(keys) + 0.7))
     grid = fig.add_gridspec(len(keys), 4, width_ratios=[1, 1, 1, 1.5])
     for i, key in enumerate(keys):
         row = _median_row(per_set[key])
