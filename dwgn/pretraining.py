@@ -86,9 +86,9 @@ class AdversarialDecomposition(StageHooks):
         return {"generators": {"model": self.decomposer.state_dict(), "optimizer": self.optimizer.state_dict()}}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        path = self.ctx.run_dir / "last.pt" if self.ctx else "last.pt"
+        path = self.ctx.run_dir / "last.pt"
         if not isinstance(ckpt.get("generators"), dict):
-            raise CheckpointError(f"checkpoint {path} has no generators (a --degradation weather run?); "
+            raise CheckpointError(f"{path} has no generators (a --degradation weather run?); "
                                   f"resume it with --degradation weather, or start anew with another --out")
         try:
             self.decomposer.load_state_dict(ckpt["generators"]["model"])
@@ -101,9 +101,12 @@ class AdversarialDecomposition(StageHooks):
 class NoGenerators(StageHooks):
     """`--degradation weather`: the engine's defaults, but refuse to resume an adversarial run silently."""
 
+    def setup(self, ctx: EngineContext) -> None:
+        self.path = ctx.run_dir / "last.pt"
+
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         if ckpt.get("generators") is not None:
-            raise CheckpointError("the run to resume was pre-trained with --degradation adversarial; resume it "
+            raise CheckpointError(f"{self.path} was pre-trained with --degradation adversarial; resume it "
                                   "with that, or start a weather run with another --out")
 
 

@@ -199,6 +199,26 @@ def test_config_keys_and_errors():
         parse_config(PretrainingConfig, ["--degradation", "fog"])
 
 
+def test_resume_refuses_the_other_degradation(tmp_path):
+    from dwgn.checkpoint import CheckpointError
+    from dwgn.config import parse_config
+    from dwgn.engine import EngineContext
+    from dwgn.pretraining import AdversarialDecomposition, NoGenerators, PretrainingConfig
+
+    cfg = parse_config(PretrainingConfig, [])
+    ctx = EngineContext(cfg, tmp_path, torch.device("cpu"), 0, 1, StandIn(), None)
+    adversarial, weather = AdversarialDecomposition(cfg), NoGenerators()
+    adversarial.setup(ctx)
+    weather.setup(ctx)
+    saved = adversarial.state_dict()
+    assert set(saved["generators"]) == {"model", "optimizer"}
+    adversarial.load_state_dict(saved)  # its own state loads back
+    with pytest.raises(CheckpointError, match=r"last\.pt has no generators .*--degradation weather"):
+        adversarial.load_state_dict({})
+    with pytest.raises(CheckpointError, match=r"last\.pt was pre-trained with --degradation adversarial"):
+        weather.load_state_dict(saved)
+
+
 def _script(tmp_path, *flags):
     import subprocess
     import sys
