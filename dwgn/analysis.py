@@ -1,0 +1,335 @@
+"""Do the generated weights separate the weathers? `python -m dwgn.analysis [--checkpoint PATH] [--test-set ...]`
+
+DwGN's claim: the weights its generators (GLGF) produce are instance-exclusive -- images of different weather
+get different kernels -- while the static branch learns what every weather shares. For each test image this
+module records, in every block (forward hooks only, the network is untouched):
+* dynamic: the kernels generated for the dynamic branch (HDMC's 1x1 C->3C and grouped 3x3, HDFN's 1x1 C->2C
+  and grouped 3x3), i.e. the GLGF outputs, flattened;
+* static:  the global average pool of the static branch's outputs (HDMC's q_s|k_s|v_s, 3C; HDFN's, 2C);
+* alpha:   HDFN's per-image share of the static branch;
+labelled by the weather of the set the image came from. A nearest-class-mean classifier on standardised
+features, scored leave-one-out over images, then says per block how well each kind of feature tells the
+weathers apart (`separability.json`), and `dynamic_weights.png` shows PCA projections and alpha per level.
+
+Images are centre-cropped to at most `--crop` pixels a side (never resized): this is an analysis of the
+network's internal statistics, not a metric, and a crop keeps a CPU run to a few minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from dwgn.datasets import REPO, read_image, test_sets
+from dwgn.transforms import to_tensor
+
+DEFAULT_CHECKPOINT = REPO / "checkpoints" / "dwgn-tiny-demo.pt"
+DEFAULT_OUT = Path("results/analysis")
+CLASSIFIER = "nearest class mean on standardised features (statistics from the training fold), leave-one-out"
+# Generated kernels inside a block (DwGNBlock); a model with dynamic="none" has none of them.
+GENERATORS = {
+    "hdmc_1x1": "hdmc.dynamic_qkv.0.generator",
+    "hdmc_3x3": "hdmc.dynamic_qkv.2.generator",
+    "hdfn_1x1": "hdfn.dynamic.0.generator",
+    "hdfn_3x3": "hdfn.dynamic.2.generator",
+}
+STATIC_BRANCHES = {"hdmc": "hdmc.static_qkv", "hdfn": "hdfn.static"}
+ALPHA = "hdfn.alpha"  # its output is alpha's logit, (B, 1, 1, 1)
+# The weather each named test set holds; demo-<weather> sets are <weather>; any other folder is its own key.
+WEATHER_OF_SET = {"snow100k-s": "snow", "snow100k-l": "snow", "outdoor-rain": "rainfog",
+                  "raindrop-a": "raindrop", "raindrop-b": "raindrop"}
+
+
+def weather_of(set_key: str) -> str:
+    """Label of a test set: `snow100k-l` -> snow, `demo-haze` -> haze, a folder -> its key."""
+    return WEATHER_OF_SET.get(set_key, set_key.removeprefix("demo-"))
+
+
+# ---------------------------------------------------------------------------------------------- recording
+@dataclass
+class BlockFeatures:
+    """What one block produced for n images (rows in image order)."""
+
+    dynamic: dict[str, np.ndarray] = field(default_factory=dict)  # generator part -> (n, kept weights)
+    dynamic_size: dict[str, int] = field(default_factory=dict)    # part -> weights generated per image
+    static: np.ndarray | None = None                              # (n, 5C): pooled static HDMC | HDFN outputs
+    alpha: np.ndarray | None = None                               # (n,)
+
+
+@dataclass
+class Recording:
+    blocks: dict[str, BlockFeatures]  # block module name (forward order) -> features
+    labels: list[str]                 # weather per image
+    sets: list[str]                   # test-set key per image
+    files: list[str]                  # input file per image
+    channels: dict[str, int]          # block -> channels C
+
+
+def blocks_of(model: nn.Module) -> dict[str, nn.Module]:
+    """Every DwGN block (a module with `hdmc` and `hdfn`), in forward order: encoders, middle, decoders."""
+    found = {name: m for name, m in model.named_modules() if hasattr(m, "hdmc") and hasattr(m, "hdfn")}
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no DwGN blocks (modules with .hdmc and .hdfn) to analyse")
+    return found
+
+
+def centre_crop(x: Tensor, size: int) -> Tensor:
+    """(3, H, W) -> (3, min(H, size), min(W, size)), the central window; no resampling."""
+    h, w = x.shape[-2:]
+    th, tw = min(h, size), min(w, size)
+    top, left = (h - th) // 2, (w - tw) // 2
+    return x[..., top:top + th, left:left + tw]
+
+
+def _keep_index(size: int, cap: int, seed: int) -> np.ndarray | None:
+    """A fixed random subset of `cap` of `size` weights (sorted), or None to keep all. Within one input
+    channel's block of a generated kernel every weight is an affine function of the same two numbers
+    (GLGF: w_j = a_j z_c + s.z), so a random subset keeps what separates images."""
+    if size <= cap:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(size, cap, replace=False))
+
+
+def record_features(model: nn.Module, images: Iterable[tuple[str, str, str, Tensor]],
+                    max_features: int = 8192, total: int | None = None) -> Recording:
+    """Run each image alone (batch of 1) and record every block's generated kernels, pooled static-branch
+    outputs and alpha. `images` yields (weather, set key, file, (3, H, W) tensor in [0, 1]). Each generator's
+    output is kept whole up to `max_features` weights, else a fixed random subset of that many."""
+    blocks = blocks_of(model)
+    device = next(model.parameters()).device
+    captured: dict[tuple[str, str], Tensor] = {}
+    handles = []
+
+    def hook(key: tuple[str, str]):
+        def save(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
+            captured[key] = output.detach()
+        return save
+
+    for bname, block in blocks.items():
+        modules = dict(block.named_modules())
+        targets = {**{("dyn", p): path for p, path in GENERATORS.items()},
+                   **{("static", p): path for p, path in STATIC_BRANCHES.items()}, ("alpha", ""): ALPHA}
+        for (kind, part), path in targets.items():
+            if path in modules:
+                handles.append(modules[path].register_forward_hook(hook((bname, f"{kind}:{part}"))))
+            elif kind != "dyn":
+                raise ValueError(f"block {bname} has no {path}: not a DwGN block this analysis knows")
+
+    rows: dict[str, dict[str, list[np.ndarray]]] = {b: {} for b in blocks}
+    keep: dict[tuple[str, str], np.ndarray | None] = {}
+    sizes: dict[tuple[str, str], int] = {}
+    labels, sets, files = [], [], []
+    try:
+        with torch.inference_mode():
+            for weather, key, file, image in tqdm(images, total=total, desc="analysis", unit="img"):
+                captured.clear()
+                model(image[None].to(device))  # (1, 3, H, W): one image, so nothing depends on a batch
+                for (bname, what), out in captured.items():
+                    kind, part = what.split(":")
+                    if kind == "dyn":
+                        vec = out.reshape(-1).float().cpu().numpy()  # (N,) generated weights
+                        if (bname, part) not in keep:
+                            sizes[bname, part] = vec.size
+                            keep[bname, part] = _keep_index(vec.size, max_features, seed=len(keep))
+                        idx = keep[bname, part]
+                        vec = vec if idx is None else vec[idx]
+                    elif kind == "static":
+                        vec = out.float().mean(dim=(2, 3)).reshape(-1).cpu().numpy()  # (B=1, C', H, W) -> (C',)
+                    else:
+                        vec = torch.sigmoid(out.float()).reshape(-1).cpu().numpy()  # (1,)
+                    rows[bname].setdefault(what, []).append(vec)
+                labels.append(weather), sets.append(key), files.append(file)
+    finally:
+        for h in handles:
+            h.remove()
+    if not labels:
+        raise ValueError("no images to analyse")
+
+    out: dict[str, BlockFeatures] = {}
+    for bname, parts in rows.items():
+        feats = BlockFeatures()
+        for part in GENERATORS:
+            if f"dyn:{part}" in parts:
+                feats.dynamic[part] = np.stack(parts[f"dyn:{part}"])
+                feats.dynamic_size[part] = sizes[bname, part]
+        feats.static = np.concatenate([np.stack(parts[f"static:{p}"]) for p in STATIC_BRANCHES], axis=1)
+        feats.alpha = np.stack(parts["alpha:"])[:, 0]
+        out[bname] = feats
+    channels = {b: int(m.norm1.weight.numel()) for b, m in blocks.items()}
+    return Recording(out, labels, sets, files, channels)
+
+
+def dynamic_matrix(feats: BlockFeatures) -> np.ndarray | None:
+    """(n, D): every generated kernel of the block side by side, or None when the block generates none."""
+    return np.concatenate(list(feats.dynamic.values()), axis=1) if feats.dynamic else None
+
+
+# --------------------------------------------------------------------------------------------- classifier
+def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Zero mean, unit variance per feature with the statistics of `train`; a feature constant over `train`
+    carries no information there and is dropped (it would divide by zero)."""
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    live = std > 1e-12 * max(float(np.abs(mean).max(initial=0.0)), 1.0)
+    return [(a[:, live] - mean[live]) / std[live] for a in (train, *others)]
+
+
+def nearest_mean_accuracy(features: np.ndarray, labels: Sequence[str]) -> float:
+    """Leave-one-out accuracy of a nearest-class-mean classifier on standardised features.
+
+    For each image, standardisation statistics and class means come from the other images only, so the
+    held-out image never informs its own prediction. features: (n, D)."""
+    x = np.asarray(features, dtype=np.float64).reshape(len(labels), -1)  # (n, D)
+    y = np.asarray(labels)
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ValueError(f"separability needs at least two weathers, got {list(classes)}: give more test sets")
+    correct = 0
+    for i in range(len(y)):
+        train = np.arange(len(y)) != i
+        xt, q = standardise(x[train], x[i:i + 1])
+        present = [c for c in classes if np.any(y[train] == c)]
+        means = np.stack([xt[y[train] == c].mean(axis=0) for c in present])  # (K, D')
+        correct += present[int(np.argmin(((means - q) ** 2).sum(axis=1)))] == y[i]
+    return correct / len(y)
+
+
+def chance_accuracy(labels: Sequence[str]) -> float:
+    """The accuracy of always answering the commonest weather (1/K when the weathers are balanced)."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
+def separability(rec: Recording) -> dict:
+    """{block: {dynamic_acc, static_acc, alpha_acc, n, dims, parts: {generator: acc}}, chance, _meta}."""
+    out: dict = {}
+    for bname, feats in tqdm(rec.blocks.items(), desc="classifier", unit="block"):
+        dyn = dynamic_matrix(feats)
+        out[bname] = {
+            "dynamic_acc": None if dyn is None else nearest_mean_accuracy(dyn, rec.labels),
+            "static_acc": nearest_mean_accuracy(feats.static, rec.labels),
+            "alpha_acc": nearest_mean_accuracy(feats.alpha[:, None], rec.labels),
+            "n": len(rec.labels),
+            "channels": rec.channels[bname],
+            "dynamic_dim": None if dyn is None else int(dyn.shape[1]),
+            "static_dim": int(feats.static.shape[1]),
+            "parts": {p: nearest_mean_accuracy(v, rec.labels) for p, v in feats.dynamic.items()},
+        }
+    out["chance"] = chance_accuracy(rec.labels)
+    return out
+
+
+def format_table(sep: dict) -> str:
+    """Compact per-block table of the three accuracies."""
+    def pct(x: float | None) -> str:
+        return "   -" if x is None else f"{100 * x:4.0f}"
+
+    blocks = [k for k in sep if k not in ("chance", "_meta")]
+    width = max(len("block"), *(len(b) for b in blocks))
+    lines = [f"{'block':<{width}}    C  dynamic  static  alpha  (% correct, leave-one-out)"]
+    for b in blocks:
+        r = sep[b]
+        lines.append(f"{b:<{width}} {r['channels']:4d}     {pct(r['dynamic_acc'])}    {pct(r['static_acc'])}   "
+                     f"{pct(r['alpha_acc'])}")
+    lines.append(f"chance (commonest weather): {100 * sep['chance']:.0f} %, n = {blocks and sep[blocks[0]]['n']}")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+def test_images(names: list[str] | None, max_per_set: int, crop: int,
+                data_root: Path | None = None) -> list[tuple[str, str, str, Tensor]]:
+    """(weather, set key, file, centre-cropped input) for the first `max_per_set` inputs of each set."""
+    out = []
+    for key, pairs in test_sets(names, data_root).items():
+        for inp, _gt in sorted(pairs)[:max_per_set]:
+            out.append((weather_of(key), key, str(inp), centre_crop(to_tensor(read_image(inp)), crop)))
+    return out
+
+
+def load_analysis_model(path: Path, device: str) -> nn.Module:
+    from dwgn.checkpoint import load_model
+
+    if not path.is_file():
+        how = ("the lead ships it with the repository; until then train one (`python train.py`, which writes "
+               "runs/finetune-tiny/last.pt) and pass --checkpoint runs/finetune-tiny/last.pt"
+               if path == DEFAULT_CHECKPOINT else
+               "check the path; training writes last.pt (and best.pt) into runs/<stage>-<preset>/")
+        raise FileNotFoundError(f"checkpoint {path} not found: {how}")
+    return load_model(path, device=device)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dwgn.analysis",
+                                description="Do the generated weights separate the weathers? Records every block's "
+                                            "generated kernels, pooled static-branch features and alpha per test "
+                                            "image, and scores how well each tells the weathers apart.")
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                   help=f"default: the demo checkpoint checkpoints/{DEFAULT_CHECKPOINT.name}")
+    p.add_argument("--test-set", nargs="+", default=None, metavar="NAME_OR_DIR",
+                   help="snow100k-s snow100k-l outdoor-rain raindrop-a raindrop-b demo, or paired folders "
+                        "(one weather per set; default: demo)")
+    p.add_argument("--data-root", type=Path, default=None, help="where the named benchmark sets live")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    p.add_argument("--figure", type=Path, default=None, help="also write the figure here (e.g. figures/x.png)")
+    p.add_argument("--max-per-set", type=int, default=20, help="images per test set (the first, sorted)")
+    p.add_argument("--crop", type=int, default=256, help="centre crop to at most this side (no resizing)")
+    p.add_argument("--max-features", type=int, default=8192,
+                   help="weights kept per generated kernel (a fixed random subset beyond this)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = get_parser().parse_args(argv)
+    for name in ("max_per_set", "crop", "max_features"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    model = load_analysis_model(args.checkpoint, args.device)
+    images = test_images(args.test_set, args.max_per_set, args.crop, args.data_root)
+    rec = record_features(model, images, args.max_features, total=len(images))
+    return write_analysis(rec, args.out, figure=args.figure, meta={
+        "checkpoint": str(args.checkpoint), "test_sets": args.test_set or ["demo"],
+        "dynamic": getattr(getattr(model, "config", None), "dynamic", None),
+        "max_per_set": args.max_per_set, "crop": f"centre crop to at most {args.crop}x{args.crop}, no resizing",
+        "max_features": args.max_features})
+
+
+def write_analysis(rec: Recording, out_dir: Path, figure: Path | None = None, meta: dict | None = None) -> dict:
+    """Score, write separability.json and dynamic_weights.png into out_dir (and the figure to `figure`),
+    print the table; returns the JSON dict."""
+    from dwgn.analysis_figure import plot_analysis
+
+    sep = separability(rec)
+    per_class = {w: rec.labels.count(w) for w in sorted(set(rec.labels))}
+    sep["_meta"] = {**(meta or {}), "classifier": CLASSIFIER, "n_per_weather": per_class,
+                    "sets": sorted(set(rec.sets)),
+                    "synthetic": all(s.startswith("demo-") for s in rec.sets),
+                    "chance": "share of the commonest weather",
+                    "features": {"dynamic": "generated kernels of the dynamic branch (GLGF outputs): "
+                                            + ", ".join(GENERATORS),
+                                 "static": "global average pool of the static branch outputs (HDMC 3C | HDFN 2C)",
+                                 "alpha": "HDFN's share of the static branch"},
+                    "dynamic_kept_of": {b: f.dynamic_size for b, f in rec.blocks.items()}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "separability.json.tmp"
+    tmp.write_text(json.dumps(sep, indent=2) + "\n")
+    tmp.replace(out_dir / "separability.json")
+    plot_analysis(rec, sep, out_dir / "dynamic_weights.png")
+    if figure is not None:
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out_dir / "dynamic_weights.png", figure)
+    print(format_table(sep))
+    print(f"wrote {out_dir / 'separability.json'} and {out_dir / 'dynamic_weights.png'}"
+          + (f" and {figure}" if figure else ""))
+    return sep
+
+
+if __name__ == "__main__":
+    main()
