@@ -220,12 +220,14 @@ def test_resume_refuses_the_other_degradation(tmp_path):
 
 
 def _script(tmp_path, *flags):
+    import os
     import subprocess
     import sys
 
     out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread()
     proc = subprocess.run([sys.executable, str(REPO / "pre-training.py"), "--steps", "3", "--out", str(out), *flags],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc.stdout
 
