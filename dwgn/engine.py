@@ -363,6 +363,7 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
     losses: list[float] = []
     extras_log: dict[str, list[float]] = {}
     tick, last_loss, step = time.perf_counter(), None, start
+    completed, mid_update = start, False  # what an interrupt may save: only whole steps, never half of one
     try:
         for step, batch in zip(range(start, cfg.steps), loader):
             lr = cosine_lr(step, cfg)
@@ -381,6 +382,7 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
             if not math.isfinite(last_loss):
                 raise TrainingError(f"loss became {last_loss} at step {step}; stopped. {last_path} keeps the last "
                                     f"good state — lower --lr or set --grad-clip, then rerun to resume")
+            mid_update = True  # from here until the stage's hooks finish, the state is part-way through a step
             optimizer_step(loss, model, optimizer, scaler, cfg.grad_clip)
             if ema is not None:
                 update_ema(ema, model, cfg.ema_decay)
@@ -388,6 +390,7 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
                 extras_log.setdefault(key, []).append(float(v))
             losses.append(last_loss)
             done = step + 1
+            completed, mid_update = done, False
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
             if done % cfg.log_every == 0 or done == cfg.steps:
@@ -413,9 +416,12 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
                 save_last(done)
             step = done
     except KeyboardInterrupt:
-        if main and world == 1 and step > start:
-            save_last(step)  # the state after the last completed step: resuming from it stays exact
-            print(f"\ninterrupted: saved {last_path} at step {step}; rerun the same command to resume")
+        if main and world == 1 and completed > start and not mid_update:
+            save_last(completed)  # the state after the last completed step: resuming from it stays exact
+            print(f"\ninterrupted: saved {last_path} at step {completed}; rerun the same command to resume")
+        elif main:
+            print(f"\ninterrupted in the middle of a step: {last_path} keeps the last periodic checkpoint; "
+                  "rerun the same command to resume from it")
         raise
     finally:
         bar.close()

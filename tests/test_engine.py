@@ -301,3 +301,39 @@ def test_curves_draw_one_panel_per_kind_of_line(tmp_path):
     four = Image.open(plot_curves(tmp_path, tmp_path / "b.png"))
     assert four.size[1] == two.size[1] and four.size[0] == pytest.approx(2 * two.size[0], rel=0.02)
     assert main([str(tmp_path / "missing")]) == 1
+
+
+class CtrlCHooks(CountingHooks):
+    """Ctrl-C either between steps (in prepare) or half-way through one (after the network's update)."""
+
+    def __init__(self, at: int, where: str):
+        super().__init__()
+        self.at, self.where = at, where
+
+    def prepare(self, batch, step):
+        if self.where == "between" and step.step == self.at:
+            raise KeyboardInterrupt
+        return super().prepare(batch, step)
+
+    def after_step(self, step, inputs, targets):
+        if self.where == "mid" and step.step == self.at:
+            raise KeyboardInterrupt
+        return super().after_step(step, inputs, targets)
+
+
+@pytest.mark.parametrize("where, saved_step", [("between", 2), ("mid", 1)])
+def test_ctrl_c_saves_only_whole_steps_and_resumes_exactly(tmp_path, where, saved_step):
+    full = train(config(tmp_path / "full"), stage(CountingHooks()))
+    with pytest.raises(KeyboardInterrupt):  # periodic saves every 10 steps: only the interrupt can save
+        train(config(tmp_path / "cut", save_every=10), stage(CtrlCHooks(at=2, where=where)))
+    if where == "between":
+        assert load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == saved_step
+    else:  # half a step is never saved: no periodic checkpoint exists yet, so nothing is written
+        assert not (tmp_path / "cut" / "last.pt").exists()
+    hooks = CountingHooks()
+    resumed = train(config(tmp_path / "cut"), stage(hooks))
+    assert resumed.step == full.step == 3
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("full", "cut"))
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["generators"]["count"], b["generators"]["count"])
