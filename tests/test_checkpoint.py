@@ -10,15 +10,6 @@ from dwgn.config import FinetuneConfig, config_to_dict
 from dwgn.network import build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two cores shared by several jobs: more than one intra-op thread makes small convs crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Payload:
     """An arbitrary object: unpickling it would import and run this module's code."""
 

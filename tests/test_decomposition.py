@@ -21,16 +21,6 @@ from dwgn.decomposition import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors gain nothing from intra-op threads, and on a shared, loaded CPU two spinning
-    threads made these tests 5-50x slower; restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class StandIn(nn.Module):
     """A small restoration network (B,3,H,W) -> (B,3,H,W) that trains in milliseconds."""
 

@@ -18,15 +18,6 @@ from dwgn.config import FinetuneConfig
 from dwgn.engine import Stage, StageHooks, StepSampler, TrainingError, cosine_lr, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two cores shared by several jobs: more than one intra-op thread makes small convs crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class NoisyPairs(Dataset):
     """Generated pairs obeying the (index, seed) interface: a fixed clean image per index, a crop
     position and noise drawn from the sample seed."""

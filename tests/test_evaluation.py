@@ -18,15 +18,6 @@ from dwgn.metrics import all_metrics
 from dwgn.results_figure import draw
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine is shared: one thread is faster than several fighting for two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Identity(nn.Module):
     def __init__(self) -> None:
         super().__init__()

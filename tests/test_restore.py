@@ -36,15 +36,6 @@ class Pointwise(nn.Module):
         return self.scale * x + 0.1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine is shared: one thread is faster than several fighting for two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _photo(h: int, w: int) -> np.ndarray:
     return np.ascontiguousarray(data.astronaut()[64:64 + h, 128:128 + w])
 
