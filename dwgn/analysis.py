@@ -7,6 +7,8 @@ module records, in every block (forward hooks only, the network is untouched):
   and grouped 3x3), i.e. the GLGF outputs, flattened;
 * static:  the global average pool of the static branch's outputs (HDMC's q_s|k_s|v_s, 3C; HDFN's, 2C);
 * alpha:   HDFN's per-image share of the static branch;
+* input:   the global pool of the block's normalised input, the statistic HDMC's generators start from (a
+  reference: generated kernels are a function of it, so they cannot separate what it does not);
 labelled by the weather of the set the image came from. A nearest-class-mean classifier on standardised
 features, scored leave-one-out over images, then says per block how well each kind of feature tells the
 weathers apart (`separability.json`), and `dynamic_weights.png` shows PCA projections and alpha per level.
@@ -33,7 +35,10 @@ from dwgn.transforms import to_tensor
 
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "dwgn-tiny-demo.pt"
 DEFAULT_OUT = Path("results/analysis")
-CLASSIFIER = "nearest class mean on standardised features (statistics from the training fold), leave-one-out"
+CLASSIFIER = ("nearest class mean on standardised features (statistics from the training fold), leave-one-out; "
+              "`ridge`: a ridge classifier (one-hot targets, unpenalised intercept, K = Z Z^T / D, lambda 1; "
+              "features standardised with all images' statistics), exact leave-one-out")
+RIDGE_LAMBDA = 1.0
 # Generated kernels inside a block (DwGNBlock); a model with dynamic="none" has none of them.
 GENERATORS = {
     "hdmc_1x1": "hdmc.dynamic_qkv.0.generator",
@@ -42,6 +47,7 @@ GENERATORS = {
     "hdfn_3x3": "hdfn.dynamic.2.generator",
 }
 STATIC_BRANCHES = {"hdmc": "hdmc.static_qkv", "hdfn": "hdfn.static"}
+BLOCK_INPUT = "norm1"  # LN(x): its global pool is what HDMC's generators map to kernels
 ALPHA = "hdfn.alpha"  # its output is alpha's logit, (B, 1, 1, 1)
 # The weather each named test set holds; demo-<weather> sets are <weather>; any other folder is its own key.
 WEATHER_OF_SET = {"snow100k-s": "snow", "snow100k-l": "snow", "outdoor-rain": "rainfog",
@@ -62,6 +68,7 @@ class BlockFeatures:
     dynamic_size: dict[str, int] = field(default_factory=dict)    # part -> weights generated per image
     static: np.ndarray | None = None                              # (n, 5C): pooled static HDMC | HDFN outputs
     alpha: np.ndarray | None = None                               # (n,)
+    input: np.ndarray | None = None                               # (n, C): pooled LN(block input)
 
 
 @dataclass
@@ -116,7 +123,8 @@ def record_features(model: nn.Module, images: Iterable[tuple[str, str, str, Tens
     for bname, block in blocks.items():
         modules = dict(block.named_modules())
         targets = {**{("dyn", p): path for p, path in GENERATORS.items()},
-                   **{("static", p): path for p, path in STATIC_BRANCHES.items()}, ("alpha", ""): ALPHA}
+                   **{("static", p): path for p, path in STATIC_BRANCHES.items()}, ("alpha", ""): ALPHA,
+                   ("input", ""): BLOCK_INPUT}
         for (kind, part), path in targets.items():
             if path in modules:
                 handles.append(modules[path].register_forward_hook(hook((bname, f"{kind}:{part}"))))
@@ -141,7 +149,7 @@ def record_features(model: nn.Module, images: Iterable[tuple[str, str, str, Tens
                             keep[bname, part] = _keep_index(vec.size, max_features, seed=len(keep))
                         idx = keep[bname, part]
                         vec = vec if idx is None else vec[idx]
-                    elif kind == "static":
+                    elif kind in ("static", "input"):
                         vec = out.float().mean(dim=(2, 3)).reshape(-1).cpu().numpy()  # (B=1, C', H, W) -> (C',)
                     else:
                         vec = torch.sigmoid(out.float()).reshape(-1).cpu().numpy()  # (1,)
@@ -162,6 +170,7 @@ def record_features(model: nn.Module, images: Iterable[tuple[str, str, str, Tens
                 feats.dynamic_size[part] = sizes[bname, part]
         feats.static = np.concatenate([np.stack(parts[f"static:{p}"]) for p in STATIC_BRANCHES], axis=1)
         feats.alpha = np.stack(parts["alpha:"])[:, 0]
+        feats.input = np.stack(parts["input:"])
         out[bname] = feats
     channels = {b: int(m.norm1.weight.numel()) for b, m in blocks.items()}
     return Recording(out, labels, sets, files, channels)
@@ -181,24 +190,60 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(a[:, live] - mean[live]) / std[live] for a in (train, *others)]
 
 
-def nearest_mean_accuracy(features: np.ndarray, labels: Sequence[str]) -> float:
-    """Leave-one-out accuracy of a nearest-class-mean classifier on standardised features.
-
-    For each image, standardisation statistics and class means come from the other images only, so the
-    held-out image never informs its own prediction. features: (n, D)."""
+def _checked(features: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = np.asarray(features, dtype=np.float64).reshape(len(labels), -1)  # (n, D)
     y = np.asarray(labels)
     classes = np.unique(y)
     if len(classes) < 2:
         raise ValueError(f"separability needs at least two weathers, got {list(classes)}: give more test sets")
+    return x, y, classes
+
+
+def nearest_mean_accuracy(features: np.ndarray, labels: Sequence[str]) -> float:
+    """Leave-one-out accuracy of a nearest-class-mean classifier on standardised features.
+
+    For each image, standardisation statistics and class means come from the other images only, so the
+    held-out image never informs its own prediction. The held-out statistics are updated from the
+    all-image sums (no (n-1) x D copy per fold), and the standardisation's mean cancels out of the
+    distance: |(q - m) / s - (c - m) / s| = |(q - c) / s|. features: (n, D)."""
+    x, y, classes = _checked(features, labels)
+    n = len(y)
+    total, total_sq = x.sum(axis=0), (x * x).sum(axis=0)  # (D,)
+    counts = np.array([(y == c).sum() for c in classes])
+    sums = np.stack([x[y == c].sum(axis=0) for c in classes])  # (K, D)
     correct = 0
-    for i in range(len(y)):
-        train = np.arange(len(y)) != i
-        xt, q = standardise(x[train], x[i:i + 1])
-        present = [c for c in classes if np.any(y[train] == c)]
-        means = np.stack([xt[y[train] == c].mean(axis=0) for c in present])  # (K, D')
-        correct += present[int(np.argmin(((means - q) ** 2).sum(axis=1)))] == y[i]
-    return correct / len(y)
+    for i in range(n):
+        mean = (total - x[i]) / (n - 1)
+        var = np.maximum((total_sq - x[i] * x[i]) / (n - 1) - mean * mean, 0.0)
+        live = var > 1e-24 * np.maximum(mean * mean, 1.0)  # constant over the other images: no information
+        own = int(np.searchsorted(classes, y[i]))
+        k_sums, k_counts = sums.copy(), counts.copy()
+        k_sums[own] -= x[i]
+        k_counts[own] -= 1
+        present = k_counts > 0
+        centres = k_sums[present][:, live] / k_counts[present, None]  # (K', D')
+        dist = (((x[i, live] - centres) ** 2) / var[live]).sum(axis=1)
+        correct += classes[present][int(np.argmin(dist))] == y[i]
+    return correct / n
+
+
+def ridge_accuracy(features: np.ndarray, labels: Sequence[str], lam: float = RIDGE_LAMBDA) -> float:
+    """Leave-one-out accuracy of a ridge classifier (least squares on one-hot targets, unpenalised intercept)
+    on standardised features. Unlike the nearest mean it learns which directions tell the weathers apart,
+    so variation that all weathers share (image content) weighs less.
+
+    Exact leave-one-out in closed form: the fit is a linear smoother Y_hat = H Y with
+    H = 11^T/n + K (K + lam I)^-1, K = Z Z^T / D (an average over features, so one lambda suits any D), and
+    the held-out prediction is Y - (Y - Y_hat) / (1 - H_ii). The standardisation uses every image's
+    statistics (no labels involved), the one difference from `nearest_mean_accuracy`'s per-fold refit."""
+    x, y, classes = _checked(features, labels)
+    n = len(y)
+    (z,) = standardise(x)
+    kernel = z @ z.T / max(z.shape[1], 1)  # (n, n)
+    hat = 1.0 / n + kernel @ np.linalg.inv(kernel + lam * np.eye(n))
+    targets = (y[:, None] == classes[None]).astype(np.float64)  # (n, K) one-hot
+    held_out = targets - (targets - hat @ targets) / (1.0 - np.diag(hat))[:, None]
+    return float(np.mean(classes[np.argmax(held_out, axis=1)] == y))
 
 
 def chance_accuracy(labels: Sequence[str]) -> float:
@@ -208,7 +253,8 @@ def chance_accuracy(labels: Sequence[str]) -> float:
 
 
 def separability(rec: Recording) -> dict:
-    """{block: {dynamic_acc, static_acc, alpha_acc, n, dims, parts: {generator: acc}}, chance, _meta}."""
+    """{block: {dynamic_acc, static_acc, alpha_acc, input_acc (nearest mean), n, dims, parts: {generator: acc},
+    ridge: {dynamic_acc, static_acc, input_acc with the ridge classifier}}, chance}."""
     out: dict = {}
     for bname, feats in tqdm(rec.blocks.items(), desc="classifier", unit="block"):
         dyn = dynamic_matrix(feats)
@@ -216,28 +262,36 @@ def separability(rec: Recording) -> dict:
             "dynamic_acc": None if dyn is None else nearest_mean_accuracy(dyn, rec.labels),
             "static_acc": nearest_mean_accuracy(feats.static, rec.labels),
             "alpha_acc": nearest_mean_accuracy(feats.alpha[:, None], rec.labels),
+            "input_acc": nearest_mean_accuracy(feats.input, rec.labels),
             "n": len(rec.labels),
             "channels": rec.channels[bname],
             "dynamic_dim": None if dyn is None else int(dyn.shape[1]),
             "static_dim": int(feats.static.shape[1]),
             "parts": {p: nearest_mean_accuracy(v, rec.labels) for p, v in feats.dynamic.items()},
+            # (no ridge on alpha alone: a linear score of one number ranks the weathers along a line)
+            "ridge": {"dynamic_acc": None if dyn is None else ridge_accuracy(dyn, rec.labels),
+                      "static_acc": ridge_accuracy(feats.static, rec.labels),
+                      "input_acc": ridge_accuracy(feats.input, rec.labels)},
         }
     out["chance"] = chance_accuracy(rec.labels)
     return out
 
 
 def format_table(sep: dict) -> str:
-    """Compact per-block table of the three accuracies."""
+    """Compact per-block table: the accuracies of both classifiers."""
     def pct(x: float | None) -> str:
         return "   -" if x is None else f"{100 * x:4.0f}"
 
     blocks = [k for k in sep if k not in ("chance", "_meta")]
     width = max(len("block"), *(len(b) for b in blocks))
-    lines = [f"{'block':<{width}}    C  dynamic  static  alpha  (% correct, leave-one-out)"]
+    lines = [f"{'':<{width}}       nearest class mean            ridge   (% correct, leave-one-out)",
+             f"{'block':<{width}}    C  dynamic static alpha input  dynamic static alpha input"]
     for b in blocks:
         r = sep[b]
-        lines.append(f"{b:<{width}} {r['channels']:4d}     {pct(r['dynamic_acc'])}    {pct(r['static_acc'])}   "
-                     f"{pct(r['alpha_acc'])}")
+        cols = [pct(r[k]) for k in ("dynamic_acc", "static_acc", "alpha_acc", "input_acc")]
+        cols += [pct(r["ridge"].get(k)) for k in ("dynamic_acc", "static_acc", "alpha_acc", "input_acc")]
+        lines.append(f"{b:<{width}} {r['channels']:4d}    {cols[0]}   {cols[1]}  {cols[2]}  {cols[3]}     "
+                     f"{cols[4]}   {cols[5]}  {cols[6]}  {cols[7]}")
     lines.append(f"chance (commonest weather): {100 * sep['chance']:.0f} %, n = {blocks and sep[blocks[0]]['n']}")
     return "\n".join(lines)
 
@@ -315,7 +369,8 @@ def write_analysis(rec: Recording, out_dir: Path, figure: Path | None = None, me
                     "features": {"dynamic": "generated kernels of the dynamic branch (GLGF outputs): "
                                             + ", ".join(GENERATORS),
                                  "static": "global average pool of the static branch outputs (HDMC 3C | HDFN 2C)",
-                                 "alpha": "HDFN's share of the static branch"},
+                                 "alpha": "HDFN's share of the static branch",
+                                 "input": "global average pool of LN(block input), what HDMC's generators see"},
                     "dynamic_kept_of": {b: f.dynamic_size for b, f in rec.blocks.items()}}
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "separability.json.tmp"

@@ -2,7 +2,8 @@
 
 Row 1: PCA of the generated kernels of a shallow, the bottleneck and the last block, one dot per image,
 coloured by weather. Row 2: the same blocks' pooled static-branch features, for contrast. Row 3: HDFN's
-alpha per weather and level, and the leave-one-out accuracy of every block (dynamic vs static vs alpha).
+alpha per weather and level, and the leave-one-out accuracy of every block (generated kernels, static
+features, alpha, and the pooled block input the generators start from).
 """
 from __future__ import annotations
 
@@ -101,15 +102,16 @@ def plot_analysis(rec: Recording, sep: dict, path: Path) -> None:
     if ax is not None:
         blocks = list(rec.blocks)
         x = np.arange(len(blocks))
-        for i, (key, name) in enumerate((("dynamic_acc", "generated"), ("static_acc", "static"),
-                                          ("alpha_acc", "alpha"))):
+        kinds = (("dynamic_acc", "generated kernels"), ("static_acc", "static features"), ("alpha_acc", "alpha"),
+                 ("input_acc", "pooled input"))
+        for i, (key, name) in enumerate(kinds):
             vals = [np.nan if sep[b][key] is None else 100 * sep[b][key] for b in blocks]
-            ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=name)
+            ax.bar(x + (i - 1.5) * 0.2, vals, 0.2, label=name)
         ax.axhline(100 * sep["chance"], color="gray", linestyle="--", linewidth=1, label="chance")
         ax.set_xticks(x, blocks, fontsize=7, rotation=60, ha="right")
-        ax.set_ylim(0, 105)
+        ax.set_ylim(0, 119)
         ax.set_ylabel("leave-one-out accuracy (%)", fontsize=8)
-        ax.set_title("telling the weathers apart, per block", fontsize=9)
+        ax.set_title("telling the weathers apart, per block (nearest class mean)", fontsize=9)
         ax.legend(fontsize=7, frameon=False, ncol=2)
         ax.tick_params(labelsize=7)
 

@@ -11,7 +11,8 @@ from PIL import Image
 import dwgn
 from dwgn import analysis
 from dwgn.analysis import (GENERATORS, blocks_of, centre_crop, chance_accuracy, main,
-                           nearest_mean_accuracy, record_features, separability, standardise, weather_of)
+                           nearest_mean_accuracy, record_features, ridge_accuracy, separability, standardise,
+                           weather_of)
 from dwgn.analysis_figure import pca_2d, representative_blocks
 from dwgn.checkpoint import save_checkpoint
 
@@ -61,23 +62,28 @@ def paired_sets(tmp_path: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------- classifier
-def test_nearest_mean_perfect_on_separable_classes():
+CLASSIFIERS = pytest.mark.parametrize("accuracy", [nearest_mean_accuracy, ridge_accuracy])
+
+
+@CLASSIFIERS
+def test_classifier_perfect_on_separable_classes(accuracy):
     rng = np.random.default_rng(0)
     labels = [c for c in "abcd" for _ in range(10)]
     centres = {c: rng.normal(0, 5, 30) for c in "abcd"}
     feats = np.stack([centres[c] + rng.normal(0, 1, 30) for c in labels])
     feats = np.concatenate([feats, rng.normal(0, 1, (40, 200))], axis=1)  # plus 200 pure-noise features
-    assert nearest_mean_accuracy(feats, labels) == 1.0
+    assert accuracy(feats, labels) == 1.0
 
 
-def test_nearest_mean_near_chance_on_shuffled_labels():
+@CLASSIFIERS
+def test_classifier_near_chance_on_shuffled_labels(accuracy):
     rng = np.random.default_rng(1)
     labels = [c for c in "abcd" for _ in range(20)]
     centres = {c: rng.normal(0, 5, 30) for c in "abcd"}
     feats = np.stack([centres[c] + rng.normal(0, 1, 30) for c in labels])
-    assert nearest_mean_accuracy(feats, labels) == 1.0
-    accs = [nearest_mean_accuracy(feats, list(rng.permutation(labels))) for _ in range(5)]
-    # chance is 0.25; leave-one-out nearest-mean sits at or a little below chance on random labels
+    assert accuracy(feats, labels) == 1.0
+    accs = [accuracy(feats, list(rng.permutation(labels))) for _ in range(5)]
+    # chance is 0.25; leave-one-out scores sit at or a little below chance on random labels
     assert 0.0 <= np.mean(accs) <= 0.35, accs
 
 
@@ -85,8 +91,10 @@ def test_leave_one_out_never_sees_the_held_out_image():
     # two classes, one sample each would be unanswerable; one class of one sample is never predicted right
     feats = np.array([[0.0], [0.1], [0.2], [5.0]])
     assert nearest_mean_accuracy(feats, ["a", "a", "a", "b"]) == 0.75
-    with pytest.raises(ValueError, match="at least two weathers"):
-        nearest_mean_accuracy(feats, ["a"] * 4)
+    assert ridge_accuracy(feats, ["a", "a", "a", "b"]) == 0.75
+    for accuracy in (nearest_mean_accuracy, ridge_accuracy):
+        with pytest.raises(ValueError, match="at least two weathers"):
+            accuracy(feats, ["a"] * 4)
 
 
 def test_chance_and_standardise():
@@ -137,7 +145,7 @@ def test_recorded_features_are_what_the_block_computes():
                                   "hdfn_1x1": 2 * c * c, "hdfn_3x3": 9 * 2 * c * 2 * c // c}
     assert {p: v.shape for p, v in block.dynamic.items()} == {
         "hdmc_1x1": (n, 768), "hdmc_3x3": (n, 1000), "hdfn_1x1": (n, 512), "hdfn_3x3": (n, 576)}
-    assert block.static.shape == (n, 5 * c) and block.alpha.shape == (n,)
+    assert block.static.shape == (n, 5 * c) and block.alpha.shape == (n,) and block.input.shape == (n, c)
     assert rec.blocks["middle.0"].static.shape == (n, 5 * 128)
 
     # recompute the first image's block-1 quantities by hand (64x64 needs no padding)
@@ -151,6 +159,7 @@ def test_recorded_features_are_what_the_block_computes():
         alpha = blk.hdfn.mixing_weight(blk.norm2(f + blk.hdmc(h)))
     np.testing.assert_allclose(block.dynamic["hdmc_1x1"][0], kernel[0].numpy(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(block.static[0], static[0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(block.input[0], h.mean(dim=(2, 3))[0].numpy(), rtol=1e-5, atol=1e-6)
     assert block.alpha[0] == pytest.approx(alpha.item(), rel=1e-6)
     # the hooks are gone afterwards
     assert all(not m._forward_hooks for m in model.modules())
@@ -181,8 +190,9 @@ def test_command_on_paired_folders(tmp_path: Path, paired_sets: list[Path], caps
     for b in blocks:
         r = on_disk[b]
         assert r["n"] == 6 and set(r["parts"]) == set(GENERATORS)
-        for key in ("dynamic_acc", "static_acc", "alpha_acc"):
-            assert 0.0 <= r[key] <= 1.0 and r[key] * 6 == pytest.approx(round(r[key] * 6))
+        for key in ("dynamic_acc", "static_acc", "alpha_acc", "input_acc"):
+            for acc in (r[key], r["ridge"].get(key, 0.0)):
+                assert 0.0 <= acc <= 1.0 and acc * 6 == pytest.approx(round(acc * 6))
     # flat colours: the first block's generated kernels tell these weathers apart without error
     assert on_disk["encoders.0.0"]["dynamic_acc"] == 1.0
     meta = on_disk["_meta"]
@@ -201,3 +211,39 @@ def test_missing_checkpoint_says_how_to_get_one(tmp_path: Path, monkeypatch):
         main([])
     with pytest.raises(FileNotFoundError, match="none.pt not found: check the path"):
         main(["--checkpoint", str(tmp_path / "none.pt")])
+
+
+def test_fast_nearest_mean_matches_refitting_every_fold():
+    rng = np.random.default_rng(3)
+    labels = list(rng.permutation([c for c in "abc" for _ in range(7)]))
+    feats = rng.normal(0, 1, (21, 12)) + np.array([{"a": 0.0, "b": 0.8, "c": 1.6}[c] for c in labels])[:, None]
+    feats[:, 3] = 2.5  # a constant feature is ignored
+    feats[:, 4] *= 1e3  # standardisation: a large-scale feature does not dominate
+    y = np.asarray(labels)
+    correct = 0
+    for i in range(len(y)):  # the definition: refit the standardisation and the class means without image i
+        train = np.arange(len(y)) != i
+        z, q = standardise(feats[train], feats[i:i + 1])
+        means = {c: z[y[train] == c].mean(axis=0) for c in "abc"}
+        correct += min(means, key=lambda c: ((q[0] - means[c]) ** 2).sum()) == y[i]
+    assert nearest_mean_accuracy(feats, labels) == correct / len(y)
+    assert 0.4 < correct / len(y) < 1.0  # an informative but imperfect case, so the comparison means something
+
+
+def test_closed_form_ridge_matches_refitting_every_fold():
+    rng = np.random.default_rng(4)
+    labels = list(rng.permutation([c for c in "abc" for _ in range(6)]))
+    feats = rng.normal(0, 1, (18, 9)) + np.array([{"a": 0.0, "b": 0.7, "c": 1.4}[c] for c in labels])[:, None]
+    y, classes = np.asarray(labels), np.array(["a", "b", "c"])
+    (z,) = standardise(feats)
+    correct = 0
+    for i in range(len(y)):  # the definition: refit intercept (unpenalised) and weights without image i
+        train = np.arange(len(y)) != i
+        targets = (y[train, None] == classes[None]).astype(float)
+        centre = z[train].mean(axis=0)
+        zt = z[train] - centre
+        weights = np.linalg.solve(zt.T @ zt + 9 * np.eye(9), zt.T @ (targets - targets.mean(axis=0)))  # lambda D
+        scores = (z[i] - centre) @ weights + targets.mean(axis=0)
+        correct += classes[np.argmax(scores)] == y[i]
+    assert ridge_accuracy(feats, labels) == pytest.approx(correct / len(y))
+    assert 0.3 < correct / len(y) < 1.0
