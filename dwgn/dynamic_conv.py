@@ -85,15 +85,17 @@ class WeightAdaptiveConv1x1(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
-        kernel = self.generator(self.pool(x)).view(b, self.in_channels, self.out_channels)
-        # (B, C_out, C_in) @ (B, C_in, HW): one batched matmul for the whole batch
-        out = torch.matmul(kernel.transpose(1, 2), x.reshape(b, self.in_channels, h * w))
-        out = out.view(b, self.out_channels, h, w)
-        gate = out.mean(dim=1).unsqueeze(0)  # (1, B, H, W): the batch as channels of one depthwise conv,
-        # far faster on the CPU than a 1-channel conv over a batch of B (oneDNN: ~20x at 8x128x128)
-        gate = F.conv2d(torch.sigmoid(F.conv2d(gate, self.spatial1.weight.expand(b, 1, 3, 3), padding=1, groups=b)),
+        kernel = self.generator(self.pool(x)).view(b, self.in_channels, self.out_channels).transpose(1, 2)
+        x = x.reshape(b, self.in_channels, h * w)
+        # Spatial compensation gates the output y = K x per pixel: gate(mean_o y) * y. Both steps are linear
+        # in y, so they are done on the C_in-channel input instead: mean_o y = (mean_o K) x, and
+        # gate * (K x) = K (gate * x). Same function; the C_out-channel output is formed once, by the matmul.
+        mean = torch.matmul(kernel.mean(dim=1, keepdim=True), x).view(1, b, h, w)  # (1, B, H, W): batch as channels
+        # one depthwise conv over the batch: far faster on the CPU than a 1-channel conv over B images
+        gate = F.conv2d(torch.sigmoid(F.conv2d(mean, self.spatial1.weight.expand(b, 1, 3, 3), padding=1, groups=b)),
                         self.spatial2.weight.expand(b, 1, 3, 3), padding=1, groups=b)
-        return out * gate.view(b, 1, h, w)
+        out = torch.matmul(kernel, x * gate.view(b, 1, h * w))  # (B, C_out, C_in) @ (B, C_in, HW)
+        return out.view(b, self.out_channels, h, w)
 
 
 class WeightAdaptiveGroupConv3x3(nn.Module):
@@ -111,10 +113,12 @@ class WeightAdaptiveGroupConv3x3(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         pooled = self.pool(x)
-        kernel = self.generator(pooled).view(b * c, c // self.groups, 3, 3)
+        # channel compensation scales output channel o by a per-image gain: folded into filter o of the kernel
+        gain = self.compensation(pooled).view(b, c, 1, 1, 1)
+        kernel = (self.generator(pooled).view(b, c, c // self.groups, 3, 3) * gain).view(b * c, c // self.groups, 3, 3)
         # fold the batch into the groups: image i only ever meets its own kernel
         out = F.conv2d(x.reshape(1, b * c, h, w), kernel, padding=1, groups=b * self.groups)
-        return out.view(b, c, h, w) * self.compensation(pooled).view(b, c, 1, 1)
+        return out.view(b, c, h, w)
 
 
 def conv1x1(in_channels: int, out_channels: int, dynamic: bool, glgf_groups: int = 16) -> nn.Module:
