@@ -173,11 +173,11 @@ def test_spatial_compensation_equals_per_image_convs():
 
 def test_group_conv3x3_equals_per_image_conv_then_channel_gain():
     torch.manual_seed(0)
-    conv = WeightAdaptiveGroupConv3x3(channels=24, groups=3)
-    x = torch.rand(2, 24, 10, 14)
+    conv = WeightAdaptiveGroupConv3x3(channels=32, groups=4)
+    x = torch.rand(2, 32, 10, 14)
     pooled = conv.pool(x)
-    kernels = conv.generator(pooled).view(2, 24, 8, 3, 3)
-    gains = conv.compensation(pooled)  # (B, 24)
-    expected = torch.stack([torch.nn.functional.conv2d(x[i:i + 1], kernels[i], padding=1, groups=3)[0] * gains[i, :, None, None]
+    kernels = conv.generator(pooled).view(2, 32, 8, 3, 3)
+    gains = conv.compensation(pooled)  # (B, 32)
+    expected = torch.stack([torch.nn.functional.conv2d(x[i:i + 1], kernels[i], padding=1, groups=4)[0] * gains[i, :, None, None]
                             for i in range(2)])
     torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-6)
