@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -33,7 +32,6 @@ from itertools import combinations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -43,6 +41,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: `python benchmar
 
 from dwgn.datasets import read_image, test_sets  # noqa: E402
 from dwgn.metrics import all_metrics  # noqa: E402
+from dwgn.transforms import center_crop  # noqa: E402
 
 CACHE = "ablation_eval.json"
 TIME_LOG = "ablation_time.json"
@@ -51,15 +50,6 @@ INPUT = "input"  # the row of the unrestored inputs
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The center size x size window (the whole side where the image is smaller); size 0 = whole image."""
-    if not size:
-        return image
-    h, w = image.shape[:2]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return image[top:top + size, left:left + size]
-
-
 def score_pairs(pairs: list[tuple[Path, Path]], eval_crop: int, model: torch.nn.Module | None = None,
                 desc: str = "") -> dict:
     """Mean metrics over a set: the model's 8-bit restorations (dwgn.restore), or the inputs themselves

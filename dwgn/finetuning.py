@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -18,6 +16,7 @@ from dwgn.checkpoint import CheckpointError, load_weights
 from dwgn.config import ConfigError, FinetuneConfig, parse_config
 from dwgn.engine import Stage, TrainingError, run_dir_for, train
 from dwgn.network import build_model
+from dwgn.transforms import center_crop, to_tensor
 
 STAGE = "finetune"
 
@@ -63,12 +62,7 @@ class CenterCropPairs(Dataset):
         if inp.shape != gt.shape:
             raise ValueError(f"validation pair {self.pairs[i][0]} / {self.pairs[i][1]}: sizes "
                              f"{inp.shape[:2]} and {gt.shape[:2]} differ")
-        if self.crop:
-            h, w = inp.shape[:2]
-            top, left = max(0, (h - self.crop) // 2), max(0, (w - self.crop) // 2)
-            inp = inp[top:top + self.crop, left:left + self.crop]
-            gt = gt[top:top + self.crop, left:left + self.crop]
-        return tuple(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255 for a in (inp, gt))
+        return to_tensor(center_crop(inp, self.crop)), to_tensor(center_crop(gt, self.crop))
 
 
 def validation_pairs(cfg: FinetuneConfig) -> list[tuple[Path, Path]]:

@@ -30,6 +30,15 @@ def random_crop(images: list[np.ndarray], size: int, rng: np.random.Generator) -
     return [im[top:top + size, left:left + size] for im in images]
 
 
+def center_crop(img: np.ndarray, size: int | None) -> np.ndarray:
+    """The central `size` x `size` window (the whole side where the image is smaller); 0/None: whole image."""
+    if not size:
+        return img
+    h, w = img.shape[:2]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return img[top:top + size, left:left + size]
+
+
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:
     """One of the 8 flips/rotations: k in 0..7 = (k % 4) quarter turns, then a horizontal flip if k >= 4."""
     out = np.rot90(img, k % 4, axes=(0, 1))

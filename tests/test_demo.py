@@ -1,6 +1,5 @@
 """The README's main command, `python test.py`: the shipped demo checkpoint on the embedded test sets."""
 import json
-from pathlib import Path
 
 import pytest
 
