@@ -1,3 +1,3 @@
 import sys
-from dwgn.pretraining import main
+from dwgn.training.pretraining import main
 raise SystemExit(main(sys.argv[1:]))

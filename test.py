@@ -1,3 +1,3 @@
 import sys
-from dwgn.evaluation import main
+from dwgn.evaluation.evaluate import main
 main(sys.argv[1:])

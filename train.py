@@ -1,3 +1,3 @@
 import sys
-from dwgn.finetuning import main
+from dwgn.training.finetuning import main
 raise SystemExit(main(sys.argv[1:]))

@@ -39,9 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere: `python benchmarks/ablation.py`
     sys.path.insert(0, str(REPO))
 
-from dwgn.datasets import read_image, test_sets  # noqa: E402
-from dwgn.metrics import all_metrics  # noqa: E402
-from dwgn.transforms import center_crop  # noqa: E402
+from dwgn.data.datasets import test_sets  # noqa: E402
+from dwgn.data.images import read_image  # noqa: E402
+from dwgn.evaluation.metrics import all_metrics  # noqa: E402
+from dwgn.data.transforms import center_crop  # noqa: E402
 
 CACHE = "ablation_eval.json"
 TIME_LOG = "ablation_time.json"
@@ -54,7 +55,7 @@ def score_pairs(pairs: list[tuple[Path, Path]], eval_crop: int, model: torch.nn.
                 desc: str = "") -> dict:
     """Mean metrics over a set: the model's 8-bit restorations (dwgn.restore), or the inputs themselves
     when model is None. Returns {"n": ..., "psnr_y": ..., ...}."""
-    from dwgn.restore import restore
+    from dwgn.evaluation.restore import restore
 
     rows = []
     for inp_path, gt_path in tqdm(pairs, desc=desc, unit="img", leave=False):
@@ -99,8 +100,8 @@ def cached_scores(run_dir: Path, steps: int, eval_crop: int) -> dict | None:
 
 def run_one(mode: str, seed: int, args: argparse.Namespace, sets: dict[str, list[tuple[Path, Path]]]) -> dict:
     """Train (or resume, or skip) one run, then score it (or reuse its cached scores)."""
-    from dwgn.checkpoint import load_checkpoint, load_model
-    from dwgn.finetuning import main as train_main
+    from dwgn.training.checkpoint import load_checkpoint, load_model
+    from dwgn.training.finetuning import main as train_main
 
     run_dir = Path(args.out) / run_name(mode, seed)
     cached = cached_scores(run_dir, args.steps, args.eval_crop)
@@ -235,7 +236,7 @@ def _ints(text: str) -> list[int]:
 
 
 def _modes(text: str) -> list[str]:
-    from dwgn.network import DYNAMIC_MODES
+    from dwgn.models.network import DYNAMIC_MODES
 
     modes = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in modes if m not in DYNAMIC_MODES]

@@ -20,9 +20,9 @@ from skimage import data
 from torch import nn
 
 import dwgn
-from dwgn.metrics import psnr
-from dwgn.network import recorded_pools
-from dwgn.restore import _forward, tiled_forward, tiled_pools, to_uint8, whole_image_pools
+from dwgn.evaluation.metrics import psnr
+from dwgn.models.network import recorded_pools
+from dwgn.evaluation.restore import _forward, tiled_forward, tiled_pools, to_uint8, whole_image_pools
 
 
 def schemes(model, x, tile, overlap):

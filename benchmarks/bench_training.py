@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from dwgn.config import FinetuneConfig
-from dwgn.engine import EngineContext, forward_loss, make_optimizer, optimizer_step
-from dwgn.network import build_model
+from dwgn.training.config import FinetuneConfig
+from dwgn.training.engine import EngineContext, forward_loss, make_optimizer, optimizer_step
+from dwgn.models.network import build_model
 
 
 def measure(preset: str, steps: int, batch: int, crop: int) -> dict:

@@ -14,9 +14,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dwgn.datasets import read_image  # noqa: E402
-from dwgn.photos import packaged_photos  # noqa: E402
-from dwgn.weather import WEATHERS, synthesize  # noqa: E402
+from dwgn.data.images import read_image  # noqa: E402
+from dwgn.data.photos import packaged_photos  # noqa: E402
+from dwgn.data.weather import WEATHERS, synthesize  # noqa: E402
 
 
 def main(argv=None) -> None:

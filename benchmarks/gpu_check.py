@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from dwgn.config import FinetuneConfig
-from dwgn.engine import EngineContext, Stage, forward_loss, make_optimizer, optimizer_step, train
-from dwgn.network import build_model
+from dwgn.training.config import FinetuneConfig
+from dwgn.training.engine import EngineContext, Stage, forward_loss, make_optimizer, optimizer_step, train
+from dwgn.models.network import build_model
 
 
 class RandomPairs(Dataset):

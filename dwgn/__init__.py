@@ -1,11 +1,16 @@
 """DwGN: all-in-one adverse weather removal with dynamically generated weights.
 
-Public API (DESIGN.md §6): `build_model(preset, **overrides)`, `load_model(checkpoint_path)`,
-`restore(model, image)`.
+Public API (docs/DESIGN.md, "Public interface"): `build_model(preset, **overrides)`,
+`load_model(checkpoint_path)`, `restore(model, image)`.
+
+    dwgn/models      the paper's network: dynamic-weights convs, HDMC, HDFN, the encoder-decoder
+    dwgn/data        synthetic weather, benchmark layouts, datasets, the embedded demo set
+    dwgn/training    config, the step engine, checkpoints, Stage 1 (pre-training) and Stage 2 (fine-tuning)
+    dwgn/evaluation  metrics, restoration of any size, test-set evaluation
+    dwgn/analysis    do the generated weights separate the weathers?
 """
-from dwgn.checkpoint import load_model
-from dwgn.network import PRESETS, DwGN, ModelConfig, build_model
-# imported eagerly: a lazy `import dwgn.restore` would rebind the name `dwgn.restore` to the module
-from dwgn.restore import restore
+from dwgn.evaluation.restore import restore
+from dwgn.models.network import PRESETS, DwGN, ModelConfig, build_model
+from dwgn.training.checkpoint import load_model
 
 __all__ = ["DwGN", "ModelConfig", "PRESETS", "build_model", "load_model", "restore"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from dwgn.checkpoint import load_checkpoint, save_checkpoint
+from dwgn.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16, note: str = "") -> dict:

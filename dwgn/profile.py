@@ -13,7 +13,7 @@ import sys
 import torch
 from torch import nn
 
-from dwgn.network import DYNAMIC_MODES, PRESETS, build_model
+from dwgn.models.network import DYNAMIC_MODES, PRESETS, build_model
 
 
 def count_parameters(model: nn.Module) -> int:

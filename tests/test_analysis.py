@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 import dwgn
-from dwgn import analysis
-from dwgn.analysis import (GENERATORS, blocks_of, centre_crop, chance_accuracy, main,
-                           nearest_mean_accuracy, record_features, ridge_accuracy, separability, standardise,
-                           weather_of)
-from dwgn.analysis_figure import pca_2d, representative_blocks
-from dwgn.checkpoint import save_checkpoint
+from dwgn.analysis import run as analysis
+from dwgn.analysis.figure import pca_2d, representative_blocks
+from dwgn.analysis.run import main
+from dwgn.analysis.separability import (GENERATORS, blocks_of, centre_crop, chance_accuracy, nearest_mean_accuracy,
+                                        record_features, ridge_accuracy, separability, standardise, weather_of)
+from dwgn.training.checkpoint import save_checkpoint
 
 WEATHER_COLOURS = {"snowy": (0.9, 0.9, 0.95), "hazy": (0.6, 0.6, 0.55), "dark": (0.15, 0.2, 0.3)}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dwgn.checkpoint import (FORMAT_VERSION, CheckpointError, load_checkpoint, load_model, load_weights,
+from dwgn.training.checkpoint import (FORMAT_VERSION, CheckpointError, load_checkpoint, load_model, load_weights,
                              save_checkpoint)
-from dwgn.config import FinetuneConfig, config_to_dict
-from dwgn.network import build_model
+from dwgn.training.config import FinetuneConfig, config_to_dict
+from dwgn.models.network import build_model
 
 
 class Payload:

@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-from dwgn.checkpoint import FORMAT_VERSION, load_checkpoint, load_model, save_checkpoint
-from dwgn.config import (ConfigError, FinetuneConfig, PretrainConfig, TrainConfig, config_from_dict,
+from dwgn.training.checkpoint import FORMAT_VERSION, load_checkpoint, load_model, save_checkpoint
+from dwgn.training.config import (ConfigError, FinetuneConfig, PretrainConfig, TrainConfig, config_from_dict,
                          config_to_dict, parse_config, save_yaml)
-from dwgn.network import PRESETS, build_model
+from dwgn.models.network import PRESETS, build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -91,7 +91,7 @@ def test_shipped_configs_parse(name):
     cls = FinetuneConfig if name.startswith("finetune") else PretrainConfig
     if cls is PretrainConfig:
         try:  # the pre-training stage adds its own keys (generator_lr, ...) in a subclass
-            from dwgn.pretraining import PretrainingConfig as cls  # noqa: N813
+            from dwgn.training.pretraining import PretrainingConfig as cls  # noqa: N813
         except ImportError:
             pass
     cfg = parse_config(cls, ["--config", str(CONFIGS / name)])

@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dwgn import layouts
-from dwgn.datasets import (CleanImageDataset, PairedDataset, SyntheticWeatherDataset, ensure_demo,
+from dwgn.data import layouts
+from dwgn.data.datasets import (CleanImageDataset, PairedDataset, SyntheticWeatherDataset, ensure_demo,
                            pretraining_images, read_image, test_sets, training_pairs)
-from dwgn.demo import build_demo, read_manifest
-from dwgn.imagenet import index_imagenet, read_image_list
-from dwgn.prepare import main as prepare_main
-from dwgn.transforms import dihedral, random_crop
+from dwgn.data.demo import build_demo, read_manifest
+from dwgn.data.imagenet import index_imagenet, read_image_list
+from dwgn.data.prepare import main as prepare_main
+from dwgn.data.transforms import dihedral, random_crop
 
 
 def img(path: Path, h: int = 24, w: int = 32, value: int | None = None, seed: int = 0) -> Path:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dwgn.decomposition import (
+from dwgn.training.decomposition import (
     MASK_FLOOR,
     N_COMPONENTS,
     SIGMA_MAX,
@@ -178,8 +178,8 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def test_config_keys_and_errors():
-    from dwgn.config import ConfigError, parse_config
-    from dwgn.pretraining import PretrainingConfig
+    from dwgn.training.config import ConfigError, parse_config
+    from dwgn.training.pretraining import PretrainingConfig
 
     cfg = parse_config(PretrainingConfig, ["--degradation", "weather", "--mask-floor", "0.5", "--steps", "7"])
     assert (cfg.degradation, cfg.mask_floor, cfg.steps, cfg.generator_lr) == ("weather", 0.5, 7, 2e-4)
@@ -190,10 +190,10 @@ def test_config_keys_and_errors():
 
 
 def test_resume_refuses_the_other_degradation(tmp_path):
-    from dwgn.checkpoint import CheckpointError
-    from dwgn.config import parse_config
-    from dwgn.engine import EngineContext
-    from dwgn.pretraining import AdversarialDecomposition, NoGenerators, PretrainingConfig
+    from dwgn.training.checkpoint import CheckpointError
+    from dwgn.training.config import parse_config
+    from dwgn.training.engine import EngineContext
+    from dwgn.training.pretraining import AdversarialDecomposition, NoGenerators, PretrainingConfig
 
     cfg = parse_config(PretrainingConfig, [])
     ctx = EngineContext(cfg, tmp_path, torch.device("cpu"), 0, 1, StandIn(), None)
@@ -227,7 +227,7 @@ def test_script_adversarial_end_to_end(tmp_path):
     import json
 
     import dwgn
-    from dwgn.checkpoint import load_checkpoint
+    from dwgn.training.checkpoint import load_checkpoint
 
     out, stdout = _script(tmp_path)
     assert "not ImageNet" in stdout  # says in one line that it fell back to the packaged photos
@@ -248,7 +248,7 @@ def test_script_adversarial_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_script_weather_end_to_end(tmp_path):
-    from dwgn.checkpoint import load_checkpoint
+    from dwgn.training.checkpoint import load_checkpoint
 
     out, _ = _script(tmp_path, "--degradation", "weather")
     ckpt = load_checkpoint(out / "last.pt")
@@ -256,9 +256,9 @@ def test_script_weather_end_to_end(tmp_path):
 
 
 def _run(out, steps, kill_at=None):
-    from dwgn.config import parse_config
-    from dwgn.engine import train
-    from dwgn.pretraining import AdversarialDecomposition, PretrainingConfig, build_stage, training_set
+    from dwgn.training.config import parse_config
+    from dwgn.training.engine import train
+    from dwgn.training.pretraining import AdversarialDecomposition, PretrainingConfig, build_stage, training_set
 
     class Killed(RuntimeError):
         pass
@@ -282,7 +282,7 @@ def _run(out, steps, kill_at=None):
 
 @pytest.mark.slow
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
-    from dwgn.checkpoint import load_checkpoint
+    from dwgn.training.checkpoint import load_checkpoint
 
     _run(tmp_path / "whole", 4)
     _run(tmp_path / "resumed", 4, kill_at=3)          # dies after the step-2 checkpoint, mid step 3

@@ -13,9 +13,9 @@ import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
 from dwgn import build_model
-from dwgn.checkpoint import load_checkpoint
-from dwgn.config import FinetuneConfig
-from dwgn.engine import Stage, StageHooks, StepSampler, TrainingError, cosine_lr, train
+from dwgn.training.checkpoint import load_checkpoint
+from dwgn.training.config import FinetuneConfig
+from dwgn.training.engine import Stage, StageHooks, StepSampler, TrainingError, cosine_lr, train
 
 
 class NoisyPairs(Dataset):
@@ -206,8 +206,8 @@ def pair_folder(root: Path, n: int = 3, size: int = 72) -> Path:
 
 
 def pretrained_checkpoint(path: Path, **overrides) -> dict:
-    from dwgn.checkpoint import FORMAT_VERSION, save_checkpoint
-    from dwgn.config import PretrainConfig, config_to_dict
+    from dwgn.training.checkpoint import FORMAT_VERSION, save_checkpoint
+    from dwgn.training.config import PretrainConfig, config_to_dict
 
     torch.manual_seed(123)
     model = build_model("tiny", **overrides)
@@ -220,7 +220,7 @@ def pretrained_checkpoint(path: Path, **overrides) -> dict:
 
 
 def test_train_py_without_pretrained_weights_names_both_ways_on(tmp_path, monkeypatch, capsys):
-    from dwgn.finetuning import main
+    from dwgn.training.finetuning import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["--steps", "1"]) == 1
@@ -231,7 +231,7 @@ def test_train_py_without_pretrained_weights_names_both_ways_on(tmp_path, monkey
 
 
 def test_train_py_refuses_pretrained_weights_of_another_architecture(tmp_path, capsys):
-    from dwgn.finetuning import main
+    from dwgn.training.finetuning import main
 
     pretrained_checkpoint(tmp_path / "pre.pt", dynamic="none")
     code = main(["--data", str(pair_folder(tmp_path / "pairs")), "--init", str(tmp_path / "pre.pt"),
@@ -241,7 +241,7 @@ def test_train_py_refuses_pretrained_weights_of_another_architecture(tmp_path, c
 
 
 def test_train_py_starts_from_the_pretrained_weights_and_validates(tmp_path, capsys):
-    from dwgn.finetuning import main
+    from dwgn.training.finetuning import main
 
     init = pretrained_checkpoint(tmp_path / "pre.pt")
     pairs = pair_folder(tmp_path / "pairs")
@@ -281,7 +281,7 @@ def test_python_train_py_runs_end_to_end_on_the_embedded_default(tmp_path):
 def test_curves_draw_one_panel_per_kind_of_line(tmp_path):
     from PIL import Image
 
-    from dwgn.curves import main, plot_curves
+    from dwgn.training.curves import main, plot_curves
 
     lines = [{"step": s, "loss": 0.1 / s, "lr": 1e-4, "images_per_s": 3.0} for s in (1, 2, 3)]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))

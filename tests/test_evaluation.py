@@ -11,11 +11,12 @@ from PIL import Image
 from torch import nn
 
 import dwgn
-from dwgn.checkpoint import save_checkpoint
-from dwgn.datasets import read_image, test_sets
-from dwgn.evaluation import evaluate_set, load_checkpoint_model, main
-from dwgn.metrics import all_metrics
-from dwgn.results_figure import draw
+from dwgn.training.checkpoint import save_checkpoint
+from dwgn.data.datasets import test_sets
+from dwgn.data.images import read_image
+from dwgn.evaluation.evaluate import evaluate_set, load_checkpoint_model, main
+from dwgn.evaluation.metrics import all_metrics
+from dwgn.evaluation.results_figure import draw
 
 
 class Identity(nn.Module):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from dwgn.metrics import all_metrics, psnr, rgb_to_y, ssim
+from dwgn.evaluation.metrics import all_metrics, psnr, rgb_to_y, ssim
 
 
 def _pair(h: int = 64, w: int = 80, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import dwgn
-from dwgn.dynamic_conv import GLGF, WeightAdaptiveConv1x1, WeightAdaptiveGroupConv3x3
-from dwgn.network import DwGNBlock, fixed_pools, recorded_pools
+from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveConv1x1, WeightAdaptiveGroupConv3x3
+from dwgn.models.network import DwGNBlock, fixed_pools, recorded_pools
 from dwgn.profile import count, count_parameters
 
 torch.set_num_threads(1)

@@ -8,9 +8,9 @@ from skimage import data
 from torch import nn
 
 import dwgn
-from dwgn.dynamic_conv import GlobalPool
-from dwgn.metrics import psnr
-from dwgn.restore import restore, tiled_forward, to_uint8
+from dwgn.models.dynamic_conv import GlobalPool
+from dwgn.evaluation.metrics import psnr
+from dwgn.evaluation.restore import restore, tiled_forward, to_uint8
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dwgn-tiny-demo.pt"
 

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from dwgn.datasets import read_image
-from dwgn.photos import TEST_PHOTOS, TRAIN_PHOTOS, packaged_photos
-from dwgn.weather import WEATHERS, depth_proxy, synthesize
+from dwgn.data.images import read_image
+from dwgn.data.photos import TEST_PHOTOS, TRAIN_PHOTOS, packaged_photos
+from dwgn.data.weather import WEATHERS, depth_proxy, synthesize
 
 # Mean absolute difference (in [0, 1] units) a weather must cause on a 128x128 natural crop: at
 # least visibly there, at most not destroying the scene. Ranges follow the benchmarks' look:

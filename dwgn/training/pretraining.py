@@ -19,12 +19,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dwgn.checkpoint import CheckpointError
-from dwgn.config import ConfigError, PretrainConfig, parse_config
-from dwgn.decomposition import (MASK_FLOOR, Decomposer, DecompositionNoise, generator_step,
+from dwgn.training.checkpoint import CheckpointError
+from dwgn.training.config import ConfigError, PretrainConfig, parse_config
+from dwgn.training.decomposition import (MASK_FLOOR, Decomposer, DecompositionNoise, generator_step,
                                 make_generator_optimizer, sample_noise)
-from dwgn.engine import EngineContext, Stage, StageHooks, StepContext, TrainingError, train
-from dwgn.network import build_model
+from dwgn.training.engine import EngineContext, Stage, StageHooks, StepContext, TrainingError, train
+from dwgn.models.network import build_model
 
 STAGE = "pretrain"
 
@@ -120,7 +120,7 @@ def build_stage(cfg: PretrainingConfig, train_set: Dataset) -> Stage:
 
 
 def training_set(cfg: PretrainingConfig) -> Dataset:
-    from dwgn.datasets import CleanImageDataset, SyntheticWeatherDataset, pretraining_images
+    from dwgn.data.datasets import CleanImageDataset, SyntheticWeatherDataset, pretraining_images
 
     paths = pretraining_images(cfg.data)  # says in one line when it falls back to the packaged photos
     if cfg.data is not None:

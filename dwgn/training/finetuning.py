@@ -12,11 +12,11 @@ from typing import Sequence
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from dwgn.checkpoint import CheckpointError, load_weights
-from dwgn.config import ConfigError, FinetuneConfig, parse_config
-from dwgn.engine import Stage, TrainingError, run_dir_for, train
-from dwgn.network import build_model
-from dwgn.transforms import center_crop, to_tensor
+from dwgn.training.checkpoint import CheckpointError, load_weights
+from dwgn.training.config import ConfigError, FinetuneConfig, parse_config
+from dwgn.training.engine import Stage, TrainingError, run_dir_for, train
+from dwgn.models.network import build_model
+from dwgn.data.transforms import center_crop, to_tensor
 
 STAGE = "finetune"
 
@@ -56,7 +56,7 @@ class CenterCropPairs(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        from dwgn.datasets import read_image
+        from dwgn.data.images import read_image
 
         inp, gt = (read_image(p) for p in self.pairs[i])
         if inp.shape != gt.shape:
@@ -69,7 +69,7 @@ def validation_pairs(cfg: FinetuneConfig) -> list[tuple[Path, Path]]:
     """`val_images` pairs taken in turn from each set named by `val_data` (e.g. every demo weather)."""
     if cfg.val_data is None:
         return []
-    from dwgn.datasets import test_sets
+    from dwgn.data.datasets import test_sets
 
     sets = test_sets([cfg.val_data])
     queues = [list(pairs) for _, pairs in sorted(sets.items()) if pairs]
@@ -88,7 +88,7 @@ def build_stage(cfg: FinetuneConfig, train_set: Dataset, val_set: Dataset | None
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python train.py [--key value ...]`; returns the exit status."""
-    from dwgn.datasets import PairedDataset, training_pairs
+    from dwgn.data.datasets import PairedDataset, training_pairs
 
     try:
         cfg = parse_config(FinetuneConfig, argv, prog="train.py")

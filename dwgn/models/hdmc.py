@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dwgn.dynamic_conv import conv1x1, group_conv3x3
+from dwgn.models.dynamic_conv import conv1x1, group_conv3x3
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int, device=None) -> Tensor:

@@ -17,7 +17,7 @@ from typing import Any, Sequence, TypeVar
 
 import yaml
 
-from dwgn.network import DYNAMIC_MODES, PRESETS, ModelConfig
+from dwgn.models.network import DYNAMIC_MODES, PRESETS, ModelConfig
 
 AMP_MODES = ("bf16", "fp16", "none")
 T = TypeVar("T")
@@ -35,7 +35,7 @@ def _tiny() -> ModelConfig:
 class TrainConfig:
     """Fields shared by both stages: data, optimisation, logging and the network (`model`)."""
 
-    preset: str = "tiny"                  # model preset from dwgn.network.PRESETS; `model.*` refine it
+    preset: str = "tiny"                  # model preset from dwgn.models.network.PRESETS; `model.*` refine it
     model: ModelConfig = field(default_factory=_tiny)
     data: str | None = None               # data set root or list file; None -> the embedded default
     out: str | None = None                # run directory; None -> runs/<stage>-<preset>

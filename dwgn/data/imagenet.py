@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dwgn.layouts import IMAGE_EXTS
+from dwgn.data.layouts import IMAGE_EXTS
+from dwgn.data.paths import DATA_ROOT
 
 _HEADER = "# root: "
 
@@ -109,7 +110,6 @@ def scan_images(root: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python dataset/prepare_imagenet.py --root DIR [--out LIST]`."""
-    from dwgn.datasets import DATA_ROOT
 
     parser = argparse.ArgumentParser(description="Index an ImageNet train folder for pre-training "
                                      "(no image decoding; restartable).")

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-from dwgn.datasets import read_image  # noqa: E402
+from dwgn.data.images import read_image  # noqa: E402
 
 CROP = 192  # side of the shown crop, in pixels of the native image (no resizing)
 
@@ -88,7 +88,7 @@ def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Pa
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m dwgn.results_figure", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dwgn.evaluation.results_figure", description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", help="the --results folder test.py wrote")
     parser.add_argument("--out", default="figures/results.png")
     args = parser.parse_args(argv)

@@ -7,76 +7,23 @@ np.random.default_rng(seed), so a sample is reproduced exactly from (index, seed
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from dwgn import layouts
-from dwgn.photos import packaged_photos
-from dwgn.transforms import random_crop, random_dihedral, to_tensor
-from dwgn.weather import WEATHERS, synthesize
+from dwgn.data import layouts
+from dwgn.data.demo import DEMO_VERSION, build_demo, read_manifest
+from dwgn.data.imagenet import read_image_list, scan_images
+from dwgn.data.images import read_image
+from dwgn.data.paths import DATA_ROOT, DEMO_ROOT
+from dwgn.data.photos import packaged_photos
+from dwgn.data.transforms import random_crop, random_dihedral, to_tensor
+from dwgn.data.weather import WEATHERS, synthesize
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT: Path = Path(os.environ.get("DWGN_DATA", REPO / "datasets"))
-DEMO_ROOT: Path = Path(os.environ.get("DWGN_DEMO", REPO / "datasets" / "demo"))
 TEST_SET_NAMES = ("snow100k-s", "snow100k-l", "outdoor-rain", "raindrop-a", "raindrop-b", "demo")
 DEMO_TEST_SETS = ("demo-snow", "demo-rainfog", "demo-raindrop", "demo-rain", "demo-haze")
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading images
-# ---------------------------------------------------------------------------------------------
-def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB. Gray, palette, CMYK and 16-bit are converted; RGBA is accepted only if
-    fully opaque (what lies under transparent pixels is undefined). Errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file raises here, not later
-            return _to_rgb8(im, path)
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot read image {path}: {e} (corrupt or truncated: re-download it, or remove "
-                         "it and rerun `python dataset/prepare.py --check`)") from e
-
-
-def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
-    mode = im.mode
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit gray (PIL reads 16-bit RGB as 8-bit already): scale the 0..65535 range to 0..255.
-        arr = np.asarray(im).astype(np.float64)
-        if arr.min() < 0 or arr.max() > 65535:
-            raise ValueError(f"image {path}: {mode} values outside 0..65535; save it as 8- or 16-bit PNG")
-        gray = np.round(arr / 257.0).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if mode == "F":
-        raise ValueError(f"image {path} is floating-point ({mode}); save it as an 8- or 16-bit PNG")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        alpha = np.asarray(im.getchannel("A"))
-        if alpha.min() < 255:
-            raise ValueError(f"image {path} has transparent pixels (alpha min {alpha.min()}); the colour under "
-                             "them is undefined: flatten it onto a background and save it as RGB")
-        im = im.convert("RGB")
-    elif mode != "RGB":
-        im = im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV: well-defined conversions
-    return np.array(im, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the file header only (no decoding)."""
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except (OSError, SyntaxError) as e:
-        raise ValueError(f"cannot read image header of {path}: {e}") from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,8 +31,6 @@ def image_size(path: Path) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 def ensure_demo(root: Path | None = None) -> Path:
     """The embedded demo set's root, built first if missing (one line says so; ~30 s, once)."""
-    from dwgn.demo import DEMO_VERSION, build_demo, read_manifest
-
     root = Path(root) if root is not None else DEMO_ROOT
     manifest = read_manifest(root)
     if manifest is not None and manifest.get("version") == DEMO_VERSION:
@@ -164,7 +109,6 @@ test_sets.__test__ = False  # a test module importing it must not make pytest co
 def pretraining_images(data: str | Path | None) -> list[Path]:
     """Clean images for pre-training: an ImageNet list file (dataset/prepare_imagenet.py) or folder,
     or None (the packaged training photos, with one line saying so)."""
-    from dwgn.imagenet import read_image_list, scan_images
 
     if data is None:
         paths = packaged_photos("train")

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from dwgn.dynamic_conv import GlobalPool
-from dwgn.network import fixed_pools, recorded_pools
+from dwgn.models.dynamic_conv import GlobalPool
+from dwgn.models.network import fixed_pools, recorded_pools
 
 AUTO_TILE_PIXELS = 1024 * 1024  # images larger than this are tiled when tile=None
 DEFAULT_TILE = 512              # a multiple of 64, the network's padding multiple, so tiles need no padding
@@ -187,7 +187,7 @@ def _as_rgb(image: np.ndarray) -> tuple[np.ndarray, str, np.ndarray | None]:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         dtype = getattr(image, "dtype", type(image).__name__)
         raise TypeError(f"restore() takes an HxWx3 uint8 image, got {dtype}; read files with "
-                        "dwgn.datasets.read_image, which converts 16-bit/float images to 8-bit")
+                        "dwgn.data.images.read_image, which converts 16-bit/float images to 8-bit")
     if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
         gray = image.reshape(image.shape[:2])
         return np.repeat(gray[..., None], 3, axis=2), "gray", None

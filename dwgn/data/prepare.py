@@ -14,8 +14,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dwgn import layouts
-from dwgn.datasets import DEMO_ROOT, REPO, image_size, read_image
+from dwgn.data import layouts
+from dwgn.data.images import image_size, read_image
+from dwgn.data.paths import DEMO_ROOT, REPO
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -123,13 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --demo, --figure or --check DIR")
     status = 0
     if args.demo:
-        from dwgn.demo import build_demo
+        from dwgn.data.demo import build_demo
 
         out = args.out if args.out is not None else DEMO_ROOT
         build_demo(out, seed=args.seed)
         print(f"built the SYNTHETIC demo set in {out} (manifest.json lists its contents)")
     if args.figure:
-        from dwgn.demo import make_figure
+        from dwgn.data.demo import make_figure
 
         print(f"wrote {make_figure(args.figure, seed=args.seed)}")
     if args.check:

@@ -22,9 +22,11 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from dwgn.datasets import DEMO_TEST_SETS, REPO, read_image, test_sets
-from dwgn.metrics import all_metrics, psnr
-from dwgn.restore import DEFAULT_OVERLAP, restore
+from dwgn.data.datasets import DEMO_TEST_SETS, test_sets
+from dwgn.data.images import read_image
+from dwgn.data.paths import REPO
+from dwgn.evaluation.metrics import all_metrics, psnr
+from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore
 
 PROTOCOL = "Y BT.601, 8-bit, native size"
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "dwgn-tiny-demo.pt"
@@ -37,7 +39,7 @@ READ_ERRORS = (ValueError, FileNotFoundError, OSError)  # what read_image raises
 # ---------------------------------------------------------------------------------------------- model
 def load_checkpoint_model(path: str | Path | None, device: str) -> nn.Module:
     """The network of a checkpoint; the shipped demo checkpoint when path is None."""
-    from dwgn.checkpoint import load_model
+    from dwgn.training.checkpoint import load_model
 
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
     if not path.is_file():
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"restored images in {results_dir}/<set>/, scores in {results_dir / 'metrics.json'} and metrics.csv")
         summary["metrics"] = results
         if any(e["synthetic"] for e in results.values()):
-            from dwgn.results_figure import draw
+            from dwgn.evaluation.results_figure import draw
 
             out = draw(results_dir, Path(args.figures) / "results.png")
             print(f"figure: {out}")

@@ -48,10 +48,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dwgn.checkpoint import (FORMAT_VERSION, check_architecture, checkpoint_model_config, load_checkpoint,
+from dwgn.training.checkpoint import (FORMAT_VERSION, check_architecture, checkpoint_model_config, load_checkpoint,
                              save_checkpoint)
-from dwgn.config import TrainConfig, config_to_dict, differing_fields, save_yaml
-from dwgn.sampler import StepSampler, mix_seed
+from dwgn.training.config import TrainConfig, config_to_dict, differing_fields, save_yaml
+from dwgn.training.sampler import StepSampler, mix_seed
 
 ENGINE_KEYS = ("format_version", "model", "model_ema", "config", "step", "optimizer", "scheduler", "scaler",
                "rng", "best_val_psnr")
@@ -433,7 +433,7 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
 
 
 def _stored_config(cfg: TrainConfig, ckpt: dict[str, Any]) -> TrainConfig:
-    from dwgn.config import config_from_dict
+    from dwgn.training.config import config_from_dict
 
     try:
         return config_from_dict(type(cfg), ckpt["config"])

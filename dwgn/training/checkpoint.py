@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dwgn.config import ConfigError, differing_fields, model_config_from_dict
-from dwgn.network import ModelConfig
+from dwgn.training.config import ConfigError, differing_fields, model_config_from_dict
+from dwgn.models.network import ModelConfig
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "config", "step")
@@ -109,7 +109,7 @@ def load_weights(model: nn.Module, path: str | Path, prefer_ema: bool = True) ->
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the network from `ckpt["config"]["model"]` alone, load its (EMA) weights, `.eval()`."""
-    from dwgn.network import build_model
+    from dwgn.models.network import build_model
 
     ckpt = load_checkpoint(path)
     model = build_model("paper", **asdict(checkpoint_model_config(ckpt, path)))  # every field overridden

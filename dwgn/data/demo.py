@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dwgn.datasets import read_image
-from dwgn.photos import packaged_photos
-from dwgn.weather import WEATHERS, synthesize
+from dwgn.data.images import read_image
+from dwgn.data.photos import packaged_photos
+from dwgn.data.weather import WEATHERS, synthesize
 
 DEMO_VERSION = 1
 # Test image sizes (H, W): mostly 256x256, plus two odd sizes so padding/cropping paths are exercised.

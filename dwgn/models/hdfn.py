@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dwgn.dynamic_conv import GlobalPool, conv1x1, group_conv3x3
+from dwgn.models.dynamic_conv import GlobalPool, conv1x1, group_conv3x3
 
 
 class HDFN(nn.Module):

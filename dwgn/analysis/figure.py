@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-from dwgn.analysis import Recording, dynamic_matrix, standardise  # noqa: E402
+from dwgn.analysis.separability import Recording, dynamic_matrix, standardise  # noqa: E402
 
 
 def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dwgn.dynamic_conv import GlobalPool
-from dwgn.hdfn import HDFN
-from dwgn.hdmc import HDMC, WindowCrossAttention
+from dwgn.models.dynamic_conv import GlobalPool
+from dwgn.models.hdfn import HDFN
+from dwgn.models.hdmc import HDMC, WindowCrossAttention
 
 DYNAMIC_MODES = ("half", "none", "full")
 

@@ -1,0 +1,1 @@
+"""Do the generated weights separate the weathers? `python -m dwgn.analysis` (see run.py)."""

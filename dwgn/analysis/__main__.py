@@ -1,0 +1,3 @@
+from dwgn.analysis.run import main
+
+main()

@@ -1,0 +1,1 @@
+"""Evaluation: the PSNR/SSIM protocol, restoration of any size, test-set evaluation (test.py)."""

@@ -1,0 +1,81 @@
+"""Draw a run's training curves from its log.jsonl: loss, learning rate and validation PSNR.
+
+    python -m dwgn.curves RUN_DIR [--out figures/training_curves.png]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    path = run_dir / "log.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; give a run directory written by train.py or pre-training.py")
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} line {n} is not JSON ({err}); was the file edited by hand?") from None
+    return records
+
+
+def plot_curves(run_dir: Path, out: Path) -> Path:
+    records = read_log(run_dir)
+    train = [r for r in records if "loss" in r]
+    val = [r for r in records if "val_psnr" in r]
+    if not train:
+        raise ValueError(f"{run_dir / 'log.jsonl'} has no training lines yet; train a few steps first")
+    extra = sorted({k for r in train for k in r} - {"step", "loss", "lr", "images_per_s"})
+    panels = 2 + bool(val) + bool(extra)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4))
+    steps = [r["step"] for r in train]
+    axes[0].plot(steps, [r["loss"] for r in train])
+    axes[0].set(title="training L1 loss", xlabel="step", yscale="log")
+    axes[1].plot(steps, [r["lr"] for r in train], color="tab:orange")
+    axes[1].set(title="learning rate", xlabel="step")
+    i = 2
+    if val:
+        axes[i].plot([r["step"] for r in val], [r["val_psnr"] for r in val], "o-", color="tab:green")
+        axes[i].set(title="validation PSNR (RGB, dB)", xlabel="step")
+        i += 1
+    if extra:  # stage scalars, e.g. Stage 1's generator loss and mask means
+        for key in extra:
+            axes[i].plot([r["step"] for r in train if key in r], [r[key] for r in train if key in r], label=key)
+        axes[i].set(title="stage scalars", xlabel="step")
+        axes[i].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{run_dir.resolve().name}: {train[-1]['step']} steps")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dwgn.curves", description="Draw a run's training curves.")
+    parser.add_argument("run_dir", type=Path, help="run directory holding log.jsonl")
+    parser.add_argument("--out", type=Path, default=Path("figures/training_curves.png"))
+    args = parser.parse_args(argv)
+    try:
+        print(f"wrote {plot_curves(args.run_dir, args.out)}")
+    except (FileNotFoundError, ValueError) as err:
+        print(f"dwgn.curves: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
