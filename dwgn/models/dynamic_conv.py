@@ -85,7 +85,9 @@ class WeightAdaptiveConv1x1(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
-        kernel = self.generator(self.pool(x)).view(b, self.in_channels, self.out_channels).transpose(1, 2)
+        # the generated vector is read row-major as (C_out, C_in), the authors' layout: weight j is
+        # kernel[j // C_in, j % C_in] (a transposed (C_in, C_out) reading is a different function)
+        kernel = self.generator(self.pool(x)).view(b, self.out_channels, self.in_channels)
         x = x.reshape(b, self.in_channels, h * w)
         # Spatial compensation gates the output y = K x per pixel: gate(mean_o y) * y. Both steps are linear
         # in y, so they are done on the C_in-channel input instead: mean_o y = (mean_o K) x, and
