@@ -11,7 +11,8 @@ from PIL import Image
 from dwgn.data import layouts
 from dwgn.data.datasets import (CleanImageDataset, PairedDataset, SyntheticWeatherDataset, ensure_demo,
                            pretraining_images, read_image, test_sets, training_pairs)
-from dwgn.data.demo import build_demo, read_manifest
+import dwgn.data.demo
+from dwgn.data.demo import build_demo, clean_pairs, read_manifest
 from dwgn.data.imagenet import index_imagenet, read_image_list
 from dwgn.data.prepare import main as prepare_main
 from dwgn.data.transforms import dihedral, random_crop
@@ -287,9 +288,14 @@ def test_pretraining_images_default_and_imagenet_index(tmp_path, capsys):
 def test_reduced_demo_layouts_and_determinism(tmp_path):
     root = build_demo(tmp_path / "demo", seed=3, train_per_weather=2, test_per_weather=3)
     manifest = read_manifest(root)
-    assert manifest["synthetic"] is True and manifest["train_pairs"] == 10
+    n_clean = round(0.15 / 0.85 * 10)  # clean -> clean pairs: 15 % of all training pairs
+    assert clean_pairs(2) == n_clean == manifest["clean_pairs"] == 2
+    assert manifest["synthetic"] is True and manifest["train_pairs"] == 10 + n_clean
     pairs = training_pairs(root / "train")
-    assert len(pairs) == 10
+    assert len(pairs) == 10 + n_clean
+    clean = [(i, g) for i, g in pairs if i.name.startswith("clean_")]
+    assert len(clean) == n_clean and all(i.read_bytes() == g.read_bytes() for i, g in clean)
+    assert all(i.read_bytes() != g.read_bytes() for i, g in pairs if not i.name.startswith("clean_"))
     assert (root / "train" / "allweather.txt").read_text().splitlines()[0] == "input/snow_0000.png"
     t = root / "test"
     assert names(layouts.scan_set(t / "demo-rainfog").pairs) == [
@@ -312,5 +318,20 @@ def test_reduced_demo_layouts_and_determinism(tmp_path):
 def test_full_demo_builds(tmp_path):
     root = ensure_demo(tmp_path / "demo")
     sets = test_sets([str(root / "test" / k) for k in ["demo-snow", "demo-rainfog", "demo-raindrop"]])
-    assert len(training_pairs(root / "train")) == 600
+    assert len(training_pairs(root / "train")) == (600 if len(read_manifest(root)["photos"]["train"]) == 7 else 2000) + \
+        read_manifest(root)["clean_pairs"]
     assert {k: len(v) for k, v in sets.items()} == {"demo-snow": 12, "demo-rainfog": 12, "demo-raindrop": 12}
+
+
+def test_demo_trains_on_fetched_photos_when_present(tmp_path, monkeypatch):
+    extra = tmp_path / "photos" / "train" / "extra.png"
+    img(extra, h=300, w=400)
+    monkeypatch.setattr(dwgn.data.demo, "fetched_photos", lambda split: [extra] if split == "train" else [])
+    root = build_demo(tmp_path / "demo", train_per_weather=1, test_per_weather=1, clean_share=0.0)
+    manifest = read_manifest(root)
+    assert manifest["photos"]["train"][-1] == "extra.png" and len(manifest["photos"]["train"]) == 8
+    assert manifest["train_pairs"] == 5 and manifest["clean_pairs"] == 0
+    assert dwgn.data.demo.default_train_per_weather(8) == 400 and dwgn.data.demo.default_train_per_weather(7) == 120
+    assert ensure_demo(root) == root  # same photos: not rebuilt
+    with pytest.raises(ValueError, match="clean_share"):
+        build_demo(tmp_path / "bad", clean_share=1.0)

@@ -4,7 +4,8 @@ import pytest
 
 from dwgn.data.images import read_image
 from dwgn.data.photos import TEST_PHOTOS, TRAIN_PHOTOS, packaged_photos
-from dwgn.data.weather import WEATHERS, depth_proxy, synthesize
+from dwgn.data import weather as weather_module
+from dwgn.data.weather import HELDOUT_RANGES, SIGNED, TRAIN_RANGES, WEATHERS, depth_proxy, synthesize
 
 # Mean absolute difference (in [0, 1] units) a weather must cause on a 128x128 natural crop: at
 # least visibly there, at most not destroying the scene. Ranges follow the benchmarks' look:
@@ -98,3 +99,43 @@ def test_packaged_photos_split_is_disjoint_and_installed():
         assert img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) >= 256
     with pytest.raises(ValueError, match="split"):
         packaged_photos("val")
+
+
+def test_heldout_ranges_lie_outside_the_training_ranges():
+    assert set(HELDOUT_RANGES) == set(TRAIN_RANGES)
+    for key, (lo, hi) in HELDOUT_RANGES.items():
+        t_lo, t_hi = TRAIN_RANGES[key]
+        assert lo < hi and t_lo < t_hi
+        if key in SIGNED:  # training is symmetric about 0; held out: a larger magnitude, either sign
+            assert t_lo == -t_hi and lo >= t_hi
+        else:
+            assert hi <= t_lo or lo >= t_hi, key
+    draws = [weather_module._draw(np.random.default_rng(s), "snow_wind", True) for s in range(40)]
+    assert all(40.0 <= abs(d) <= 50.0 for d in draws) and min(draws) < 0 < max(draws)
+    assert all(0.5 <= weather_module._draw(np.random.default_rng(s), "haze_beta", False) <= 1.8 for s in range(40))
+
+
+@pytest.mark.parametrize("weather", WEATHERS)
+def test_heldout_settings_degrade_more(crop, weather):
+    change = {True: [], False: []}
+    for seed in range(6):
+        for heldout in (True, False):
+            out = synthesize(crop, weather, np.random.default_rng(seed), heldout=heldout)
+            assert out.shape == crop.shape and 0.0 <= out.min() and out.max() <= 1.0
+            # haze: denser but darker air, so measure the contrast lost rather than the mean change
+            change[heldout].append(float(crop.std() - out.std()) if weather == "haze"
+                                   else float(np.abs(out - crop).mean()))
+    assert np.mean(change[True]) > np.mean(change[False])
+
+
+def test_training_haze_follows_the_scattering_model_with_the_original_draws(crop):
+    # I = J t + A (1 - t), t = exp(-beta d): depth, then beta ~ U(0.5, 1.8), then the airlight grey
+    # ~ U(0.7, 1.0) with a +-0.03 tint, in this order from the one generator (the training draws)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        d = depth_proxy(crop, rng)
+        beta = rng.uniform(0.5, 1.8)
+        airlight = np.clip(rng.uniform(0.7, 1.0) + rng.uniform(-0.03, 0.03, size=3), 0.0, 1.0)
+        t = np.exp(-beta * d)[..., None]
+        expected = np.clip(crop * t + airlight * (1.0 - t), 0.0, 1.0)
+        assert np.allclose(synthesize(crop, "haze", np.random.default_rng(seed)), expected, atol=1e-5)

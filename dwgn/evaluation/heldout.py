@@ -1,0 +1,152 @@
+"""Held-out evaluation: photos never trained on, weather settings outside the training ranges.
+
+    python -m dwgn.evaluation.heldout [--checkpoint PATH] [--crops 2] [--size 256] [--settings heldout]
+
+Photos: the packaged test photos (dwgn.data.photos) plus the fetched held-out photos
+(dwgn.data.photo_sources, when `python dataset/fetch_photos.py` has been run); none of them is ever a
+training photo. Weather: for every photo, `--crops` random size x size crops, each degraded by every
+weather with `heldout=True` (dwgn.data.weather.HELDOUT_RANGES; `--settings train` uses the training
+ranges instead), seeded from (seed, photo, crop, weather) so the set is the same on every machine.
+Reported per weather: mean PSNR-Y (BT.601, 8-bit, dwgn.evaluation.metrics) of the input and of the
+restored image against the clean crop. Clean photos: each held-out photo, scaled to at most
+CLEAN_SIDE px, restored as it is; PSNR-Y and PSNR-RGB of restored against the photo, per photo and
+mean (a model that leaves clean photos alone scores high). SYNTHETIC weather: not a benchmark.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from dwgn.data.images import read_image
+from dwgn.data.photo_sources import fetched_photos
+from dwgn.data.photos import packaged_photos
+from dwgn.data.weather import WEATHERS, synthesize
+from dwgn.evaluation.metrics import psnr
+from dwgn.evaluation.restore import restore
+
+CLEAN_SIDE = 512
+_SETTINGS = ("heldout", "train")
+
+
+def heldout_photos() -> list[Path]:
+    """The packaged test photos, then the fetched held-out photos (if fetched)."""
+    return packaged_photos("test") + fetched_photos("heldout")
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8) if img.dtype != np.uint8 else img
+
+
+def _scaled(img: np.ndarray, side: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    f = side / max(h, w)
+    return img if f >= 1.0 else cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+
+
+def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: bool,
+                  seed: int = 0) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+    """(weather, photo index, degraded uint8, clean uint8) for every photo, crop and weather.
+
+    A photo smaller than size x size is scaled up first (the packaged test photos are at least 300 px)."""
+    cases = []
+    for p, photo in enumerate(photos):
+        h, w = photo.shape[:2]
+        if min(h, w) < size:
+            f = size / min(h, w)
+            photo = cv2.resize(photo, (max(size, round(w * f)), max(size, round(h * f))), interpolation=cv2.INTER_CUBIC)
+            h, w = photo.shape[:2]
+        for c in range(crops):
+            where = np.random.default_rng([seed, 7, p, c])
+            top, left = int(where.integers(0, h - size + 1)), int(where.integers(0, w - size + 1))
+            clean = photo[top:top + size, left:left + size]
+            for k, weather in enumerate(WEATHERS):
+                rng = np.random.default_rng([seed, 8, p, c, k])
+                cases.append((weather, p, _to_uint8(synthesize(clean, weather, rng, heldout=heldout)), clean))
+    return cases
+
+
+def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 256, settings: str = "heldout",
+             seed: int = 0) -> dict:
+    """{"weather": {w: {"input": dB, "restored": dB, "n": int}}, "mean_gain": dB, "clean": {...}}."""
+    if settings not in _SETTINGS:
+        raise ValueError(f"settings must be one of {', '.join(_SETTINGS)}, got {settings!r}")
+    photos = [read_image(p) for p in paths]
+    scores: dict[str, dict[str, list[float]]] = {w: {"input": [], "restored": []} for w in WEATHERS}
+    for weather, _, degraded, clean in weather_cases(photos, crops, size, settings == "heldout", seed):
+        scores[weather]["input"].append(psnr(degraded, clean))
+        scores[weather]["restored"].append(psnr(restore(model, degraded, tile=0), clean))
+    per_weather = {w: {"input": statistics.fmean(s["input"]), "restored": statistics.fmean(s["restored"]),
+                       "n": len(s["input"])} for w, s in scores.items()}
+    clean_rows = []
+    for path, photo in zip(paths, photos):
+        img = _scaled(photo, CLEAN_SIDE)
+        out = restore(model, img, tile=0)
+        clean_rows.append({"photo": path.name, "psnr_y": psnr(out, img), "psnr_rgb": psnr(out, img, y_channel=False)})
+    return {
+        "settings": settings, "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
+        "weather": per_weather,
+        "mean_gain": statistics.fmean(v["restored"] - v["input"] for v in per_weather.values()),
+        "clean": {"per_photo": clean_rows,
+                  "mean_psnr_y": statistics.fmean(r["psnr_y"] for r in clean_rows),
+                  "mean_psnr_rgb": statistics.fmean(r["psnr_rgb"] for r in clean_rows)},
+    }
+
+
+def format_report(result: dict) -> str:
+    lines = [f"SYNTHETIC weather, {result['settings']} settings, {len(result['photos'])} held-out photos x "
+             f"{result['crops']} crops of {result['size']} px; PSNR-Y (dB)",
+             f"{'weather':<10}{'input':>8}{'restored':>10}{'gain':>8}{'n':>5}"]
+    for w, v in result["weather"].items():
+        lines.append(f"{w:<10}{v['input']:>8.2f}{v['restored']:>10.2f}{v['restored'] - v['input']:>+8.2f}{v['n']:>5}")
+    lines.append(f"{'mean gain':<10}{'':>18}{result['mean_gain']:>+8.2f}")
+    lines.append(f"clean photos (restored vs clean, at most {CLEAN_SIDE} px):")
+    for r in result["clean"]["per_photo"]:
+        lines.append(f"  {r['photo']:<22} PSNR-Y {r['psnr_y']:6.2f}   PSNR-RGB {r['psnr_rgb']:6.2f}")
+    lines.append(f"  {'mean':<22} PSNR-Y {result['clean']['mean_psnr_y']:6.2f}   "
+                 f"PSNR-RGB {result['clean']['mean_psnr_rgb']:6.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dwgn.evaluation.evaluate import DEFAULT_CHECKPOINT, load_checkpoint_model
+
+    parser = argparse.ArgumentParser(prog="python -m dwgn.evaluation.heldout", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None, help=f"default: {DEFAULT_CHECKPOINT.name}")
+    parser.add_argument("--crops", type=int, default=2, help="crops per photo (each under every weather)")
+    parser.add_argument("--size", type=int, default=256, help="crop side in px")
+    parser.add_argument("--settings", choices=_SETTINGS, default="heldout",
+                        help="weather parameters: outside the training ranges (heldout) or inside (train)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
+    args = parser.parse_args(argv)
+    if args.crops <= 0 or args.size < 64:
+        print(f"error: --crops must be positive and --size at least 64 (got {args.crops}, {args.size})",
+              file=sys.stderr)
+        return 2
+    try:
+        model = load_checkpoint_model(args.checkpoint, "cpu" if not torch.cuda.is_available() else "cuda")
+        paths = heldout_photos()
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not fetched_photos("heldout"):
+        print("note: only the packaged test photos (run `python dataset/fetch_photos.py` for 8 more)")
+    result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed)
+    print(format_report(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Held-out evaluation: cases are reproducible, held-out settings differ from training ones, and the scores
+are those of the metric on exactly the images compared (an identity model gains nothing, keeps clean photos)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dwgn.data.demo import train_photo_paths
+from dwgn.data.images import read_image
+from dwgn.data.photos import packaged_photos
+from dwgn.data.weather import WEATHERS
+from dwgn.evaluation import heldout
+from dwgn.evaluation.metrics import psnr
+
+
+class Identity(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class Darken(Identity):
+    def forward(self, x):
+        return x * 0.9
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return [read_image(p)[:200, :260] for p in packaged_photos("test")[:2]]
+
+
+def test_cases_are_reproducible_and_heldout_settings_differ(photos):
+    a = heldout.weather_cases(photos, crops=1, size=64, heldout=True)
+    b = heldout.weather_cases(photos, crops=1, size=64, heldout=True)
+    c = heldout.weather_cases(photos, crops=1, size=64, heldout=False)
+    assert [w for w, *_ in a] == list(WEATHERS) * 2 and [p for _, p, *_ in a] == [0] * 5 + [1] * 5
+    for (_, _, da, ca), (_, _, db, cb), (_, _, dc, cc) in zip(a, b, c):
+        assert da.dtype == np.uint8 and da.shape == ca.shape == (64, 64, 3)
+        assert np.array_equal(da, db) and np.array_equal(ca, cc)  # same crops, other weather draws
+        assert not np.array_equal(da, dc)
+
+
+def test_identity_model_gains_nothing_and_keeps_clean_photos(tmp_path, monkeypatch):
+    paths = packaged_photos("test")[:2]
+    result = heldout.evaluate(Identity(), paths, crops=1, size=64)
+    assert result["photos"] == [p.name for p in paths] and result["settings"] == "heldout"
+    for w in WEATHERS:
+        entry = result["weather"][w]
+        assert entry["n"] == 2 and entry["restored"] == pytest.approx(entry["input"], abs=1e-9)
+    assert result["mean_gain"] == pytest.approx(0.0, abs=1e-9)
+    assert all(math.isinf(r["psnr_y"]) for r in result["clean"]["per_photo"])
+    dark = heldout.evaluate(Darken(), paths[:1], crops=1, size=64, settings="train")
+    photo = heldout._scaled(read_image(paths[0]), heldout.CLEAN_SIDE)
+    expected = psnr(np.clip(np.round(photo.astype(np.float32) / 255 * 0.9 * 255), 0, 255).astype(np.uint8), photo)
+    assert dark["clean"]["per_photo"][0]["psnr_y"] == pytest.approx(expected, abs=0.05)
+    assert "mean gain" in heldout.format_report(dark)
+    with pytest.raises(ValueError, match="settings"):
+        heldout.evaluate(Identity(), paths, settings="other")
+
+
+def test_heldout_photos_are_never_training_photos():
+    assert not {p.name for p in heldout.heldout_photos()} & {p.name for p in train_photo_paths()}
+
+
+def test_command_rejects_bad_sizes(capsys):
+    assert heldout.main(["--crops", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --crops must be positive")
