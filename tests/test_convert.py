@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import dwgn
+import paper_reference as ref
 from dwgn.convert import main
 from dwgn.evaluation.evaluate import load_checkpoint_model
 from dwgn.models.authors import RENAMES, to_authors, to_ours
@@ -167,30 +167,17 @@ def test_output_may_not_overwrite_the_source(tmp_path, capsys):
     assert code == 2 and "overwrite the source" in err
 
 
-def authors_dynamic_1x1(x, glgf: dict, conv1, conv2, c_out: int, groups: int):
-    """Their weight-adaptive 1x1, from the equations, per image, with their parameter names."""
-    c_in = x.shape[1]
-    outs = []
-    for image in x.split(1):
-        p = image.mean(dim=(2, 3), keepdim=True)                                       # (1, C_in, 1, 1)
-        z = torch.sigmoid(F.conv2d(p, glgf["wn_fc1_l"], groups=groups)
-                          + F.conv2d(F.conv2d(p, glgf["wn_fc1_g1"], groups=groups), glgf["wn_fc1_g2"]))
-        w = F.conv2d(z, glgf["wn_fc2_l"], groups=c_in) + F.conv2d(z, glgf["wn_fc2_g"])  # (1, N, 1, 1)
-        y = F.conv2d(image, w.view(c_out, c_in, 1, 1))                                  # row-major (C_out, C_in)
-        outs.append(y * F.conv2d(torch.sigmoid(F.conv2d(y.mean(1, keepdim=True), conv1, padding=1)), conv2, padding=1))
-    return torch.cat(outs)
-
-
 def test_converted_dynamic_1x1_equals_the_authors_semantics(tmp_path, capsys):
+    """Their weight-adaptive 1x1 from the equations (tests/paper_reference.py), fed their tensors by their names."""
     theirs = authors_tiny_state()
     torch.save({"model": theirs}, tmp_path / "a.pth")
     assert run(tmp_path / "a.pth", tmp_path / "a.pt", capsys)[0] == 0
     ours = dwgn.load_model(tmp_path / "a.pt").encoders[0][0].hdmc.dynamic_qkv[0]
     prefix = "encoders.0.0.hdmc.dynamic.0."
-    glgf = {name: theirs[f"{prefix}glgf.{name}.weight"]
-            for name in ("wn_fc1_l", "wn_fc1_g1", "wn_fc1_g2", "wn_fc2_l", "wn_fc2_g")}
+    glgf = [theirs[f"{prefix}glgf.{name}.weight"] for name in ("wn_fc1_l", "wn_fc1_g1", "wn_fc1_g2", "wn_fc2_l", "wn_fc2_g")]
     x = torch.randn(2, 16, 9, 11)
-    expected = authors_dynamic_1x1(x, glgf, theirs[prefix + "conv1.weight"], theirs[prefix + "conv2.weight"],
-                                   c_out=48, groups=16)
+    expected = torch.cat([ref.dynamic_1x1(image, ref.glgf(image.mean(dim=(2, 3), keepdim=True), *glgf, groups=16),
+                                          theirs[prefix + "conv1.weight"], theirs[prefix + "conv2.weight"], c_out=48)
+                          for image in x.split(1)])
     with torch.no_grad():
         torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-5)
