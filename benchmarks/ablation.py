@@ -43,6 +43,8 @@ from dwgn.data.datasets import test_sets  # noqa: E402
 from dwgn.data.images import read_image  # noqa: E402
 from dwgn.evaluation.metrics import all_metrics  # noqa: E402
 from dwgn.data.transforms import center_crop  # noqa: E402
+from dwgn.io import write_text_atomic  # noqa: E402
+from dwgn.models.network import count_parameters  # noqa: E402
 
 CACHE = "ablation_eval.json"
 TIME_LOG = "ablation_time.json"
@@ -124,12 +126,10 @@ def run_one(mode: str, seed: int, args: argparse.Namespace, sets: dict[str, list
     model = load_model(run_dir / "last.pt")
     start = time.perf_counter()
     result = {"mode": mode, "seed": seed, "run_dir": str(run_dir), "step": step, "eval_crop": args.eval_crop,
-              "params": sum(p.numel() for p in model.parameters()), "train_s": round(spent, 1),
+              "params": count_parameters(model), "train_s": round(spent, 1),
               "results": score_sets(sets, args.eval_crop, model, run_name(mode, seed))}
     result["eval_s"] = round(time.perf_counter() - start, 1)
-    tmp = run_dir / (CACHE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, run_dir / CACHE)
+    write_text_atomic(run_dir / CACHE, json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -221,10 +221,7 @@ def format_comparisons(comparisons: list[dict]) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- CLI

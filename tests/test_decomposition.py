@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dwgn.models.network import count_parameters
 from dwgn.training.decomposition import (
     MASK_FLOOR,
     N_COMPONENTS,
     SIGMA_MAX,
     Decomposer,
-    count_parameters,
     degrade,
     generator_step,
     hard_gumbel_softmax,

@@ -4,8 +4,8 @@ import torch
 
 import dwgn
 from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveConv1x1, WeightAdaptiveGroupConv3x3
-from dwgn.models.network import DwGNBlock, fixed_pools, recorded_pools
-from dwgn.profile import count, count_parameters
+from dwgn.models.network import DwGNBlock, count_parameters, fixed_pools, recorded_pools
+from dwgn.profile import count
 
 torch.set_num_threads(1)
 

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dwgn.io import write_text_atomic
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 INPUT_DIRS = ("input", "data", "synthetic")
 GT_DIRS = ("gt", "label")
@@ -218,11 +220,7 @@ def write_pairs_list(scan: PairScan, root: Path) -> Path:
     n_inputs = len(_listdir(dirs[0])[0]) if dirs else -1
     lines = [f"# dwgn pairs: {len(scan.pairs)} pairs; inputs={n_inputs}; layout={scan.layout}; written by dataset/prepare.py --check"]
     lines += [f"{a.relative_to(root).as_posix()}\t{b.relative_to(root).as_posix()}" for a, b in scan.pairs]
-    out = root / PAIRS_LIST
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(root / PAIRS_LIST, "\n".join(lines) + "\n")
 
 
 def scan_set(root: Path) -> PairScan:

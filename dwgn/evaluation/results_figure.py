@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
 from dwgn.data.images import read_image  # noqa: E402
+from dwgn.data.transforms import center_crop  # noqa: E402
 
 CROP = 192  # side of the shown crop, in pixels of the native image (no resizing)
 
@@ -26,13 +27,6 @@ CROP = 192  # side of the shown crop, in pixels of the native image (no resizing
 def _median_row(rows: list[dict]) -> dict:
     ordered = sorted(rows, key=lambda r: float(r["psnr_y"]))
     return ordered[len(ordered) // 2]
-
-
-def _centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    s = min(size, h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    return image[y:y + s, x:x + s]
 
 
 def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Path:
@@ -59,7 +53,7 @@ def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Pa
                   "ground truth"]
         for j, (image, title) in enumerate(zip(images, titles)):
             ax = fig.add_subplot(grid[i, j])
-            ax.imshow(_centre_crop(image, CROP), interpolation="nearest")
+            ax.imshow(center_crop(image, min(CROP, *image.shape[:2])), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(title, fontsize=9)
             if j == 0:

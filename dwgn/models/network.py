@@ -163,6 +163,11 @@ def build_model(preset: str = "paper", **overrides) -> DwGN:
     return DwGN(replace(PRESETS[preset], **overrides))
 
 
+def count_parameters(module: nn.Module) -> int:
+    """Every parameter's element count (the number the paper and the design table quote)."""
+    return sum(p.numel() for p in module.parameters())
+
+
 def _pools(model: nn.Module) -> dict[str, GlobalPool]:
     return {name: m for name, m in model.named_modules() if isinstance(m, GlobalPool)}
 
