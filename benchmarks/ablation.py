@@ -4,11 +4,11 @@
         [--batch-size 4] [--crop 64] [--eval-crop 128] [--preset tiny] [--out runs/ablation]
         [--json benchmarks/results/ablation.json] [--threads 1]
 
-Every (mode, seed) run is trained from scratch by the fine-tuning stage itself (`dwgn.finetuning.main`,
-run dir `<out>/<mode>-s<seed>`), then scored per demo weather set with `dwgn.restore` (8-bit output) and
-`dwgn.metrics` (PSNR/SSIM on BT.601 Y, and RGB), on a fixed center crop of each test image (`--eval-crop`,
-0 = whole images) to keep the study cheap. Runs go seed by seed (all modes of seed 0 first), so a study
-stopped early still compares the modes on the same seeds.
+Every (mode, seed) run is trained from scratch by the fine-tuning stage itself
+(`dwgn.training.finetuning.main`, run dir `<out>/<mode>-s<seed>`), then scored per demo weather set with
+`dwgn.restore` (8-bit output) and `dwgn.evaluation.metrics` (PSNR/SSIM on BT.601 Y, and RGB), on a fixed
+center crop of each test image (`--eval-crop`, 0 = whole images) to keep the study cheap. Runs go seed by
+seed (all modes of seed 0 first), so a study stopped early still compares the modes on the same seeds.
 
 Resumable: the engine resumes a killed run from its last.pt, and a scored run keeps its scores in
 `<run dir>/ablation_eval.json` (reused when its step count and eval crop match), so rerunning the same

@@ -188,7 +188,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     assert moved > 0  # the comparison is between trained weights, not two copies of the init
 
 
-# ---------------------------------------------------------------- Stage 2 (train.py = dwgn.finetuning.main)
+# ------------------------------------------------------- Stage 2 (train.py = dwgn.training.finetuning.main)
 
 
 def pair_folder(root: Path, n: int = 3, size: int = 72) -> Path:

@@ -1,4 +1,4 @@
-"""The embedded all-weather demo set: packaged photos + dwgn.weather, in the real benchmarks' layouts.
+"""The embedded all-weather demo set: packaged photos + dwgn.data.weather, in the real benchmarks' layouts.
 
 <root>/
   manifest.json                      says SYNTHETIC, the seed, photos and counts
@@ -9,7 +9,7 @@
   test/demo-rain/input/, gt/ ; test/demo-haze/input/, gt/           plain paired folders
 
 Training crops come only from the train photos and test crops only from the test photos
-(dwgn.photos). Every sample has its own generator, seeded from (seed, split, weather, index), so
+(dwgn.data.photos). Every sample has its own generator, seeded from (seed, split, weather, index), so
 the set is identical on every machine for a given seed.
 """
 from __future__ import annotations
@@ -140,7 +140,7 @@ def build_demo(root: Path, seed: int = 0, train_per_weather: int = 120, test_per
         counts = _build_test(tmp / "test", test_photos, test_per_weather, seed, bar)
     manifest = {
         "synthetic": True,
-        "note": "SYNTHETIC data: packaged sample photos with simulated weather (dwgn.weather); "
+        "note": "SYNTHETIC data: packaged sample photos with simulated weather (dwgn.data.weather); "
                 "not a benchmark, scores on it are not comparable with published results",
         "version": DEMO_VERSION,
         "seed": seed,
@@ -182,7 +182,7 @@ def make_figure(out: Path, seed: int = 0, size: int = 256) -> Path:
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=10)
-    fig.suptitle("Synthetic weather (dwgn.weather) on packaged test photos", fontsize=11)
+    fig.suptitle("Synthetic weather (dwgn.data.weather) on packaged test photos", fontsize=11)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,8 @@ def index_imagenet(root: Path, out: Path, progress: bool = True) -> tuple[Path, 
         if name in done:
             continue
         names = [f"{name}/{n}" for n in _images_in(root / name)]
-        write_text_atomic(parts / f"{name}.txt", "".join(n + "\n" for n in names))  # a class is indexed whole or not at all
+        # atomic: a class is either fully indexed or not at all
+        write_text_atomic(parts / f"{name}.txt", "".join(n + "\n" for n in names))
     count = len(loose)
     with atomic_path(out) as tmp, open(tmp, "w") as f:
         f.write(f"{_HEADER}{root}\n")

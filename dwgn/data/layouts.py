@@ -1,4 +1,4 @@
-"""The real benchmark layouts (DESIGN.md §4): finding (input, gt) pairs exactly as each set names them.
+"""The real benchmark layouts (docs/DESIGN.md §4): finding (input, gt) pairs exactly as each set names them.
 
 Every function here returns a `PairScan` that keeps what it could not use (unpaired files, files a
 list names but that are missing, Outdoor-Rain test scenes removed from training, non-images), so
@@ -23,7 +23,7 @@ INPUT_DIRS = ("input", "data", "synthetic")
 GT_DIRS = ("gt", "label")
 MIX_SUBSETS = ("snow", "drop", "haze", "rain", "night")  # the authors' own mix
 PAIRS_LIST = "dwgn_pairs.txt"  # written by `prepare.py --check`, read first by the loaders
-EXPECTED_PAIRS = {  # DESIGN.md §4
+EXPECTED_PAIRS = {  # docs/DESIGN.md §4
     "allweather": 18069,
     "snow100k-s": 16611,
     "snow100k-l": 16801,

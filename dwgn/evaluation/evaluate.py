@@ -1,8 +1,8 @@
 """`python test.py`: score a checkpoint on the benchmarks, restore a folder of photos, profile the network.
 
-Protocol (DESIGN.md §4): every restored image is rounded to 8 bits and saved as PNG; PSNR/SSIM are
+Protocol (docs/DESIGN.md §4): every restored image is rounded to 8 bits and saved as PNG; PSNR/SSIM are
 computed on exactly that 8-bit image against the 8-bit ground truth at native size (BT.601 Y and RGB,
-dwgn/metrics.py) and averaged over the images of a set. Nothing is resized; an input whose size differs
+dwgn/evaluation/metrics.py) and averaged over the images of a set. Nothing is resized; an input whose size differs
 from its ground truth is an error; an unreadable image is skipped and listed (printed at the end and
 under `skipped` in metrics.json), so a score never silently covers fewer images.
 """
@@ -138,7 +138,7 @@ def restore_folder(model: nn.Module, folder: Path, out_dir: Path, *, tile: int |
 
 # --------------------------------------------------------------------------------------------- reports
 def write_metrics(results: dict[str, dict], results_dir: Path, rows: list[dict]) -> None:
-    """metrics.json (DESIGN.md §6), metrics.csv (one line per set), per_image.csv (one line per image)."""
+    """metrics.json (docs/DESIGN.md §6), metrics.csv (one line per set), per_image.csv (one line per image)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     clean = {k: {f: v for f, v in e.items() if not f.startswith("_")} for k, e in results.items()}
     write_text_atomic(results_dir / "metrics.json", json.dumps(clean, indent=2) + "\n")

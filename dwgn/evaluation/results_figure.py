@@ -1,6 +1,6 @@
 """Results figure: per weather (test set), input | restored | ground truth crops, and per-set PSNR bars.
 
-    python -m dwgn.results_figure RESULTS_DIR [--out figures/results.png]
+    python -m dwgn.evaluation.results_figure RESULTS_DIR [--out figures/results.png]
 
 Reads what test.py wrote: RESULTS_DIR/metrics.json, per_image.csv and the restored PNGs. For each set
 the image shown is the one with the median restored PSNR-Y (representative, not the best one).
@@ -82,7 +82,8 @@ def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Pa
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m dwgn.evaluation.results_figure", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dwgn.evaluation.results_figure",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", help="the --results folder test.py wrote")
     parser.add_argument("--out", default="figures/results.png")
     args = parser.parse_args(argv)

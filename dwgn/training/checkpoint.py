@@ -1,6 +1,6 @@
 """Checkpoints: written atomically, loaded with weights_only=True, rebuilt from their own config.
 
-Keys (DESIGN.md §6): `format_version`, `model` (raw weights), `model_ema` (if EMA is used), `config`
+Keys (docs/DESIGN.md §6): `format_version`, `model` (raw weights), `model_ema` (if EMA is used), `config`
 (nested dict; `config["model"]` rebuilds the network), `step` (completed optimizer steps); `last.pt`
 adds `optimizer`, `scheduler`, `scaler`, `rng` and stage extras such as `generators` (Stage 1).
 """

@@ -1,4 +1,4 @@
-"""Stage 1: adversarial blind background decomposition (DESIGN.md §2).
+"""Stage 1: adversarial blind background decomposition (docs/DESIGN.md §2).
 
 A clean crop B (B,3,H,W) in [0,1] is degraded by two learned mask generators into
 
