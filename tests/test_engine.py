@@ -294,6 +294,18 @@ def test_curves_draw_one_panel_per_kind_of_line(tmp_path):
     assert main([str(tmp_path / "missing")]) == 1
 
 
+def test_curves_title_says_how_far_the_run_got(tmp_path):
+    from dwgn.training.curves import curves_title
+
+    run = tmp_path / "finetune-tiny"
+    run.mkdir()
+    records = [{"step": 190, "loss": 0.1, "lr": 1e-6}, {"step": 200, "val_psnr": 20.9}]
+    assert curves_title(run, records) == "finetune-tiny: 200 steps"  # no config.yaml: what the log shows
+    (run / "config.yaml").write_text("preset: tiny\nsteps: 400\n")
+    assert curves_title(run, records) == "finetune-tiny: step 200 of 400"
+    assert curves_title(run, records + [{"step": 400, "loss": 0.09, "lr": 1e-6}]) == "finetune-tiny: 400 steps"
+
+
 class CtrlCHooks(CountingHooks):
     """Ctrl-C either between steps (in prepare) or half-way through one (after the network's update)."""
 
