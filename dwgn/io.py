@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextmanager
@@ -38,4 +38,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
-__all__ = ["atomic_path", "write_text_atomic"]
+def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
+    """Write a matplotlib figure atomically (the format from the suffix) and close it; returns `path`."""
+    import matplotlib.pyplot as plt  # late: only the figure commands pay for matplotlib
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path
+
+
+__all__ = ["atomic_path", "save_figure", "write_text_atomic"]

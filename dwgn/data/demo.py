@@ -27,6 +27,7 @@ from tqdm import tqdm
 from dwgn.data.images import read_image
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import WEATHERS, synthesize
+from dwgn.io import save_figure
 
 DEMO_VERSION = 1
 # Test image sizes (H, W): mostly 256x256, plus two odd sizes so padding/cropping paths are exercised.
@@ -184,8 +185,4 @@ def make_figure(out: Path, seed: int = 0, size: int = 256) -> Path:
                 ax.set_title(title, fontsize=10)
     fig.suptitle("Synthetic weather (dwgn.data.weather) on packaged test photos", fontsize=11)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=90)

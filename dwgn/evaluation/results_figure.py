@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from dwgn.data.images import read_image  # noqa: E402
 from dwgn.data.transforms import center_crop  # noqa: E402
+from dwgn.io import save_figure  # noqa: E402
 
 CROP = 192  # side of the shown crop, in pixels of the native image (no resizing)
 
@@ -75,10 +76,7 @@ def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Pa
     fig.suptitle(f"DwGN restoration, {metrics[keys[0]]['protocol']}"
                  + ("  (SYNTHETIC demo data)" if synthetic else ""), fontsize=11)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> Path:

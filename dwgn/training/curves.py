@@ -16,7 +16,7 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
-from dwgn.io import atomic_path  # noqa: E402
+from dwgn.io import save_figure  # noqa: E402
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -71,10 +71,7 @@ def plot_curves(run_dir: Path, out: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle(curves_title(run_dir, records))
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
