@@ -41,15 +41,15 @@ def imported_modules(tree: ast.Module, name: str, is_package: bool, known: set[s
 
 
 def import_graph(root: Path) -> dict[str, set[str]]:
-    """{module: the dwgn modules it imports}; a package's edges to its own submodules are left out
-    (a package that re-exports its children is not a cycle with them)."""
+    """{module: the modules of the package it imports}. A package's `__init__` importing its children is an
+    edge like any other: a child that imports its own package (`from dwgn import build_model`) closes a cycle."""
     files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
     known = set(files)
     graph = {}
     for name, path in files.items():
         is_package = path.name == "__init__.py"
         edges = imported_modules(ast.parse(path.read_text(), str(path)), name, is_package, known)
-        graph[name] = {t for t in edges if t != name and not (is_package and t.startswith(name + "."))}
+        graph[name] = edges - {name}
     return graph
 
 
@@ -86,14 +86,16 @@ def test_dwgn_import_graph_has_no_cycle():
 def test_a_cycle_is_found_through_absolute_relative_and_function_level_imports(tmp_path: Path):
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("from pkg.a import f\n")  # a package importing its child: no cycle
+    (pkg / "__init__.py").write_text("from pkg.a import f\n")  # a package importing its child
     (pkg / "a.py").write_text("from pkg.sub import b\n\ndef f():\n    return b\n")
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "b.py").write_text("def g():\n    from ..c import h  # a late import still closes a cycle\n")
     (pkg / "c.py").write_text("import pkg.a\n")
     graph = import_graph(pkg)
-    assert graph["pkg"] == set() and graph["pkg.a"] == {"pkg.sub.b"}
+    assert graph["pkg"] == {"pkg.a"} and graph["pkg.a"] == {"pkg.sub.b"}
     assert graph["pkg.sub.b"] == {"pkg.c"} and graph["pkg.c"] == {"pkg.a"}
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]
     (pkg / "c.py").write_text("import os\n")
     assert find_cycle(import_graph(pkg)) is None
+    (pkg / "c.py").write_text("from pkg import f  # the package's __init__ imports pkg.a, which leads here\n")
+    assert find_cycle(import_graph(pkg)) == ["pkg", "pkg.a", "pkg.sub.b", "pkg.c", "pkg"]
