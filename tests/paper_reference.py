@@ -1,4 +1,4 @@
-"""The paper's network written from its equations (DESIGN.md §1), slowly and plainly, for the tests.
+"""The paper's network written from its equations (docs/DESIGN.md §1), slowly and plainly, for the tests.
 
 Every function takes plain tensors -- a state_dict under our parameter names and a key prefix -- never our
 modules, so a test compares the modules with an independent reading of the equations. Per image, per

@@ -1,4 +1,4 @@
-"""The weight-adaptive 1x1's kernel layout, pinned by definition (DESIGN.md §1): the generated vector w of
+"""The weight-adaptive 1x1's kernel layout, pinned by definition (docs/DESIGN.md §1): the generated vector w of
 length C_out*C_in is read row-major as (C_out, C_in), weight j = kernel[j // C_in, j % C_in].
 
 The test controls the generated vector through the parameters alone: with GLGF's first-stage weights zero,

@@ -1,4 +1,4 @@
-"""The authors' initialisation (DESIGN.md §1, "Initialisation"), checked on the paper network's statistics."""
+"""The authors' initialisation (docs/DESIGN.md §1, "Initialisation"), checked on the paper network's statistics."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""The modules compute the paper's function: compared with tests/paper_reference.py, which reads DESIGN.md §1's
+"""The modules compute the paper's function: compared with tests/paper_reference.py, which reads docs/DESIGN.md §1's
 equations off the parameters by name (window attention with loops over windows and heads, the roll and the
 shifted-window mask built independently, the relative-position bias, the value swap, HDFN's alpha, the channel
 LayerNorm). Parameters are redrawn at a scale where every mechanism shows (attention far from uniform, a
