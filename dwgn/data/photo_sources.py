@@ -44,8 +44,12 @@ class Photo:
 
     @property
     def name(self) -> str:
-        return Path(self.member).stem.split("_by_")[0].lower() if "wallpapers/" not in self.member \
-            else self.member.split("wallpapers/")[1].split("/")[0].lower()
+        """Short file name: KDE's wallpaper folder (`.../wallpapers/Path/contents/...` -> path), else the
+        file name without its author (`Bridge_by_Sander_Klootwijk.jpg` -> bridge)."""
+        parts = Path(self.member).parts
+        if "wallpapers" in parts:
+            return parts[parts.index("wallpapers") + 1].lower()
+        return Path(self.member).stem.split("_by_")[0].lower()
 
 
 _L16 = "usr/share/backgrounds/"
