@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dwgn.errors import DataError
 from dwgn.data import layouts
 from dwgn.data.demo import DEMO_VERSION, build_demo, read_manifest
 from dwgn.data.imagenet import read_image_list, scan_images
@@ -68,7 +69,7 @@ def training_pairs(data: str | Path | None) -> list[tuple[Path, Path]]:
         _report(scan)
         pairs += scan.pairs
     if not pairs:
-        raise ValueError(f"no training pairs found in {data}: " + "; ".join(s.summary() for s in scans))
+        raise DataError(f"no training pairs found in {data}: " + "; ".join(s.summary() for s in scans))
     return pairs
 
 
@@ -96,9 +97,9 @@ def test_sets(names: list[str] | None, data_root: Path | None = None) -> dict[st
         for key, scan in scans.items():
             _report(scan)
             if not scan.pairs:
-                raise ValueError(f"test set {key!r} has no pairs: {scan.summary()}")
+                raise DataError(f"test set {key!r} has no pairs: {scan.summary()}")
             if key in out:
-                raise ValueError(f"two test sets share the key {key!r} ({name}); rename one folder")
+                raise DataError(f"two test sets share the key {key!r} ({name}); rename one folder")
             out[key] = scan.pairs
     return out
 
@@ -170,7 +171,7 @@ class PairedDataset(Dataset):
         inp_path, gt_path = self.pairs[i]
         inp, gt = read_image(inp_path), read_image(gt_path)
         if inp.shape != gt.shape:
-            raise ValueError(f"input {inp_path} is {inp.shape[1]}x{inp.shape[0]} but its gt {gt_path} is "
+            raise DataError(f"input {inp_path} is {inp.shape[1]}x{inp.shape[0]} but its gt {gt_path} is "
                              f"{gt.shape[1]}x{gt.shape[0]}; fix or remove the pair "
                              "(`python dataset/prepare.py --check DIR` lists all such pairs)")
         images = [inp, gt]

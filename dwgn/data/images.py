@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from dwgn.errors import DataError
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -18,7 +19,7 @@ def read_image(path: str | Path) -> np.ndarray:
             im.load()  # decode now: a truncated file raises here, not later
             return _to_rgb8(im, path)
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot read image {path}: {e} (corrupt or truncated: re-download it, or remove "
+        raise DataError(f"cannot read image {path}: {e} (corrupt or truncated: re-download it, or remove "
                          "it and rerun `python dataset/prepare.py --check`)") from e
 
 
@@ -31,15 +32,15 @@ def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
         # 16-bit gray (PIL reads 16-bit RGB as 8-bit already): scale the 0..65535 range to 0..255.
         arr = np.asarray(im).astype(np.float64)
         if arr.min() < 0 or arr.max() > 65535:
-            raise ValueError(f"image {path}: {mode} values outside 0..65535; save it as 8- or 16-bit PNG")
+            raise DataError(f"image {path}: {mode} values outside 0..65535; save it as 8- or 16-bit PNG")
         gray = np.round(arr / 257.0).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
     if mode == "F":
-        raise ValueError(f"image {path} is floating-point ({mode}); save it as an 8- or 16-bit PNG")
+        raise DataError(f"image {path} is floating-point ({mode}); save it as an 8- or 16-bit PNG")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         alpha = np.asarray(im.getchannel("A"))
         if alpha.min() < 255:
-            raise ValueError(f"image {path} has transparent pixels (alpha min {alpha.min()}); the colour under "
+            raise DataError(f"image {path} has transparent pixels (alpha min {alpha.min()}); the colour under "
                              "them is undefined: flatten it onto a background and save it as RGB")
         im = im.convert("RGB")
     elif mode != "RGB":
@@ -53,4 +54,4 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.height, im.width
     except (OSError, SyntaxError) as e:
-        raise ValueError(f"cannot read image header of {path}: {e}") from e
+        raise DataError(f"cannot read image header of {path}: {e}") from e

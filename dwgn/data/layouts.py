@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from dwgn.errors import DataError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 INPUT_DIRS = ("input", "data", "synthetic")
@@ -73,7 +74,7 @@ def _listdir(folder: Path) -> tuple[dict[str, Path], list[Path]]:
             path = Path(entry.path)
             if path.suffix.lower() in IMAGE_EXTS:
                 if path.stem in images:  # e.g. a.png and a.jpg: pairing by stem would be ambiguous
-                    raise ValueError(f"two images share the name {path.stem!r} in {folder}: "
+                    raise DataError(f"two images share the name {path.stem!r} in {folder}: "
                                      f"{images[path.stem].name} and {path.name}; keep one")
                 images[path.stem] = path
             else:
@@ -189,7 +190,7 @@ def scan_list(list_file: Path) -> PairScan:
         else:
             scan.pairs.append((inp, gt))
     if not scan.pairs and not scan.missing:
-        raise ValueError(f"list file {list_file} names no images")
+        raise DataError(f"list file {list_file} names no images")
     return scan
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from dwgn.errors import DataError
 from dwgn.data.datasets import DEMO_TEST_SETS, test_sets
 from dwgn.data.images import read_image
 from dwgn.data.paths import REPO
@@ -65,7 +66,7 @@ def read_photo(path: Path) -> np.ndarray:
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 return np.array(im.convert("RGBA"), dtype=np.uint8)
     except (OSError, SyntaxError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
+        raise DataError(f"cannot read image {path}: {e}") from e
     return read_image(path)
 
 
@@ -88,12 +89,12 @@ def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out
             skipped.append((str(inp_path), str(e)))
             continue
         if inp.shape != gt.shape:
-            raise ValueError(f"input {inp_path} is {inp.shape[1]}x{inp.shape[0]} but its ground truth {gt_path} "
+            raise DataError(f"input {inp_path} is {inp.shape[1]}x{inp.shape[0]} but its ground truth {gt_path} "
                              f"is {gt.shape[1]}x{gt.shape[0]}; scores are computed at native size, nothing is "
                              "resized: fix or remove this pair")
         name = inp_path.stem + ".png"
         if name in names:
-            raise ValueError(f"inputs {names[name]} and {inp_path} would both be saved as {out_dir / name}; "
+            raise DataError(f"inputs {names[name]} and {inp_path} would both be saved as {out_dir / name}; "
                              "rename one")
         names[name] = inp_path
         restored = restore(model, inp, tile=tile, overlap=overlap, self_ensemble=self_ensemble)
@@ -132,7 +133,7 @@ def restore_folder(model: nn.Module, folder: Path, out_dir: Path, *, tile: int |
             continue
         out = out_dir / (path.stem + ".png")
         if out in written:
-            raise ValueError(f"two photos in {folder} would both be saved as {out}; rename one")
+            raise DataError(f"two photos in {folder} would both be saved as {out}; rename one")
         save_png(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble))
         written.append(out)
     return written, skipped

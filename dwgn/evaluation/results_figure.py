@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
+from dwgn.errors import DataError
 from dwgn.data.images import read_image  # noqa: E402
 
 CROP = 192  # side of the shown crop, in pixels of the native image (no resizing)
@@ -48,7 +49,7 @@ def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Pa
             per_set.setdefault(row["set"], []).append(row)
     keys = [k for k in metrics if per_set.get(k)]
     if not keys:
-        raise ValueError(f"{results_dir} holds no scored images to draw")
+        raise DataError(f"{results_dir} holds no scored images to draw")
 
     fig = plt.figure(figsize=(9.5, 2.2 * len(keys) + 0.7))
     grid = fig.add_gridspec(len(keys), 4, width_ratios=[1, 1, 1, 1.5])

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dwgn.errors import UserError
 from dwgn.training.config import ConfigError, differing_fields, model_config_from_dict
 from dwgn.models.network import ModelConfig
 
@@ -23,7 +24,7 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "config", "step")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, unreadable, or does not fit the network it is loaded into."""
 
 

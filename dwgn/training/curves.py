@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+from dwgn.errors import DataError
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -26,7 +27,7 @@ def read_log(run_dir: Path) -> list[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {n} is not JSON ({err}); was the file edited by hand?") from None
+                raise DataError(f"{path} line {n} is not JSON ({err}); was the file edited by hand?") from None
     return records
 
 
@@ -35,7 +36,7 @@ def plot_curves(run_dir: Path, out: Path) -> Path:
     train = [r for r in records if "loss" in r]
     val = [r for r in records if "val_psnr" in r]
     if not train:
-        raise ValueError(f"{run_dir / 'log.jsonl'} has no training lines yet; train a few steps first")
+        raise DataError(f"{run_dir / 'log.jsonl'} has no training lines yet; train a few steps first")
     extra = sorted({k for r in train for k in r} - {"step", "loss", "lr", "images_per_s"})
     panels = 2 + bool(val) + bool(extra)
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4))
