@@ -73,12 +73,13 @@ def training_pairs(data: str | Path | None) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def test_sets(names: list[str] | None, data_root: Path | None = None) -> dict[str, list[tuple[Path, Path]]]:
-    """Test pairs by key. Names: snow100k-s, snow100k-l, outdoor-rain, raindrop-a, raindrop-b (under
-    `data_root`, default $DWGN_DATA or <repo>/datasets), demo (the five embedded sets), or folders
-    (key = folder name; an authors' mix folder gives one key per subset). None means demo."""
+def test_scans(names: list[str] | None, data_root: Path | None = None) -> dict[str, layouts.PairScan]:
+    """Test sets by key, each a PairScan (its pairs, and what was left out while pairing). Names: snow100k-s,
+    snow100k-l, outdoor-rain, raindrop-a, raindrop-b (under `data_root`, default $DWGN_DATA or
+    <repo>/datasets), demo (the five embedded sets), or folders (key = folder name; an authors' mix
+    folder gives one key per subset). None means demo."""
     data_root = Path(data_root) if data_root is not None else DATA_ROOT
-    out: dict[str, list[tuple[Path, Path]]] = {}
+    out: dict[str, layouts.PairScan] = {}
     for name in names or ["demo"]:
         scans: dict[str, layouts.PairScan] = {}
         if name == "demo":
@@ -100,11 +101,16 @@ def test_sets(names: list[str] | None, data_root: Path | None = None) -> dict[st
                 raise DataError(f"test set {key!r} has no pairs: {scan.summary()}")
             if key in out:
                 raise DataError(f"two test sets share the key {key!r} ({name}); rename one folder")
-            out[key] = scan.pairs
+            out[key] = scan
     return out
 
 
-test_sets.__test__ = False  # a test module importing it must not make pytest collect it as a test
+def test_sets(names: list[str] | None, data_root: Path | None = None) -> dict[str, list[tuple[Path, Path]]]:
+    """Test pairs by key (see test_scans)."""
+    return {key: scan.pairs for key, scan in test_scans(names, data_root).items()}
+
+
+test_scans.__test__ = test_sets.__test__ = False  # importing them must not make pytest collect them as tests
 
 
 def pretraining_images(data: str | Path | None) -> list[Path]:
@@ -172,8 +178,8 @@ class PairedDataset(Dataset):
         inp, gt = read_image(inp_path), read_image(gt_path)
         if inp.shape != gt.shape:
             raise DataError(f"input {inp_path} is {inp.shape[1]}x{inp.shape[0]} but its gt {gt_path} is "
-                             f"{gt.shape[1]}x{gt.shape[0]}; fix or remove the pair "
-                             "(`python dataset/prepare.py --check DIR` lists all such pairs)")
+                            f"{gt.shape[1]}x{gt.shape[0]}; fix or remove the pair "
+                            "(`python dataset/prepare.py --check DIR` lists all such pairs)")
         images = [inp, gt]
         if self.crop is not None:
             images = random_crop(images, self.crop, rng)

@@ -75,7 +75,7 @@ def _listdir(folder: Path) -> tuple[dict[str, Path], list[Path]]:
             if path.suffix.lower() in IMAGE_EXTS:
                 if path.stem in images:  # e.g. a.png and a.jpg: pairing by stem would be ambiguous
                     raise DataError(f"two images share the name {path.stem!r} in {folder}: "
-                                     f"{images[path.stem].name} and {path.name}; keep one")
+                                    f"{images[path.stem].name} and {path.name}; keep one")
                 images[path.stem] = path
             else:
                 others.append(path)

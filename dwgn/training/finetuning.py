@@ -62,7 +62,7 @@ class CenterCropPairs(Dataset):
         inp, gt = (read_image(p) for p in self.pairs[i])
         if inp.shape != gt.shape:
             raise DataError(f"validation pair {self.pairs[i][0]} / {self.pairs[i][1]}: sizes "
-                             f"{inp.shape[:2]} and {gt.shape[:2]} differ")
+                            f"{inp.shape[:2]} and {gt.shape[:2]} differ")
         return to_tensor(center_crop(inp, self.crop)), to_tensor(center_crop(gt, self.crop))
 
 
