@@ -21,7 +21,7 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 INPUT_DIRS = ("input", "data", "synthetic")
 GT_DIRS = ("gt", "label")
 MIX_SUBSETS = ("snow", "drop", "haze", "rain", "night")  # the authors' own mix
-PAIRS_LIST = "dwgn_pairs.txt"  # written by `prepare.py --check`, read first by the loaders
+PAIRS_LIST = "dwgn_pairs.txt"  # written by `prepare.py --check DIR --write-lists`, read first by the loaders
 EXPECTED_PAIRS = {  # DESIGN.md §4
     "allweather": 18069,
     "snow100k-s": 16611,
@@ -142,17 +142,31 @@ def scan_folders(root: Path) -> PairScan:
     return scan
 
 
+def _entry_path(base: Path, text: str, line: str) -> Path:
+    """`base / text`, exactly: only a leading './' (or '/', which TransWeather writes) is dropped. An entry
+    that leaves the list's folder ('..', or a symlink out) is refused."""
+    rel = text.strip()
+    while rel.startswith("./"):
+        rel = rel[2:]
+    rel = rel.lstrip("/")
+    path = base / rel
+    if not path.resolve().is_relative_to(base.resolve()):
+        raise DataError(f"list entry {line!r} points outside the list's folder {base}; "
+                        "entries must name files below it (fix or remove that line)")
+    return path
+
+
 def _list_entry(base: Path, line: str) -> tuple[Path, Path]:
     """(input, gt) for one list line: `in<TAB>gt`, or an input path whose `input` folder maps to `gt`.
 
-    Paths are relative to the list's folder; leading './' or '/' (TransWeather writes both) is
-    stripped. The folder is swapped as a path component, never by substring replacement (a file
-    named e.g. 'input_03.png' would otherwise be corrupted).
+    Paths are relative to the list's folder (see _entry_path). The folder is swapped as a path component,
+    never by substring replacement (a file named e.g. 'input_03.png' would otherwise be corrupted).
     """
     if "\t" in line:
         a, b = line.split("\t", 1)
-        return base / a.strip().lstrip("./"), base / b.strip().lstrip("./")
-    rel = Path(line.lstrip("./").lstrip("/"))
+        return _entry_path(base, a, line), _entry_path(base, b, line)
+    inp = _entry_path(base, line, line)
+    rel = inp.relative_to(base)
     parts = list(rel.parts)
     lowered = [p.lower() for p in parts]
     for name in INPUT_DIRS:
@@ -160,9 +174,7 @@ def _list_entry(base: Path, line: str) -> tuple[Path, Path]:
             i = lowered.index(name)
             gt_dir = _child(base.joinpath(*parts[:i]), GT_DIRS)
             gt_folder = gt_dir if gt_dir is not None else base.joinpath(*parts[:i], "gt")
-            inp = base / rel
-            stem_candidates = gt_stems(inp.stem)
-            for stem, _ in stem_candidates:
+            for stem, _ in gt_stems(inp.stem):
                 cand = gt_folder.joinpath(*parts[i + 1:-1], stem + inp.suffix)
                 if cand.exists():
                     return inp, cand
@@ -217,7 +229,7 @@ def write_pairs_list(scan: PairScan, root: Path) -> Path:
     root = Path(root)
     dirs = paired_dirs(root)
     n_inputs = len(_listdir(dirs[0])[0]) if dirs else -1
-    lines = [f"# dwgn pairs: {len(scan.pairs)} pairs; inputs={n_inputs}; layout={scan.layout}; written by dataset/prepare.py --check"]
+    lines = [f"# dwgn pairs: {len(scan.pairs)} pairs; inputs={n_inputs}; layout={scan.layout}; written by dataset/prepare.py --check --write-lists"]
     lines += [f"{a.relative_to(root).as_posix()}\t{b.relative_to(root).as_posix()}" for a, b in scan.pairs]
     out = root / PAIRS_LIST
     tmp = out.with_suffix(".tmp")
@@ -242,7 +254,7 @@ def scan_set(root: Path) -> PairScan:
             scan.root = root
             return scan
         print(f"{listed} is out of date ({stale}); scanning the folders instead; "
-              "rerun `python dataset/prepare.py --check` to refresh it")
+              "rerun `python dataset/prepare.py --check DIR --write-lists` to refresh it")
     for name in ("allweather.txt",):
         if (root / name).is_file():
             return scan_list(root / name)
