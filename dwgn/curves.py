@@ -1,7 +1,6 @@
-"""`python -m dwgn.curves RUN_DIR [--out PNG]`: draw a run's training curves (see dwgn/training/curves.py)."""
-import sys
-
+"""`python -m dwgn.curves RUN_DIR [--out PNG]` (default RUN_DIR/curves.png): draw a run's training curves (see dwgn/training/curves.py)."""
+from dwgn.errors import run_main
 from dwgn.training.curves import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, "python -m dwgn.curves")

@@ -24,9 +24,9 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def run_main(main: Callable[[Sequence[str]], int | None], prog: str,
-             argv: Sequence[str] | None = None) -> NoReturn:
-    """Call `main(argv)` and exit with its status (None = 0); user errors become `prog: error: ...`, exit 2."""
+def run_main(main: Callable[[Sequence[str]], object], prog: str, argv: Sequence[str] | None = None) -> NoReturn:
+    """Call `main(argv)` and exit with its status (an int; anything else, e.g. a result dict, is 0);
+    user errors become `prog: error: ...` on stderr and exit 2; Ctrl-C exits 130 without a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         status = main(argv)
@@ -36,7 +36,7 @@ def run_main(main: Callable[[Sequence[str]], int | None], prog: str,
     except USER_ERRORS as err:
         print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
-    sys.exit(int(status or 0))
+    sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)
 
 
 def one_line(err: BaseException) -> str:

@@ -7,7 +7,6 @@ weights are cast back to float32 when loaded.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -43,4 +42,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from dwgn.errors import run_main
+
+    run_main(main, "python -m dwgn.export")

@@ -279,7 +279,7 @@ def test_python_train_py_runs_end_to_end_on_the_embedded_default(tmp_path):
     assert again.returncode == 0 and "already finished (3 of 3 steps)" in again.stdout
 
 
-def test_curves_draw_one_panel_per_kind_of_line(tmp_path):
+def test_curves_draw_one_panel_per_kind_of_line(tmp_path, capsys, run_cli):
     from PIL import Image
 
     from dwgn.training.curves import main, plot_curves
@@ -292,7 +292,12 @@ def test_curves_draw_one_panel_per_kind_of_line(tmp_path):
         fh.write(json.dumps({"step": 4, "loss": 0.02, "lr": 1e-5, "generator_loss": -0.02}) + "\n")
     four = Image.open(plot_curves(tmp_path, tmp_path / "b.png"))
     assert four.size[1] == two.size[1] and four.size[0] == pytest.approx(2 * two.size[0], rel=0.02)
-    assert main([str(tmp_path / "missing")]) == 1
+    assert run_cli(main, [tmp_path / "missing"], "python -m dwgn.curves") == 2
+    assert capsys.readouterr().err.startswith("python -m dwgn.curves: error: ")
+    with open(tmp_path / "log.jsonl", "a") as fh:
+        fh.write('{"step": 5, "lo')  # a killed run's torn last line
+    assert main([str(tmp_path)]) == 0  # the default output: inside the run directory, never figures/
+    assert "dropped the torn last line" in capsys.readouterr().out and (tmp_path / "curves.png").is_file()
 
 
 class CtrlCHooks(CountingHooks):
