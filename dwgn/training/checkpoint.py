@@ -2,7 +2,8 @@
 
 Keys (DESIGN.md §6): `format_version`, `model` (raw weights), `model_ema` (if EMA is used), `config`
 (nested dict; `config["model"]` rebuilds the network), `step` (completed optimizer steps); `last.pt`
-adds `optimizer`, `scheduler`, `scaler`, `rng` and stage extras such as `generators` (Stage 1).
+adds `optimizer`, `scaler`, `rng` (Python, NumPy, torch, CUDA; restored on resume) and stage extras
+such as `generators` (Stage 1). No scheduler state: the learning rate is a function of step and config.
 """
 from __future__ import annotations
 
