@@ -1,4 +1,5 @@
-"""`python -m dwgn.curves RUN_DIR [--out PNG]` (default RUN_DIR/curves.png): draw a run's training curves (see dwgn/training/curves.py)."""
+"""`python -m dwgn.curves RUN_DIR [--out PNG]`: draw a run's training curves into RUN_DIR/curves.png
+(or PNG); see dwgn/training/curves.py."""
 from dwgn.errors import run_main
 from dwgn.training.curves import main
 

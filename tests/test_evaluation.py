@@ -300,3 +300,31 @@ def test_restore_keeps_16_bit_and_takes_read_only_arrays_without_a_warning(check
     assert restored16.dtype == np.uint16 and restored16.shape == image.shape
     # the same picture: 8-bit and 16-bit outputs agree to within an 8-bit step
     assert np.abs(restored16.astype(float) / 257 - restored).max() <= 1.0
+
+
+def test_the_readme_own_photos_command_runs_as_written(tmp_path, monkeypatch, run_cli):
+    """`python test.py --input my_photos/` on a fresh clone: the shipped demo checkpoint is the default."""
+    from dwgn.evaluation.evaluate import DEFAULT_CHECKPOINT, main
+
+    assert DEFAULT_CHECKPOINT.is_file()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_photos").mkdir()
+    Image.fromarray(_image(40, 52, 0)).save(tmp_path / "my_photos" / "street.jpg")
+    assert run_cli(main, ["--input", "my_photos/"], "test.py") == 0
+    assert read_image(tmp_path / "results" / "my_photos" / "street.png").shape == (40, 52, 3)
+    assert run_cli(main, ["--input", "my_photos/street.jpg", "--results", "one"], "test.py") == 0  # one photo
+    assert (tmp_path / "one" / "street.png").is_file()
+
+
+def test_16_bit_colour_photos_follow_exif_orientation_like_pillow(tmp_path):
+    from PIL import ImageOps
+
+    from dwgn.data.images import _orient
+
+    image = _image(3, 5, 0)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(image).save(tmp_path / "o.png", exif=exif)
+        with Image.open(tmp_path / "o.png") as im:
+            np.testing.assert_array_equal(_orient(image, orientation), np.asarray(ImageOps.exif_transpose(im)))

@@ -119,8 +119,8 @@ def _read_16bit_colour(path: Path) -> np.ndarray:
 def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1-8) to an (H,W,...) array, as Pillow's exif_transpose does."""
     transforms = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-                  5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
-                  8: lambda a: np.rot90(a, 1)}
+                  5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+                  7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
     return np.ascontiguousarray(transforms[orientation](arr)) if orientation in transforms else arr
 
 

@@ -229,7 +229,8 @@ def write_pairs_list(scan: PairScan, root: Path) -> Path:
     root = Path(root)
     dirs = paired_dirs(root)
     n_inputs = len(_listdir(dirs[0])[0]) if dirs else -1
-    lines = [f"# dwgn pairs: {len(scan.pairs)} pairs; inputs={n_inputs}; layout={scan.layout}; written by dataset/prepare.py --check --write-lists"]
+    lines = [f"# dwgn pairs: {len(scan.pairs)} pairs; inputs={n_inputs}; layout={scan.layout}; "
+             "written by dataset/prepare.py --check --write-lists"]
     lines += [f"{a.relative_to(root).as_posix()}\t{b.relative_to(root).as_posix()}" for a, b in scan.pairs]
     out = root / PAIRS_LIST
     tmp = out.with_suffix(".tmp")

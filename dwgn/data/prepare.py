@@ -69,7 +69,8 @@ def check_set(root: Path, decode: bool = False, write_list: bool = False) -> dic
             other = "raindrop-b" if name == "raindrop-a" else "raindrop-a"
             if len(scan.pairs) == layouts.EXPECTED_PAIRS[other]:
                 hint = f" - this looks like {other} (test_a and test_b are often mixed up)"
-        problems["wrong total"] = [f"expected {expected} pairs for {name} (DESIGN.md §4), found {len(scan.pairs)}{hint}"]
+        problems["wrong total"] = [f"expected {expected} pairs for {name} (DESIGN.md §4), "
+                                   f"found {len(scan.pairs)}{hint}"]
     scan.pairs = good
     listed = None
     if write_list and root.is_dir() and good:
@@ -88,8 +89,8 @@ def check(root: Path, decode: bool = False, write_lists: bool = False) -> dict[s
         raise FileNotFoundError(f"--check {root} does not exist; give a data set folder or a folder holding sets")
     sets = layouts.find_sets(root)
     if not sets:
-        raise FileNotFoundError(f"no data set found at or below {root}: looked for folders holding input|data|synthetic "
-                                "beside gt|label, or an allweather.txt (dataset/README.md shows the layouts)")
+        raise FileNotFoundError(f"no data set found at or below {root}: looked for folders holding "
+                                "input|data|synthetic beside gt|label, or an allweather.txt (see dataset/README.md)")
     report = {}
     for s in sets:
         try:

@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from dwgn.errors import DataError
 from dwgn.data.datasets import DEMO_TEST_SETS, test_scans
-from dwgn.errors import DataError
 from dwgn.data.images import read_image, read_photo, save_photo
 from dwgn.data.paths import REPO
 from dwgn.evaluation.metrics import all_metrics, psnr

@@ -257,8 +257,10 @@ def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overla
     try:
         with torch.inference_mode():
             peak = 65535 if rgb.dtype == np.uint16 else 255
-            x = torch.from_numpy(rgb.astype(np.int32) if peak == 65535 else rgb).to(dev).permute(2, 0, 1)[None].float() / peak
-            out = _to_dtype(restore_tensor(model, x, tile, overlap, self_ensemble, amp, refine, progress), rgb.dtype)  # (H,W,3)
+            pixels = torch.from_numpy(rgb.astype(np.int32) if peak == 65535 else rgb)  # torch lacks uint16 ops
+            x = pixels.to(dev).permute(2, 0, 1)[None].float() / peak  # (1,3,H,W)
+            restored = restore_tensor(model, x, tile, overlap, self_ensemble, amp, refine, progress)
+            out = _to_dtype(restored, rgb.dtype)  # (H,W,3)
     finally:
         model.train(was_training)
     if layout == "gray":

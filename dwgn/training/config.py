@@ -342,8 +342,8 @@ def _require_every_field(cls: Any, data: dict, source: str) -> None:
     """A stored config must name every field: none is filled in silently with a default."""
     missing = [key for key, _ in _flatten(config_to_dict(cls())) if key not in dict(_flatten(data))]
     if missing:
-        raise ConfigError(f"{source}: the stored config lacks {', '.join(missing)} (written by an older version?); "
-                          "nothing is filled in with defaults: add the missing keys, or retrain")
+        raise ConfigError(f"{source}: the stored config lacks {', '.join(missing)} (written by an older "
+                          "version?); nothing is filled in with defaults: add the missing keys, or retrain")
 
 
 def config_from_dict(cls: type[T], data: dict, source: str = "checkpoint") -> T:
