@@ -1,6 +1,6 @@
 """Results figure: per weather (test set), input | restored | ground truth crops, and per-set PSNR bars.
 
-    python -m dwgn.results_figure RESULTS_DIR [--out figures/results.png]
+    python -m dwgn.evaluation.results_figure RESULTS_DIR [--out PNG]    (default RESULTS_DIR/results.png)
 
 Reads what test.py wrote: RESULTS_DIR/metrics.json, per_image.csv and the restored PNGs. For each set
 the image shown is the one with the median restored PSNR-Y (representative, not the best one).
@@ -36,7 +36,7 @@ def _centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[y:y + s, x:x + s]
 
 
-def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Path:
+def draw(results_dir: str | Path, out: str | Path) -> Path:
     results_dir, out = Path(results_dir), Path(out)
     metrics_path, rows_path = results_dir / "metrics.json", results_dir / "per_image.csv"
     for p in (metrics_path, rows_path):
@@ -89,14 +89,17 @@ def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Pa
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m dwgn.evaluation.results_figure", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dwgn.evaluation.results_figure",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", help="the --results folder test.py wrote")
-    parser.add_argument("--out", default="figures/results.png")
+    parser.add_argument("--out", default=None, help="default: RESULTS_DIR/results.png (e.g. figures/results.png)")
     args = parser.parse_args(argv)
-    out = draw(args.results_dir, args.out)
+    out = draw(args.results_dir, args.out or Path(args.results_dir) / "results.png")
     print(f"wrote {out}")
     return out
 
 
 if __name__ == "__main__":
-    main()
+    from dwgn.errors import run_main
+
+    run_main(main, "python -m dwgn.evaluation.results_figure")
