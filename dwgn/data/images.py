@@ -2,13 +2,13 @@
 (gray, 16-bit, alpha and EXIF orientation kept: `read_photo` / `save_photo`); errors name the file."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from dwgn.errors import DataError
+from dwgn.io import atomic_path
 
 _SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I")
 
@@ -126,9 +126,7 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 def save_photo(path: Path, image: np.ndarray) -> None:
     """Write a PNG atomically in the image's own layout: gray, RGB or RGBA; 8- or 16-bit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    try:
+    with atomic_path(path) as tmp:
         if image.dtype == np.uint16 and image.ndim == 3:
             import cv2
 
@@ -137,6 +135,3 @@ def save_photo(path: Path, image: np.ndarray) -> None:
                 raise OSError(f"could not write {path}")
         else:
             Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -4,7 +4,7 @@
   --figure [PATH]                 draw figures/weather_examples.png
   --check DIR [--json] [--decode] check one set or a parent of several: pairs per set, missing,
     [--write-lists]               unpaired, size-mismatched (and with --decode, unreadable) files,
-                                  totals against DESIGN.md §4. Only reads; --write-lists also writes
+                                  totals against docs/DESIGN.md §4. Only reads; --write-lists also writes
                                   each set's checked pairs to DIR/.../dwgn_pairs.txt (read first by the loaders)
 Exit status: 0 all good, 1 the check found problems, 2 a mistake (e.g. no data set at DIR).
 """
@@ -69,7 +69,7 @@ def check_set(root: Path, decode: bool = False, write_list: bool = False) -> dic
             other = "raindrop-b" if name == "raindrop-a" else "raindrop-a"
             if len(scan.pairs) == layouts.EXPECTED_PAIRS[other]:
                 hint = f" - this looks like {other} (test_a and test_b are often mixed up)"
-        problems["wrong total"] = [f"expected {expected} pairs for {name} (DESIGN.md §4), "
+        problems["wrong total"] = [f"expected {expected} pairs for {name} (docs/DESIGN.md §4), "
                                    f"found {len(scan.pairs)}{hint}"]
     scan.pairs = good
     listed = None

@@ -1,8 +1,8 @@
 """`python test.py`: score a checkpoint on the benchmarks, restore a folder of photos, profile the network.
 
-Protocol (DESIGN.md §4): every restored image is rounded to 8 bits and saved as PNG; PSNR/SSIM are
+Protocol (docs/DESIGN.md §4): every restored image is rounded to 8 bits and saved as PNG; PSNR/SSIM are
 computed on exactly that 8-bit image against the 8-bit ground truth at native size (BT.601 Y and RGB,
-dwgn/metrics.py) and averaged over the images of a set. Nothing is resized; an input whose size differs
+dwgn/evaluation/metrics.py) and averaged over the images of a set. Nothing is resized; an input whose size differs
 from its ground truth is an error; an unreadable image is skipped and listed (printed at the end and
 under `skipped` in metrics.json), so a score never silently covers fewer images.
 """
@@ -21,15 +21,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dwgn.errors import DataError
 from dwgn.data.datasets import DEMO_TEST_SETS, test_scans
 from dwgn.data.images import read_image, read_photo, save_photo
-from dwgn.data.paths import REPO
+from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
+from dwgn.errors import DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
 from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore
+from dwgn.io import write_text_atomic
 
 PROTOCOL = "Y BT.601, 8-bit, native size"
-DEFAULT_CHECKPOINT = REPO / "checkpoints" / "dwgn-tiny-demo.pt"
 PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 PER_IMAGE_CSV = "per_image.csv"
@@ -155,10 +155,10 @@ def refuse_overwrite(outputs: list[Path], overwrite: bool) -> None:
 
 # --------------------------------------------------------------------------------------------- reports
 def write_metrics(results: dict[str, dict], results_dir: Path, rows: list[dict]) -> None:
-    """metrics.json (DESIGN.md §6), metrics.csv (one line per set), per_image.csv (one line per image)."""
+    """metrics.json (docs/DESIGN.md §6), metrics.csv (one line per set), per_image.csv (one line per image)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     clean = {k: {f: v for f, v in e.items() if not f.startswith("_")} for k, e in results.items()}
-    (results_dir / "metrics.json").write_text(json.dumps(clean, indent=2) + "\n")
+    write_text_atomic(results_dir / "metrics.json", json.dumps(clean, indent=2) + "\n")
     with open(results_dir / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["set", "n", *METRIC_KEYS, "input_psnr_y", "skipped", "synthetic", "protocol"])
@@ -245,8 +245,7 @@ def _run_profile(model: nn.Module, args: argparse.Namespace, results_dir: Path) 
     print(f"{'size':>6}{'params':>12}{'GMACs':>10}{'latency':>10}  device")
     for r in rows:
         print(f"{r['size']:>6}{r['params']:>12,}{r['macs'] / 1e9:>10.2f}{r['latency_s']:>9.3f}s  {r['device']}")
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "profile.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_text_atomic(results_dir / "profile.json", json.dumps(rows, indent=2) + "\n")
     return rows
 
 

@@ -20,6 +20,8 @@ import numpy as np  # noqa: E402
 
 from dwgn.errors import DataError
 from dwgn.data.images import read_image  # noqa: E402
+from dwgn.data.transforms import center_crop  # noqa: E402
+from dwgn.io import save_figure  # noqa: E402
 
 CROP = 192  # side of the shown crop, in pixels of the native image (no resizing)
 
@@ -27,13 +29,6 @@ CROP = 192  # side of the shown crop, in pixels of the native image (no resizing
 def _median_row(rows: list[dict]) -> dict:
     ordered = sorted(rows, key=lambda r: float(r["psnr_y"]))
     return ordered[len(ordered) // 2]
-
-
-def _centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    s = min(size, h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    return image[y:y + s, x:x + s]
 
 
 def draw(results_dir: str | Path, out: str | Path) -> Path:
@@ -60,7 +55,7 @@ def draw(results_dir: str | Path, out: str | Path) -> Path:
                   "ground truth"]
         for j, (image, title) in enumerate(zip(images, titles)):
             ax = fig.add_subplot(grid[i, j])
-            ax.imshow(_centre_crop(image, CROP), interpolation="nearest")
+            ax.imshow(center_crop(image, min(CROP, *image.shape[:2])), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(title, fontsize=9)
             if j == 0:
@@ -82,10 +77,7 @@ def draw(results_dir: str | Path, out: str | Path) -> Path:
     fig.suptitle(f"DwGN restoration, {metrics[keys[0]]['protocol']}"
                  + ("  (SYNTHETIC demo data)" if synthetic else ""), fontsize=11)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> Path:

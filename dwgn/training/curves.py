@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 from dwgn.errors import DataError  # noqa: E402
+from dwgn.io import save_figure  # noqa: E402
 from dwgn.training.run_dir import read_log_lines  # noqa: E402
 
 
@@ -23,6 +25,16 @@ def read_log(run_dir: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; give a run directory written by train.py or pre-training.py")
     return read_log_lines(path)
+
+
+def curves_title(run_dir: Path, records: list[dict]) -> str:
+    """`<run>: 400 steps` for a finished run; `<run>: step 150 of 400` for one still going (or stopped), the
+    total read from the run's config.yaml; without one, the last step logged."""
+    done = max(int(r["step"]) for r in records)
+    config = run_dir / "config.yaml"
+    total = yaml.safe_load(config.read_text()).get("steps") if config.is_file() else None
+    name = run_dir.resolve().name
+    return f"{name}: step {done} of {total}" if total and total != done else f"{name}: {done} steps"
 
 
 def plot_curves(run_dir: Path, out: Path) -> Path:
@@ -51,12 +63,9 @@ def plot_curves(run_dir: Path, out: Path) -> Path:
         axes[i].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{run_dir.resolve().name}: {train[-1]['step']} steps")
+    fig.suptitle(curves_title(run_dir, records))
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
