@@ -55,6 +55,7 @@ def test_every_entry_point_turns_a_mistake_into_one_error_line(tmp_path):
         "python -m dwgn.curves": (["-m", "dwgn.curves", missing], "missing/log.jsonl not found"),
         "python -m dwgn.export": (["-m", "dwgn.export", missing + ".pt", str(tmp_path / "out.pt")], "missing.pt"),
         "python -m dwgn.analysis": (["-m", "dwgn.analysis", "--checkpoint", missing + ".pt"], "missing.pt not found"),
+        "python -m dwgn.convert": (["-m", "dwgn.convert", missing + ".pth", str(tmp_path / "c.pt")], "missing.pth"),
     }
     for prog, (args, named) in commands.items():
         done = _run(args, tmp_path)
