@@ -12,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 import dwgn
+import dwgn.data.datasets
 from dwgn.training.checkpoint import save_checkpoint
 from dwgn.data.datasets import test_sets
 from dwgn.data.images import read_image
@@ -150,8 +151,10 @@ def test_profile(tmp_path, checkpoint):
     assert json.loads((tmp_path / "res" / "profile.json").read_text()) == summary["profile"]
 
 
-@pytest.mark.slow
-def test_default_run_on_demo_sets(tmp_path, checkpoint):
+@pytest.mark.slow  # the default suite covers the same path with the demo checkpoint (test_demo.py)
+def test_default_run_on_demo_sets(tmp_path, checkpoint, small_demo, monkeypatch):
+    # the shared small demo (2 test pairs per weather) instead of the full one: the same code path in seconds
+    monkeypatch.setattr(dwgn.data.datasets, "DEMO_ROOT", small_demo)
     summary = run(["--checkpoint", str(checkpoint), "--results", str(tmp_path / "res"),
                    "--figure", str(tmp_path / "fig" / "results.png")])
     assert set(summary["metrics"]) == {"demo-snow", "demo-rainfog", "demo-raindrop", "demo-rain", "demo-haze"}
