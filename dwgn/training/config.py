@@ -384,6 +384,6 @@ def differing_fields(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 __all__ = [
     "AMP_MODES", "ConfigError", "FinetuneConfig", "PretrainConfig", "TrainConfig", "config_from_dict",
-    "config_to_dict", "differing_fields", "load_yaml", "model_config_from_dict", "parse_config",
+    "config_to_dict", "differing_fields", "help_text", "load_yaml", "model_config_from_dict", "opt", "parse_config",
     "save_yaml", "set_value",
 ]
