@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from dwgn.training.checkpoint import (SAFETENSORS_SUFFIX, CheckpointError, load_checkpoint, load_model,
-                                      save_checkpoint)
+                                      model_weights, save_checkpoint)
 
 PROG = "python -m dwgn.export"
 RELEASE_SUFFIXES = (SAFETENSORS_SUFFIX, ".pt", ".pth")
@@ -28,7 +28,7 @@ def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16,
     if Path(dst).suffix not in RELEASE_SUFFIXES:
         raise CheckpointError(f"release {dst}: name it *.safetensors (recommended) or *.pt")
     ckpt = load_checkpoint(src)
-    weights = ckpt["model_ema"] if ckpt.get("model_ema") is not None else ckpt["model"]
+    weights = model_weights(ckpt)
     release = {
         "format_version": ckpt["format_version"],
         "model": {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},

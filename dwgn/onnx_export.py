@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dwgn.io import atomic_path
 from dwgn.models.dynamic_conv import GlobalPool
 from dwgn.models.hdmc import WindowCrossAttention
 
@@ -45,7 +46,7 @@ def _require(*modules: str) -> None:
 
 def export_onnx(model: nn.Module, path: str | Path, example_size: tuple[int, int] = EXAMPLE_SIZE) -> Path:
     """Write `model` (fp32, eval) as ONNX: input "image" (1,3,H,W) float32 in [0,1] -> "restored" (1,3,H,W).
-    Written to a temporary name and renamed, so a failed export leaves no half file."""
+    Written atomically (dwgn.io.atomic_path): a failed export leaves no half file."""
     _require("onnx", "onnxscript")
     path = Path(path)
     model = model.float().eval()
@@ -57,19 +58,12 @@ def export_onnx(model: nn.Module, path: str | Path, example_size: tuple[int, int
             module._masks.clear()  # cached per concrete size: would enter the graph as a constant
     x = torch.rand(1, 3, *example_size)  # (1,3,H,W)
     dynamic = torch.export.Dim.DYNAMIC
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # exporter chatter (deprecations, constant folding notes)
-            program = torch.onnx.export(model, (x,), None, dynamo=True, verbose=False,
-                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                        dynamic_shapes={"x": {2: dynamic, 3: dynamic}})
-            program.save(str(tmp))
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # exporter chatter (deprecations, constant folding notes)
+        program = torch.onnx.export(model, (x,), None, dynamo=True, verbose=False,
+                                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                    dynamic_shapes={"x": {2: dynamic, 3: dynamic}})
+        program.save(str(tmp))
     return path
 
 

@@ -1,11 +1,11 @@
-"""The network of DESIGN.md §1: exact parameter counts, MACs, per-image equality, any size, gradients."""
+"""The network of docs/DESIGN.md §1: exact parameter counts, MACs, per-image equality, any size, gradients."""
 import pytest
 import torch
 
 import dwgn
 from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveConv1x1, WeightAdaptiveGroupConv3x3
-from dwgn.models.network import DwGNBlock, fixed_pools, recorded_pools
-from dwgn.profile import count, count_parameters
+from dwgn.models.network import DwGNBlock, count_parameters, fixed_pools, recorded_pools
+from dwgn.profile import count
 
 torch.set_num_threads(1)
 
@@ -155,7 +155,7 @@ def test_recorded_then_fixed_pools_reproduce_the_forward():
 
 
 def test_glgf_matmuls_equal_the_conv_definition():
-    """GLGF runs as matmuls; it must compute exactly the grouped-1x1-conv equation of DESIGN.md §1."""
+    """GLGF runs as matmuls; it must compute exactly the grouped-1x1-conv equation of docs/DESIGN.md §1."""
     torch.manual_seed(0)
     m = GLGF(48, 48 * 9, 16)
     for conv in m.modules():

@@ -1,4 +1,4 @@
-"""The DwGN encoder-decoder (DESIGN.md §1): stem, 3 encoder levels, middle, 3 decoder levels, output conv."""
+"""The DwGN encoder-decoder (docs/DESIGN.md §1): stem, 3 encoder levels, middle, 3 decoder levels, output conv."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -18,7 +18,7 @@ DYNAMIC_MODES = ("half", "none", "full")
 
 @dataclass
 class ModelConfig:
-    """Every knob of the network. `paper` is DESIGN.md §1; `tiny` trains in seconds on a CPU."""
+    """Every knob of the network. `paper` is docs/DESIGN.md §1; `tiny` trains in seconds on a CPU."""
 
     width: int = 32                      # channels at level 1 (doubles each level)
     enc_blocks: tuple = (4, 4, 6)        # blocks per encoder level
@@ -161,6 +161,11 @@ def build_model(preset: str = "paper", **overrides) -> DwGN:
         raise ValueError(f"unknown model option(s) {unknown}; valid: {', '.join(sorted(names))}")
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     return DwGN(replace(PRESETS[preset], **overrides))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Every parameter's element count (the number the paper and the design table quote)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def _pools(model: nn.Module) -> dict[str, GlobalPool]:

@@ -1,6 +1,6 @@
 """Checkpoints: written atomically, loaded with weights_only=True, rebuilt from their own config.
 
-Keys (DESIGN.md §6): `format_version`, `model` (raw weights), `model_ema` (if EMA is used), `config`
+Keys (docs/DESIGN.md §6): `format_version`, `model` (raw weights), `model_ema` (if EMA is used), `config`
 (nested dict; `config["model"]` rebuilds the network), `step` (completed optimizer steps); `last.pt`
 adds `optimizer`, `scheduler`, `scaler`, `rng` and stage extras such as `generators` (Stage 1).
 
@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from dwgn.io import atomic_path
 from dwgn.training.config import ConfigError, differing_fields, model_config_from_dict
 from dwgn.models.network import ModelConfig
 
@@ -38,23 +39,15 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-write leaves the previous file intact (tmp file + os.replace).
+    """Write atomically (dwgn.io.atomic_path): a crash mid-write leaves the previous file intact.
     A `.safetensors` path holds a release only (`release_bytes`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            if path.suffix == SAFETENSORS_SUFFIX:
-                fh.write(release_bytes(ckpt))
-            else:
-                torch.save(ckpt, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        if Path(path).suffix == SAFETENSORS_SUFFIX:
+            fh.write(release_bytes(ckpt))
+        else:
+            torch.save(ckpt, fh)
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before the rename: a power cut cannot leave an empty last.pt
 
 
 def release_bytes(ckpt: dict[str, Any]) -> bytes:
@@ -139,6 +132,13 @@ def _get(cfg: Any, key: str) -> Any:
     return cfg
 
 
+def model_weights(ckpt: dict[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
+    """The network's weights in a checkpoint: the EMA weights when the run kept them (and they are preferred)."""
+    if prefer_ema and ckpt.get("model_ema") is not None:
+        return ckpt["model_ema"]
+    return ckpt["model"]
+
+
 def load_weights(model: nn.Module, path: str | Path, prefer_ema: bool = True) -> dict[str, Any]:
     """Load a checkpoint's weights (EMA if present and preferred) into `model` after checking its
     architecture; returns the checkpoint."""
@@ -146,7 +146,7 @@ def load_weights(model: nn.Module, path: str | Path, prefer_ema: bool = True) ->
     model_config = getattr(model, "config", None)
     if isinstance(model_config, ModelConfig):
         check_architecture(checkpoint_model_config(ckpt, path), model_config, path)
-    state = ckpt["model_ema"] if prefer_ema and ckpt.get("model_ema") is not None else ckpt["model"]
+    state = model_weights(ckpt, prefer_ema)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -160,7 +160,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
 
     ckpt = load_checkpoint(path)
     model = build_model("paper", **asdict(checkpoint_model_config(ckpt, path)))  # every field overridden
-    state = ckpt["model_ema"] if ckpt.get("model_ema") is not None else ckpt["model"]
+    state = model_weights(ckpt)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -169,4 +169,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
 
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "check_architecture", "checkpoint_model_config",
-           "load_checkpoint", "load_model", "load_weights", "release_bytes", "save_checkpoint"]
+           "load_checkpoint", "load_model", "load_weights", "model_weights", "release_bytes", "save_checkpoint"]
