@@ -128,12 +128,13 @@ class DwGN(nn.Module):
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
+        """The authors' initialisation (docs/DESIGN.md §1): conv weights N(0, 0.02), conv biases keep PyTorch's
+        default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the relative-position bias table a normal of std 0.02
+        truncated at 2 std; LayerNorms start at weight 1, bias 0 (as constructed)."""
         if isinstance(module, nn.Conv2d):
             nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
         elif isinstance(module, WindowCrossAttention):
-            nn.init.normal_(module.bias_table, std=0.02)
+            nn.init.trunc_normal_(module.bias_table, std=0.02, a=-0.04, b=0.04)
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]

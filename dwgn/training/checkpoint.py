@@ -50,6 +50,29 @@ def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
         os.fsync(fh.fileno())  # on disk before the rename: a power cut cannot leave an empty last.pt
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A torch file that pickles Python objects, so it could only be read by running code from it."""
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """torch.load on the CPU with weights_only=True (no code runs on load); errors name the file and why."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise CheckpointError(f"checkpoint {path} cannot be read: not a torch checkpoint (truncated or another format?)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = str(err).splitlines()
+        reason = next((ln.strip() for ln in lines if "Unsupported" in ln or "GLOBAL" in ln), lines[0])
+        raise UnsafeCheckpointError(
+            f"checkpoint {path} holds more than tensors and plain Python types, so it is not loaded "
+            f"(weights_only=True; no code may run on load): {reason}") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read (truncated or not a torch file?): {err}") from None
+
+
 def release_bytes(ckpt: dict[str, Any]) -> bytes:
     """A release checkpoint as safetensors: `ckpt["model"]` as the tensors, every other key in one JSON
     string (so `config` and `step` come back typed). Training state cannot go in it."""
@@ -79,14 +102,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load on the CPU with weights_only=True (no code runs on load) and check the required keys; a
     `.safetensors` file is read with safetensors (its metadata holds the other keys)."""
     path = Path(path)
-    if not path.is_file():
+    if path.suffix != SAFETENSORS_SUFFIX:
+        ckpt = read_torch_file(path)
+    elif not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
-    if path.suffix == SAFETENSORS_SUFFIX:
-        ckpt = _load_safetensors(path)
-    elif not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
-        raise CheckpointError(f"checkpoint {path} cannot be read: not a torch checkpoint (truncated or another format?)")
     else:
-        ckpt = _load_torch(path)
+        ckpt = _load_safetensors(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} is a {type(ckpt).__name__}, expected a dict with keys {REQUIRED_KEYS}")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
@@ -95,19 +116,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if ckpt["format_version"] != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format_version {ckpt['format_version']}, this code reads {FORMAT_VERSION}")
     return ckpt
-
-
-def _load_torch(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        lines = str(err).splitlines()
-        reason = next((ln.strip() for ln in lines if "Unsupported" in ln or "GLOBAL" in ln), lines[0])
-        raise CheckpointError(
-            f"checkpoint {path} holds more than tensors and plain Python types, so it is not loaded "
-            f"(weights_only=True; no code may run on load): {reason}") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"checkpoint {path} cannot be read (truncated or not a torch file?): {err}") from None
 
 
 def checkpoint_model_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> ModelConfig:
@@ -168,5 +176,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     return model.to(device).eval()
 
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "check_architecture", "checkpoint_model_config",
-           "load_checkpoint", "load_model", "load_weights", "model_weights", "release_bytes", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "CheckpointError", "UnsafeCheckpointError", "check_architecture",
+           "checkpoint_model_config", "load_checkpoint", "load_model", "load_weights", "model_weights",
+           "read_torch_file", "release_bytes", "save_checkpoint"]
