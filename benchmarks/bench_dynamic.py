@@ -7,10 +7,13 @@ machine noise hits both; the printed ratio half/none is the figure to read, not 
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 import argparse
 import statistics
 import time
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
 import torch
 
 import dwgn
