@@ -44,8 +44,9 @@ _GRAY = np.array([0.299, 0.587, 0.114])
 
 # ---------------------------------------------------------------------------------------------- tensors
 def _forward(model: nn.Module, x: Tensor, amp: bool) -> Tensor:
-    """(B,3,H,W) -> (B,3,H,W) float32; float16 autocast on CUDA when amp."""
-    ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+    """(B,3,H,W) -> (B,3,H,W) float32; bfloat16 autocast on CUDA when amp (float16's range is the narrower; bf16
+    is what training uses)."""
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with ctx:
         return model(x).float()
 
@@ -236,7 +237,7 @@ def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overla
     N x N tiles (N rounded up to a multiple of 64) overlapping by `overlap`; refine: extra sweeps that
     re-measure the global statistics with the previous ones fixed (module docstring; 0 is usually enough).
     self_ensemble averages the 8 flips/rotations. device: None uses the model's device, otherwise the
-    model is moved there. amp: float16 autocast, default on CUDA only.
+    model is moved there. amp: bfloat16 autocast, default on CUDA only.
     The output is deterministic: the same input gives bitwise the same image.
     """
     rgb, layout, alpha = _as_rgb(image)

@@ -55,6 +55,8 @@ class TrainConfig:
     log_every: int = 10                   # steps between log.jsonl / TensorBoard lines
     val_every: int = 50                   # steps between validations (0 = only at the end)
     save_every: int = 50                  # steps between last.pt checkpoints (and always at the end)
+    compile: bool = False                 # torch.compile every block (fullgraph); off until a GPU shows it faster
+    cuda_graphs: bool = False             # capture the whole fixed-size step as a CUDA graph (CUDA, amp bf16/none)
 
     def validate(self) -> None:
         """Raise ConfigError for values the engine cannot run with."""
@@ -75,6 +77,9 @@ class TrainConfig:
             raise ConfigError(f"model.dynamic must be one of {', '.join(DYNAMIC_MODES)}, got {self.model.dynamic!r}")
         if len(self.betas) != 2:
             raise ConfigError(f"betas needs two values like 0.9,0.999, got {self.betas}")
+        if self.cuda_graphs and (self.amp == "fp16" or self.grad_clip > 0):
+            raise ConfigError("cuda_graphs captures a plain step: it needs amp bf16 or none (no fp16 GradScaler) "
+                              "and grad_clip 0")
 
 
 @dataclass

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from dwgn.training.acceleration import CudaGraphStep, capturable_adam, compile_blocks
 from dwgn.training.checkpoint import (FORMAT_VERSION, check_architecture, checkpoint_model_config, load_checkpoint,
                              save_checkpoint)
 from dwgn.training.config import TrainConfig, config_to_dict, differing_fields, save_yaml
@@ -302,7 +303,8 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
                       f"to train on, or another --out to start a new run")
             return _finish(started_group, RunResult(run_dir, start, None, ckpt.get("best_val_psnr"), True))
     ctx = EngineContext(cfg, run_dir, device, rank, world, model, amp_dtype_for(cfg, device))
-    optimizer = make_optimizer(model, cfg)
+    optimizer = capturable_adam(model, cfg.lr, cfg.betas, cfg.weight_decay) if cfg.cuda_graphs else \
+        make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=ctx.amp_dtype == torch.float16)
     stage.hooks.setup(ctx)
     best = None
@@ -324,7 +326,8 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
         ema = copy.deepcopy(model).requires_grad_(False)
         if ckpt is not None and ckpt.get("model_ema") is not None:
             ema.load_state_dict(ckpt["model_ema"])
-    net = ctx.wrap(model)
+    net = ctx.wrap(compile_blocks(model) if cfg.compile else model)
+    graph_step = None  # cuda_graphs: captured on the first batch (dwgn.training.acceleration)
     if main:
         save_yaml(cfg, run_dir / "config.yaml")
     sampler = StepSampler(len(stage.train_set), cfg.batch_size, cfg.seed, start, cfg.steps, rank, world)
@@ -368,12 +371,21 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
         for step, batch in zip(range(start, cfg.steps), loader):
             lr = cosine_lr(step, cfg)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                if cfg.cuda_graphs:
+                    group["lr"].fill_(lr)  # a GPU tensor the captured Adam step reads
+                else:
+                    group["lr"] = lr
             torch.manual_seed(mix_seed(cfg.seed, 3, step, rank))
             sctx = StepContext(step, sampler.items(step), ctx)
             inputs, targets = stage.hooks.prepare(batch, sctx)
             net.train()
-            loss = forward_loss(net, inputs, targets, ctx)
+            if cfg.cuda_graphs:
+                if world > 1:
+                    raise TrainingError("cuda_graphs runs in one process; drop it under torchrun")
+                graph_step = graph_step or CudaGraphStep(model, optimizer, inputs, targets, ctx.amp_dtype)
+                loss = graph_step(inputs, targets)  # forward, backward and Adam step, replayed
+            else:
+                loss = forward_loss(net, inputs, targets, ctx)
             value = loss.detach().clone()
             if world > 1:
                 dist.all_reduce(value)  # every rank sees the same mean, so all stop together on NaN
@@ -383,7 +395,8 @@ def train(cfg: TrainConfig, stage: Stage) -> RunResult:
                 raise TrainingError(f"loss became {last_loss} at step {step}; stopped. {last_path} keeps the last "
                                     f"good state — lower --lr or set --grad-clip, then rerun to resume")
             mid_update = True  # from here until the stage's hooks finish, the state is part-way through a step
-            optimizer_step(loss, model, optimizer, scaler, cfg.grad_clip)
+            if graph_step is None:
+                optimizer_step(loss, model, optimizer, scaler, cfg.grad_clip)
             if ema is not None:
                 update_ema(ema, model, cfg.ema_decay)
             for key, v in stage.hooks.after_step(sctx, inputs, targets).items():
