@@ -131,16 +131,56 @@ class WeightAdaptiveConv1x1(nn.Module):
         # the generated vector is read row-major as (C_out, C_in), the authors' layout: weight j is
         # kernel[j // C_in, j % C_in] (a transposed (C_in, C_out) reading is a different function)
         kernel = self.generator(self.pool(x)).view(b, self.out_channels, self.in_channels)
-        x = x.reshape(b, self.in_channels, h * w)
-        # Spatial compensation gates the output y = K x per pixel: gate(mean_o y) * y. Both steps are linear
-        # in y, so they are done on the C_in-channel input instead: mean_o y = (mean_o K) x, and
-        # gate * (K x) = K (gate * x). Same function; the C_out-channel output is formed once, by the matmul.
-        mean = torch.matmul(kernel.mean(dim=1, keepdim=True), x).view(1, b, h, w)  # (1, B, H, W): batch as channels
-        # one depthwise conv over the batch: far faster on the CPU than a 1-channel conv over B images
-        gate = F.conv2d(torch.sigmoid(F.conv2d(mean, self.spatial1.weight.expand(b, 1, 3, 3), padding=1, groups=b)),
-                        self.spatial2.weight.expand(b, 1, 3, 3), padding=1, groups=b)
-        out = torch.matmul(kernel, x * gate.view(b, 1, h * w))  # (B, C_out, C_in) @ (B, C_in, HW)
-        return out.view(b, self.out_channels, h, w)
+        # one dtype inside the autograd function: autocast's if it is on, else the input's
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        with torch.autocast(device, enabled=False):
+            return _SpatiallyCompensatedProduct.apply(kernel.to(dtype), x.to(dtype), self.spatial1.weight.to(dtype),
+                                                      self.spatial2.weight.to(dtype))
+
+
+class _SpatiallyCompensatedProduct(torch.autograd.Function):
+    """out = gate * (K x) per image, gate = conv2(sigmoid(conv1(mean_o K x))), with a hand-written backward.
+
+    Both steps are linear in y = K x, so they are done on the C_in-channel input: mean_o y = (mean_o K) x and
+    gate * (K x) = K (gate * x); the C_out-channel output is formed once, by the last product. The two 1->1 convs
+    run as one depthwise conv over the batch (batch as channels): far faster on the CPU than over B images.
+    """
+
+    @staticmethod
+    def forward(ctx, kernel: Tensor, x: Tensor, weight1: Tensor, weight2: Tensor) -> Tensor:
+        b, c_out, c_in = kernel.shape
+        h, w = x.shape[-2:]
+        flat = x.reshape(b, c_in, h * w)                                                           # (B, C_in, HW)
+        mean = kernel.mean(dim=1, keepdim=True)                                                    # (B, 1, C_in)
+        m = torch.bmm(mean, flat).view(1, b, h, w)                                                 # (1, B, H, W)
+        a = torch.sigmoid(F.conv2d(m, weight1.expand(b, 1, 3, 3), padding=1, groups=b))
+        gate = F.conv2d(a, weight2.expand(b, 1, 3, 3), padding=1, groups=b).view(b, 1, h * w)
+        gated = flat * gate                                                                        # (B, C_in, HW)
+        ctx.save_for_backward(kernel, flat, mean, m, a, gate, gated, weight1, weight2)
+        return torch.bmm(kernel, gated).view(b, c_out, h, w)                                       # (B, C_out, H, W)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        kernel, flat, mean, m, a, gate, gated, weight1, weight2 = ctx.saved_tensors
+        b, c_out, c_in = kernel.shape
+        hw = flat.shape[-1]
+        grad = grad.reshape(b, c_out, hw)
+        grad_gated = torch.bmm(kernel.transpose(1, 2), grad)                                       # (B, C_in, HW)
+        grad_gate = (grad_gated * flat).sum(dim=1).view(1, b, *m.shape[-2:])                       # (1, B, H, W)
+        conv = dict(stride=[1, 1], padding=[1, 1], dilation=[1, 1], transposed=False, output_padding=[0, 0], groups=b)
+        grad_a, grad_w2, _ = torch.ops.aten.convolution_backward(grad_gate, a, weight2.expand(b, 1, 3, 3), None,
+                                                                 output_mask=[True, True, False], **conv)
+        grad_pre = torch.ops.aten.sigmoid_backward(grad_a, a)
+        grad_m, grad_w1, _ = torch.ops.aten.convolution_backward(grad_pre, m, weight1.expand(b, 1, 3, 3), None,
+                                                                 output_mask=[True, True, False], **conv)
+        grad_m = grad_m.view(b, 1, hw)
+        grad_mean = torch.bmm(grad_m, flat.transpose(1, 2))                                        # (B, 1, C_in)
+        # d kernel: from the product, plus the mean's share 1/C_out on every output row
+        grad_kernel = torch.baddbmm(grad_mean.expand(b, c_out, c_in), grad, gated.transpose(1, 2), beta=1 / c_out)
+        grad_x = torch.baddbmm(grad_gated * gate, mean.transpose(1, 2), grad_m)                    # (B, C_in, HW)
+        return (grad_kernel, grad_x.view(b, c_in, *m.shape[-2:]), grad_w1.sum(0, keepdim=True),
+                grad_w2.sum(0, keepdim=True))
 
 
 class WeightAdaptiveGroupConv3x3(nn.Module):
