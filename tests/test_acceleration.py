@@ -76,7 +76,7 @@ def test_block_traces_as_one_graph():
     block.compile(fullgraph=True, backend="eager")
     x = torch.randn(2, 32, 16, 16)
     out, ref = block(x), reference(x)
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)  # the eager backend runs the same ops
     out.square().mean().backward()
     ref.square().mean().backward()
     for a, b in zip(block.parameters(), reference.parameters()):
@@ -157,3 +157,27 @@ def test_test_py_refuses_compile_with_tiling(capsys):
         main(["--compile", "--profile"])
     assert exit_info.value.code == 2
     assert "--tile 0" in capsys.readouterr().err
+
+
+def test_global_pools_record_and_replay_under_compile_and_tiling_is_refused():
+    from dwgn.evaluation.restore import restore_tensor
+    from dwgn.models.network import fixed_pools, recorded_pools
+
+    torch.manual_seed(0)
+    model, reference = dwgn.build_model("tiny").eval(), dwgn.build_model("tiny").eval()
+    reference.load_state_dict(model.state_dict())
+    compile_blocks(model, backend="eager")
+    x = torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        with recorded_pools(model) as stats:
+            model(x)
+        with recorded_pools(reference) as expected:
+            reference(x)
+        assert stats.keys() == expected.keys()
+        assert all(torch.equal(stats[k], expected[k]) for k in expected)
+        with fixed_pools(model, expected):
+            replay = model(x * 0.5)
+        with fixed_pools(reference, expected):
+            assert torch.equal(replay, reference(x * 0.5))
+        with pytest.raises(ValueError, match="does not run on a compiled model"):
+            restore_tensor(model, x, tile=64, overlap=16)

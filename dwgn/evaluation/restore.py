@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from dwgn.models.dynamic_conv import GlobalPool
 from dwgn.models.network import fixed_pools, recorded_pools
+from dwgn.training.acceleration import has_compiled_modules
 
 AUTO_TILE_PIXELS = 1024 * 1024  # images larger than this are tiled when tile=None
 DEFAULT_TILE = 512              # a multiple of 64, the network's padding multiple, so tiles need no padding
@@ -216,6 +217,9 @@ def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap
 
     def one(v: Tensor) -> Tensor:
         if tile and (v.shape[-2] > tile or v.shape[-1] > tile):
+            if has_compiled_modules(model):  # the per-tile pool hooks would recompile the blocks for every tile
+                raise ValueError(f"tiled inference ({v.shape[-2]}x{v.shape[-1]} image, tile {tile}) does not run on a "
+                                 "compiled model; restore with tile=0 or with a model that was not compiled")
             pools = tiled_pools(model, v, tile, overlap, None, amp, progress)
             for _ in range(refine):
                 pools = tiled_pools(model, v, tile, overlap, pools, amp, progress)

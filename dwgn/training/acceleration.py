@@ -33,6 +33,11 @@ def compile_blocks(model: nn.Module, mode: str | None = None, backend: str = "in
     return model
 
 
+def has_compiled_modules(model: nn.Module) -> bool:
+    """Whether `compile_blocks` (or any nn.Module.compile) was applied inside `model`."""
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
+
+
 def l1_step_loss(model: nn.Module, inputs: Tensor, targets: Tensor, amp_dtype: torch.dtype | None) -> Tensor:
     with torch.autocast("cuda", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         restored = model(inputs)
