@@ -1,4 +1,4 @@
-"""Stage 1: adversarial blind background decomposition (DESIGN.md §2).
+"""Stage 1: adversarial blind background decomposition (docs/DESIGN.md §2).
 
 A clean crop B (B,3,H,W) in [0,1] is degraded by two learned mask generators into
 
@@ -217,10 +217,6 @@ def recover_background(degradation: Degradation) -> Tensor:
     return (d.output - d.distractor * d.mask_d) / d.mask_b
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 # ---------------------------------------------------------------------------------------------
 # The adversarial generator step
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +259,7 @@ def make_generator_optimizer(decomposer: nn.Module, lr: float = 2e-4) -> torch.o
 
 __all__ = [
     "DecompositionNoise", "Decomposer", "Degradation", "LogitNet", "MaskGenerator", "MASK_FLOOR",
-    "N_COMPONENTS", "SIGMA_MAX", "TAU", "count_parameters", "degrade", "generator_step",
+    "N_COMPONENTS", "SIGMA_MAX", "TAU", "degrade", "generator_step",
     "hard_gumbel_softmax", "make_generator_optimizer", "noise_seed", "recover_background",
     "sample_noise",
 ]

@@ -1,10 +1,10 @@
-"""Stage 1: pre-training (DESIGN.md §2) on the shared engine; `pre-training.py` calls main().
+"""Stage 1: pre-training (docs/DESIGN.md §2) on the shared engine; `pre-training.py` calls main().
 
 `--degradation adversarial` (the paper): clean crops B are degraded by the learned mask generators of
-dwgn.decomposition; each step the network takes its L1 step on O = clip(B⊙M_b + D⊙M_d) (made under
+dwgn.training.decomposition; each step the network takes its L1 step on O = clip(B⊙M_b + D⊙M_d) (made under
 no_grad in `prepare`), then the generators take their ascent step through the frozen, just-updated
 network (`after_step`): 1:1, network first, Adam for both.
-`--degradation weather`: the same images with synthetic weather (dwgn.weather), no generators.
+`--degradation weather`: the same images with synthetic weather (dwgn.data.weather), no generators.
 
 The run directory is `runs/pretrain-<preset>` (or `--out`); `last.pt` holds the network for
 fine-tuning and, for resume, `generators` = {"model": generator weights, "optimizer": their Adam}.
@@ -38,7 +38,7 @@ class PretrainingConfig(PretrainConfig):
     crop: int = 64                        # the network pads to multiples of 64 anyway: the cheapest crop
     save_every: int = 50
     generator_lr: float = 2e-4            # Adam for the generators (constant; the paper uses 2e-4 for both)
-    mask_floor: float = MASK_FLOOR        # every pixel keeps at least this fraction of B (see dwgn.decomposition)
+    mask_floor: float = MASK_FLOOR        # every pixel keeps at least this fraction of B (see decomposition.py)
 
     def validate(self) -> None:
         super().validate()
