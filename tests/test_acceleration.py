@@ -107,6 +107,11 @@ def test_cuda_graphs_config_refuses_what_it_cannot_capture():
     with pytest.raises(ConfigError, match="grad_clip 0"):
         FinetuneConfig(cuda_graphs=True, grad_clip=1.0).validate()
     FinetuneConfig(cuda_graphs=True, compile=True).validate()
+    if not torch.cuda.is_available():
+        from dwgn.training.acceleration import capturable_adam
+
+        with pytest.raises(ConfigError, match="needs a CUDA device"):
+            capturable_adam(dwgn.build_model("tiny"), 1e-3, (0.9, 0.999), 0.0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")

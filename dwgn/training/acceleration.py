@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dwgn.models.network import DwGNBlock
+from dwgn.training.config import ConfigError
 
 # blocks differ in width (4 levels) and shift (0/4), training and eval: more graphs than dynamo's default limit
 RECOMPILE_LIMIT = 64
@@ -46,7 +47,10 @@ def l1_step_loss(model: nn.Module, inputs: Tensor, targets: Tensor, amp_dtype: t
 
 def capturable_adam(model: nn.Module, lr: float, betas: tuple, weight_decay: float) -> torch.optim.Adam:
     """Adam whose step runs inside a CUDA graph: step counts and the learning rate live on the GPU."""
-    return torch.optim.Adam(model.parameters(), lr=torch.tensor(lr, device="cuda"), betas=tuple(betas),
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        raise ConfigError(f"cuda_graphs needs a CUDA device (this run is on {device}); set cuda_graphs: false")
+    return torch.optim.Adam(model.parameters(), lr=torch.tensor(lr, device=device), betas=tuple(betas),
                             weight_decay=weight_decay, capturable=True)
 
 
