@@ -233,6 +233,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side before scoring")
     p.add_argument("--profile", action="store_true", help="print parameters, MACs and latency per image size")
     p.add_argument("--profile-sizes", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every block (regional, fullgraph) before restoring; needs --tile 0")
     p.add_argument("--figure", default=None, metavar="PATH",
                    help="also draw the results figure here (e.g. figures/results.png); after the demo sets it is "
                         "always drawn into --results")
@@ -275,11 +277,19 @@ def _run_test_sets(model: nn.Module, names: list[str], args: argparse.Namespace,
 def run(argv: list[str] | None = None) -> dict:
     """Returns {"metrics": {...}, "restored": [...], "skipped": [...], "profile": [...]} for callers/tests.
     Raises DataError when nothing was restored or scored (after listing what was skipped)."""
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.compile and args.tile != 0:
+        parser.error("--compile applies to whole-image inference only (tiled inference records and replays "
+                     "the global pools); add --tile 0, or drop --compile")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = False  # same input -> bitwise same output
     torch.backends.cudnn.deterministic = True
     model = load_checkpoint_model(args.checkpoint, device)
+    if args.compile:
+        from dwgn.training.acceleration import compile_blocks
+
+        compile_blocks(model)
     results_dir = Path(args.results)
     opts = {"tile": args.tile, "overlap": args.overlap, "self_ensemble": args.self_ensemble}
     summary: dict = {"metrics": {}, "restored": [], "skipped": [], "profile": []}

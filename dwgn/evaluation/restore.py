@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from dwgn.models.dynamic_conv import GlobalPool
 from dwgn.models.network import fixed_pools, recorded_pools
+from dwgn.training.acceleration import has_compiled_modules
 
 AUTO_TILE_PIXELS = 1024 * 1024  # images larger than this are tiled when tile=None
 DEFAULT_TILE = 512              # a multiple of 64, the network's padding multiple, so tiles need no padding
@@ -44,8 +45,9 @@ _GRAY = np.array([0.299, 0.587, 0.114])
 
 # ---------------------------------------------------------------------------------------------- tensors
 def _forward(model: nn.Module, x: Tensor, amp: bool) -> Tensor:
-    """(B,3,H,W) -> (B,3,H,W) float32; float16 autocast on CUDA when amp."""
-    ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+    """(B,3,H,W) -> (B,3,H,W) float32; bfloat16 autocast on CUDA when amp (float16's range is the narrower; bf16
+    is what training uses)."""
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with ctx:
         return model(x).float()
 
@@ -223,6 +225,9 @@ def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap
 
     def one(v: Tensor) -> Tensor:
         if tile and (v.shape[-2] > tile or v.shape[-1] > tile):
+            if has_compiled_modules(model):  # the per-tile pool hooks would recompile the blocks for every tile
+                raise ValueError(f"tiled inference ({v.shape[-2]}x{v.shape[-1]} image, tile {tile}) does not run on a "
+                                 "compiled model; restore with tile=0 or with a model that was not compiled")
             pools = tiled_pools(model, v, tile, overlap, None, amp, progress)
             for _ in range(refine):
                 pools = tiled_pools(model, v, tile, overlap, pools, amp, progress)
@@ -244,7 +249,7 @@ def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overla
     N x N tiles (N rounded up to a multiple of 64) overlapping by `overlap`; refine: extra sweeps that
     re-measure the global statistics with the previous ones fixed (module docstring; 0 is usually enough).
     self_ensemble averages the 8 flips/rotations. device: None uses the model's device, otherwise the
-    model is moved there. amp: float16 autocast, default on CUDA only.
+    model is moved there. amp: bfloat16 autocast, default on CUDA only.
     The output is deterministic: the same input gives bitwise the same image.
     """
     rgb, layout, alpha = _as_rgb(image)

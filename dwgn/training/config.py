@@ -65,6 +65,9 @@ class TrainConfig:
     log_every: int = opt(10, "steps between log.jsonl / TensorBoard lines")
     val_every: int = opt(50, "steps between validations (0 = only at the end)")
     save_every: int = opt(50, "steps between last.pt checkpoints (and always at the end)")
+    compile: bool = opt(False, "torch.compile every block (fullgraph); off until a GPU shows it faster")
+    cuda_graphs: bool = opt(False, "capture the whole fixed-size step as a CUDA graph (CUDA; amp bf16 or none, "
+                            "grad_clip 0, one process)")
 
     def validate(self) -> None:
         """Raise ConfigError for values the engine cannot run with (allowed values come from the fields)."""
@@ -82,6 +85,9 @@ class TrainConfig:
             validate_model(self.model)
         except ValueError as err:
             raise ConfigError(f"model: {err}") from None
+        if self.cuda_graphs and (self.amp == "fp16" or self.grad_clip > 0):
+            raise ConfigError("cuda_graphs captures a plain step: it needs amp bf16 or none (no fp16 GradScaler) "
+                              "and grad_clip 0")
 
 
 @dataclass

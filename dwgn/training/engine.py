@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dwgn.errors import UserError
+from dwgn.training.acceleration import CudaGraphStep, capturable_adam, compile_blocks
 from dwgn.training.checkpoint import FORMAT_VERSION, check_architecture, checkpoint_model_config, save_checkpoint
 from dwgn.training.config import TrainConfig, config_to_dict, save_yaml
 from dwgn.training.run_dir import RunLog, open_run, restart, rng_state, run_dir_for, set_rng_state
@@ -147,6 +148,7 @@ class Run:
     step: int = 0
     best: float | None = None
     mid_step: bool = False                # True from the optimizer step until `step` counts it
+    graph_step: CudaGraphStep | None = None  # cuda_graphs: captured on the first batch (acceleration.py)
 
     @property
     def model(self) -> nn.Module:
@@ -202,12 +204,23 @@ class Run:
         cfg, ctx = self.cfg, self.ctx
         lr = cosine_lr(self.step, cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            if cfg.cuda_graphs:
+                group["lr"].fill_(lr)  # a GPU tensor the captured Adam step reads
+            else:
+                group["lr"] = lr
         torch.manual_seed(mix_seed(cfg.seed, 3, self.step, ctx.rank))
         sctx = StepContext(self.step, sampler.items(self.step), ctx)
         inputs, targets = self.stage.hooks.prepare(batch, sctx)
         net.train()
-        loss = forward_loss(net, inputs, targets, ctx)
+        if cfg.cuda_graphs:
+            if ctx.distributed:
+                raise TrainingError("cuda_graphs runs in one process; drop it under torchrun")
+            self.graph_step = self.graph_step or CudaGraphStep(self.model, self.optimizer, inputs, targets,
+                                                               ctx.amp_dtype)
+            self.mid_step = True
+            loss = self.graph_step(inputs, targets)  # forward, backward and Adam step, replayed
+        else:
+            loss = forward_loss(net, inputs, targets, ctx)
         value = loss.detach().clone()
         if ctx.distributed:
             dist.all_reduce(value)  # every rank sees the same mean, so all stop together on NaN
@@ -216,8 +229,9 @@ class Run:
         if not math.isfinite(mean):
             raise TrainingError(f"loss became {mean} at step {self.step}; stopped. {self.last_path} keeps the last "
                                 "good state — lower --lr or set --grad-clip, then rerun to resume")
-        self.mid_step = True
-        optimizer_step(loss, self.model, self.optimizer, self.scaler, cfg.grad_clip)
+        if self.graph_step is None:
+            self.mid_step = True
+            optimizer_step(loss, self.model, self.optimizer, self.scaler, cfg.grad_clip)
         if self.ema is not None:
             update_ema(self.ema, self.model, cfg.ema_decay)
         extras = self.stage.hooks.after_step(sctx, inputs, targets)
@@ -238,7 +252,9 @@ def start_run(cfg: TrainConfig, stage: Stage, device: torch.device, rank: int, w
     if ckpt is not None and isinstance(getattr(model, "config", None), type(cfg.model)):
         check_architecture(checkpoint_model_config(ckpt, run_dir / "last.pt"), model.config, run_dir / "last.pt")
     ctx = EngineContext(cfg, run_dir, device, rank, world, model, amp_dtype_for(cfg, device))
-    run = Run(cfg, stage, ctx, make_optimizer(model, cfg),
+    optimizer = capturable_adam(model, cfg.lr, cfg.betas, cfg.weight_decay) if cfg.cuda_graphs else \
+        make_optimizer(model, cfg)
+    run = Run(cfg, stage, ctx, optimizer,
               torch.amp.GradScaler(device.type, enabled=ctx.amp_dtype == torch.float16), ema=None)
     if ckpt is not None and int(ckpt["step"]) >= cfg.steps:
         run.step, run.best = int(ckpt["step"]), ckpt.get("best_val_psnr")
@@ -300,7 +316,7 @@ def _loop(run: Run, log: RunLog) -> float | None:
     sampler = StepSampler(len(stage.train_set), cfg.batch_size, cfg.seed, start, cfg.steps, ctx.rank, ctx.world_size)
     loader = DataLoader(stage.train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=ctx.device.type == "cuda")
-    net = ctx.wrap(run.model)
+    net = ctx.wrap(compile_blocks(run.model) if cfg.compile else run.model)
     bar = tqdm(total=cfg.steps, initial=start, desc=stage.name, disable=not run.main or None, dynamic_ncols=True)
     losses: list[float] = []
     scalars: dict[str, list[float]] = {}
