@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
-import torch
 from torch import Tensor
 
 from dwgn.errors import UserError
