@@ -4,11 +4,11 @@
         [--batch-size 4] [--crop 64] [--eval-crop 128] [--preset tiny] [--out runs/ablation]
         [--json benchmarks/results/ablation.json] [--threads 1]
 
-Every (mode, seed) run is trained from scratch by the fine-tuning stage itself (`dwgn.finetuning.main`,
-run dir `<out>/<mode>-s<seed>`), then scored per demo weather set with `dwgn.restore` (8-bit output) and
-`dwgn.metrics` (PSNR/SSIM on BT.601 Y, and RGB), on a fixed center crop of each test image (`--eval-crop`,
-0 = whole images) to keep the study cheap. Runs go seed by seed (all modes of seed 0 first), so a study
-stopped early still compares the modes on the same seeds.
+Every (mode, seed) run is trained from scratch by the fine-tuning stage itself
+(`dwgn.training.finetuning.main`, run dir `<out>/<mode>-s<seed>`), then scored per demo weather set with
+`dwgn.restore` (8-bit output) and `dwgn.evaluation.metrics` (PSNR/SSIM on BT.601 Y, and RGB), on a fixed
+center crop of each test image (`--eval-crop`, 0 = whole images) to keep the study cheap. Runs go seed by
+seed (all modes of seed 0 first), so a study stopped early still compares the modes on the same seeds.
 
 Resumable: the engine resumes a killed run from its last.pt, and a scored run keeps its scores in
 `<run dir>/ablation_eval.json` (reused when its step count and eval crop match), so rerunning the same
@@ -43,6 +43,8 @@ from dwgn.data.datasets import test_sets  # noqa: E402
 from dwgn.data.images import read_image  # noqa: E402
 from dwgn.evaluation.metrics import all_metrics  # noqa: E402
 from dwgn.data.transforms import center_crop  # noqa: E402
+from dwgn.io import write_text_atomic  # noqa: E402
+from dwgn.models.network import count_parameters  # noqa: E402
 
 CACHE = "ablation_eval.json"
 TIME_LOG = "ablation_time.json"
@@ -124,12 +126,10 @@ def run_one(mode: str, seed: int, args: argparse.Namespace, sets: dict[str, list
     model = load_model(run_dir / "last.pt")
     start = time.perf_counter()
     result = {"mode": mode, "seed": seed, "run_dir": str(run_dir), "step": step, "eval_crop": args.eval_crop,
-              "params": sum(p.numel() for p in model.parameters()), "train_s": round(spent, 1),
+              "params": count_parameters(model), "train_s": round(spent, 1),
               "results": score_sets(sets, args.eval_crop, model, run_name(mode, seed))}
     result["eval_s"] = round(time.perf_counter() - start, 1)
-    tmp = run_dir / (CACHE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, run_dir / CACHE)
+    write_text_atomic(run_dir / CACHE, json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -221,10 +221,7 @@ def format_comparisons(comparisons: list[dict]) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -13,7 +13,7 @@ import torch
 
 from dwgn.training.config import FinetuneConfig
 from dwgn.training.engine import EngineContext, forward_loss, make_optimizer, optimizer_step
-from dwgn.models.network import build_model
+from dwgn.models.network import build_model, count_parameters
 
 
 def measure(preset: str, steps: int, batch: int, crop: int) -> dict:
@@ -30,7 +30,7 @@ def measure(preset: str, steps: int, batch: int, crop: int) -> dict:
         optimizer_step(forward_loss(model, inputs, targets, ctx), model, optimizer, scaler, cfg.grad_clip)
         times.append(time.perf_counter() - start)
     per_step = sum(times[1:]) / steps
-    return {"preset": preset, "params": sum(p.numel() for p in model.parameters()), "s_per_step": per_step,
+    return {"preset": preset, "params": count_parameters(model), "s_per_step": per_step,
             "images_per_s": batch / per_step}
 
 

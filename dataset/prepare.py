@@ -1,6 +1,6 @@
 """Build the embedded demo set (--demo), draw the weather figure (--figure), check a downloaded set (--check DIR).
 
-No logic here: see dwgn/prepare.py. Layouts and sources: dataset/README.md.
+No logic here: see dwgn/data/prepare.py. Layouts and sources: dataset/README.md.
 """
 import sys
 from pathlib import Path

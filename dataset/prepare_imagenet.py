@@ -1,6 +1,6 @@
 """Index an ImageNet train folder for pre-training: python dataset/prepare_imagenet.py --root DIR [--out LIST].
 
-No logic here: see dwgn/imagenet.py.
+No logic here: see dwgn/data/imagenet.py.
 """
 import sys
 from pathlib import Path

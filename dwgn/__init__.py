@@ -1,6 +1,6 @@
 """DwGN: all-in-one adverse weather removal with dynamically generated weights.
 
-Public API (docs/DESIGN.md, "Public interface"): `build_model(preset, **overrides)`,
+Public API (docs/DESIGN.md §6): `build_model(preset, **overrides)`,
 `load_model(checkpoint_path)`, `restore(model, image)`.
 
     dwgn/models      the paper's network: dynamic-weights convs, HDMC, HDFN, the encoder-decoder

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from dwgn.training.checkpoint import load_checkpoint, save_checkpoint
+from dwgn.training.checkpoint import load_checkpoint, model_weights, save_checkpoint
 
 
 def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16, note: str = "") -> dict:
     ckpt = load_checkpoint(src)
-    weights = ckpt["model_ema"] if ckpt.get("model_ema") is not None else ckpt["model"]
+    weights = model_weights(ckpt)
     release = {
         "format_version": ckpt["format_version"],
         "model": {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},

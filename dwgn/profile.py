@@ -13,11 +13,7 @@ import sys
 import torch
 from torch import nn
 
-from dwgn.models.network import DYNAMIC_MODES, PRESETS, build_model
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from dwgn.models.network import DYNAMIC_MODES, PRESETS, build_model, count_parameters
 
 
 def count(model: nn.Module, size: int | tuple[int, int]) -> tuple[int, int]:

@@ -1,5 +1,19 @@
+from pathlib import Path
+
+import pytest
 import torch
+
+from dwgn.data.demo import build_demo
 
 # One intra-op thread: the tests' tensors are small, and on a shared 2-core machine OpenMP threads that
 # wait for each other made the suite tens of times slower. Results do not depend on it.
 torch.set_num_threads(1)
+
+# The small demo set every test that needs one shares (built once per session; tests must not modify it):
+# the full demo's layouts and weathers with 1 training pair and 2 test pairs per weather.
+SMALL_DEMO = dict(seed=0, train_per_weather=1, test_per_weather=2)
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_demo(tmp_path_factory.mktemp("shared") / "demo", **SMALL_DEMO)

@@ -12,8 +12,9 @@ import dwgn
 from dwgn.analysis import run as analysis
 from dwgn.analysis.figure import pca_2d, representative_blocks
 from dwgn.analysis.run import main
-from dwgn.analysis.separability import (GENERATORS, blocks_of, centre_crop, chance_accuracy, nearest_mean_accuracy,
+from dwgn.analysis.separability import (GENERATORS, blocks_of, chance_accuracy, nearest_mean_accuracy,
                                         record_features, ridge_accuracy, separability, standardise, weather_of)
+from dwgn.data.transforms import center_crop
 from dwgn.training.checkpoint import save_checkpoint
 
 WEATHER_COLOURS = {"snowy": (0.9, 0.9, 0.95), "hazy": (0.6, 0.6, 0.55), "dark": (0.15, 0.2, 0.3)}
@@ -124,10 +125,10 @@ def test_pca_and_representative_blocks():
 def test_weather_labels_and_crop():
     assert weather_of("snow100k-l") == weather_of("snow100k-s") == "snow"
     assert weather_of("demo-rainfog") == "rainfog" and weather_of("my-folder") == "my-folder"
-    x = torch.arange(3 * 300 * 200, dtype=torch.float32).view(3, 300, 200)
-    c = centre_crop(x, 256)
-    assert c.shape == (3, 256, 200)
-    assert torch.equal(c, x[:, 22:278, :])  # a window of the original pixels, nothing resampled
+    x = np.arange(300 * 200 * 3).reshape(300, 200, 3)
+    c = center_crop(x, 256)  # the crop `python -m dwgn.analysis --crop` applies
+    assert c.shape == (256, 200, 3)
+    assert np.array_equal(c, x[22:278, :])  # a window of the original pixels, nothing resampled
 
 
 # ---------------------------------------------------------------------------------------------- recording

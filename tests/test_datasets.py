@@ -16,6 +16,8 @@ from dwgn.data.imagenet import index_imagenet, read_image_list
 from dwgn.data.prepare import main as prepare_main
 from dwgn.data.transforms import dihedral, random_crop
 
+from conftest import SMALL_DEMO
+
 
 def img(path: Path, h: int = 24, w: int = 32, value: int | None = None, seed: int = 0) -> Path:
     """A tiny RGB PNG (random, or constant `value`)."""
@@ -284,22 +286,23 @@ def test_pretraining_images_default_and_imagenet_index(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ demo
-def test_reduced_demo_layouts_and_determinism(tmp_path):
-    root = build_demo(tmp_path / "demo", seed=3, train_per_weather=2, test_per_weather=3)
+def test_reduced_demo_layouts_and_determinism(tmp_path, small_demo):
+    root = small_demo  # 1 training and 2 test pairs per weather (conftest.SMALL_DEMO)
     manifest = read_manifest(root)
-    assert manifest["synthetic"] is True and manifest["train_pairs"] == 10
+    assert manifest["synthetic"] is True and manifest["train_pairs"] == 5
     pairs = training_pairs(root / "train")
-    assert len(pairs) == 10
-    assert (root / "train" / "allweather.txt").read_text().splitlines()[0] == "input/snow_0000.png"
+    assert len(pairs) == 5
+    assert (root / "train" / "allweather.txt").read_text().splitlines() == [
+        "input/snow_0000.png", "input/im_0001_s80_a04.png", "input/raindrop_0000.png", "input/rain_0000.png",
+        "input/haze_0000.png"]
     t = root / "test"
     assert names(layouts.scan_set(t / "demo-rainfog").pairs) == [
-        ("input/im_0301_s100_a06.png", "gt/im_0301.png"), ("input/im_0301_s80_a04.png", "gt/im_0301.png"),
-        ("input/im_0301_s90_a05.png", "gt/im_0301.png")]
+        ("input/im_0301_s80_a04.png", "gt/im_0301.png"), ("input/im_0301_s90_a05.png", "gt/im_0301.png")]
     assert names(layouts.scan_set(t / "demo-raindrop").pairs)[0] == ("data/0_rain.png", "gt/0_clean.png")
     assert (t / "demo-snow" / "synthetic" / "snow_0000.png").is_file()
     for key in ["demo-rain", "demo-haze"]:
-        assert len(layouts.scan_set(t / key).pairs) == 3
-    again = build_demo(tmp_path / "demo2", seed=3, train_per_weather=2, test_per_weather=3)
+        assert len(layouts.scan_set(t / key).pairs) == 2
+    again = build_demo(tmp_path / "demo2", **SMALL_DEMO)
     for a in sorted(root.rglob("*.png")):
         assert a.read_bytes() == (again / a.relative_to(root)).read_bytes()
     assert ensure_demo(root) == root  # built already: nothing rebuilt

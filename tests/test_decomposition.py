@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dwgn.models.network import count_parameters
 from dwgn.training.decomposition import (
     MASK_FLOOR,
     N_COMPONENTS,
     SIGMA_MAX,
     Decomposer,
-    count_parameters,
     degrade,
     generator_step,
     hard_gumbel_softmax,
@@ -174,7 +174,7 @@ def test_generator_step_through_the_real_network():
 
 
 # ---------------------------------------------------------------------------------------------
-# Stage 1 on the engine (dwgn.pretraining): end to end, checkpoint contents, exact resume
+# Stage 1 on the engine (dwgn.training.pretraining): end to end, checkpoint contents, exact resume
 # ---------------------------------------------------------------------------------------------
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 

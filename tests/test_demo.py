@@ -5,7 +5,6 @@ import pytest
 
 import dwgn
 import dwgn.data.datasets
-from dwgn.data.demo import build_demo
 from dwgn.evaluation.evaluate import DEFAULT_CHECKPOINT, main
 
 pytestmark = pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="the demo checkpoint is not in this checkout")
@@ -18,9 +17,9 @@ def test_shipped_checkpoint_is_small_and_rebuilds_from_itself():
     assert not model.training
 
 
-def test_main_command_restores_and_scores_every_demo_set(tmp_path, monkeypatch):
+def test_main_command_restores_and_scores_every_demo_set(tmp_path, monkeypatch, small_demo):
     # the same code path as `python test.py` with no flags, on a smaller build of the same demo set
-    monkeypatch.setattr(dwgn.data.datasets, "DEMO_ROOT", build_demo(tmp_path / "demo", train_per_weather=1, test_per_weather=2))
+    monkeypatch.setattr(dwgn.data.datasets, "DEMO_ROOT", small_demo)
     summary = main(["--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figures")])
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert set(metrics) == set(dwgn.data.datasets.DEMO_TEST_SETS) == set(summary["metrics"])

@@ -188,7 +188,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     assert moved > 0  # the comparison is between trained weights, not two copies of the init
 
 
-# ---------------------------------------------------------------- Stage 2 (train.py = dwgn.finetuning.main)
+# ------------------------------------------------------- Stage 2 (train.py = dwgn.training.finetuning.main)
 
 
 def pair_folder(root: Path, n: int = 3, size: int = 72) -> Path:
@@ -292,6 +292,18 @@ def test_curves_draw_one_panel_per_kind_of_line(tmp_path):
     four = Image.open(plot_curves(tmp_path, tmp_path / "b.png"))
     assert four.size[1] == two.size[1] and four.size[0] == pytest.approx(2 * two.size[0], rel=0.02)
     assert main([str(tmp_path / "missing")]) == 1
+
+
+def test_curves_title_says_how_far_the_run_got(tmp_path):
+    from dwgn.training.curves import curves_title
+
+    run = tmp_path / "finetune-tiny"
+    run.mkdir()
+    records = [{"step": 190, "loss": 0.1, "lr": 1e-6}, {"step": 200, "val_psnr": 20.9}]
+    assert curves_title(run, records) == "finetune-tiny: 200 steps"  # no config.yaml: what the log shows
+    (run / "config.yaml").write_text("preset: tiny\nsteps: 400\n")
+    assert curves_title(run, records) == "finetune-tiny: step 200 of 400"
+    assert curves_title(run, records + [{"step": 400, "loss": 0.09, "lr": 1e-6}]) == "finetune-tiny: 400 steps"
 
 
 class CtrlCHooks(CountingHooks):

@@ -1,11 +1,11 @@
-"""The network of DESIGN.md §1: exact parameter counts, MACs, per-image equality, any size, gradients."""
+"""The network of docs/DESIGN.md §1: exact parameter counts, MACs, per-image equality, any size, gradients."""
 import pytest
 import torch
 
 import dwgn
 from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveConv1x1, WeightAdaptiveGroupConv3x3
-from dwgn.models.network import DwGNBlock, fixed_pools, recorded_pools
-from dwgn.profile import count, count_parameters
+from dwgn.models.network import DwGNBlock, count_parameters, fixed_pools, recorded_pools
+from dwgn.profile import count
 
 torch.set_num_threads(1)
 
@@ -98,19 +98,36 @@ def test_large_odd_size():
         assert model(torch.rand(1, 3, 300, 517)).shape == (1, 3, 300, 517)
 
 
-@pytest.mark.parametrize("dynamic", ["half", "full"])
-def test_every_parameter_receives_a_gradient(dynamic):
-    torch.manual_seed(0)
-    model = dwgn.build_model("tiny", dynamic=dynamic, enc_blocks=(2, 1, 1))  # 2 blocks: a shifted one too
-    # From a perturbed, non-initial state: at initialisation every LayerNorm bias is 0, so the channel sum of a
-    # 1x1's input is 0 and GLGF's shared term (one number added to every kernel entry) gets exactly 0 gradient.
-    # A parameter that is really disconnected still gets none after the perturbation.
+def parameters_without_gradient(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters whose gradient is missing or exactly zero after one backward pass.
+
+    From a perturbed, non-initial state: at initialisation every LayerNorm bias is 0, so the channel sum of a
+    1x1's input is 0 and GLGF's shared term (one number added to every kernel entry) gets exactly 0 gradient.
+    A parameter that is really disconnected still gets none after the perturbation."""
+    torch.manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
     model(torch.rand(2, 3, 64, 64)).abs().mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
-    assert missing == []
+    return [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+
+
+@pytest.mark.parametrize("dynamic", ["half", "full"])
+def test_every_parameter_receives_a_gradient(dynamic):
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny", dynamic=dynamic, enc_blocks=(2, 1, 1))  # 2 blocks: a shifted one too
+    assert parameters_without_gradient(model) == []
+
+
+def test_gradient_check_reports_disconnected_parameters():
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny")
+    model.middle[0].hdfn.unused = torch.nn.Parameter(torch.ones(3))  # registered, never used
+    # one path cut: the dynamic q, k, v of the first block leave the graph
+    model.encoders[0][0].hdmc.dynamic_qkv.register_forward_hook(lambda m, i, out: out.detach())
+    cut = sorted(n for n, _ in model.named_parameters() if n.startswith("encoders.0.0.hdmc.dynamic_qkv."))
+    assert len(cut) == 17  # 3 GLGFs of 5 convs + 2 spatial-compensation convs
+    assert sorted(parameters_without_gradient(model)) == sorted(cut + ["middle.0.hdfn.unused"])
 
 
 def test_state_dict_round_trip_is_exact():
@@ -155,7 +172,7 @@ def test_recorded_then_fixed_pools_reproduce_the_forward():
 
 
 def test_glgf_matmuls_equal_the_conv_definition():
-    """GLGF runs as matmuls; it must compute exactly the grouped-1x1-conv equation of DESIGN.md §1."""
+    """GLGF runs as matmuls; it must compute exactly the grouped-1x1-conv equation of docs/DESIGN.md §1."""
     torch.manual_seed(0)
     m = GLGF(48, 48 * 9, 16)
     for conv in m.modules():

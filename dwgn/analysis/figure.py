@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
 from dwgn.analysis.separability import Recording, dynamic_matrix, standardise  # noqa: E402
+from dwgn.io import save_figure  # noqa: E402
 
 
 def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,9 +119,4 @@ def plot_analysis(rec: Recording, sep: dict, path: Path) -> None:
     meta = sep.get("_meta", {})
     fig.suptitle(f"Do DwGN's generated weights separate the weathers?  {Path(str(meta.get('checkpoint', ''))).name}"
                  f"  n={len(labels)}" + ("  (SYNTHETIC demo data)" if meta.get("synthetic") else ""), fontsize=11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)

@@ -9,11 +9,13 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from dwgn.analysis.figure import plot_analysis
-from dwgn.analysis.separability import (CLASSIFIER, DEFAULT_CHECKPOINT, DEFAULT_OUT, GENERATORS, Recording,
-                                        centre_crop, format_table, record_features, separability, weather_of)
+from dwgn.analysis.separability import (CLASSIFIER, DEFAULT_OUT, GENERATORS, Recording,
+                                        format_table, record_features, separability, weather_of)
 from dwgn.data.datasets import test_sets
 from dwgn.data.images import read_image
-from dwgn.data.transforms import to_tensor
+from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
+from dwgn.data.transforms import center_crop, to_tensor
+from dwgn.io import write_text_atomic
 from dwgn.training.checkpoint import load_model
 
 
@@ -23,7 +25,7 @@ def test_images(names: list[str] | None, max_per_set: int, crop: int,
     out = []
     for key, pairs in test_sets(names, data_root).items():
         for inp, _gt in sorted(pairs)[:max_per_set]:
-            out.append((weather_of(key), key, str(inp), centre_crop(to_tensor(read_image(inp)), crop)))
+            out.append((weather_of(key), key, str(inp), to_tensor(center_crop(read_image(inp), crop))))
     return out
 
 
@@ -88,10 +90,7 @@ def write_analysis(rec: Recording, out_dir: Path, figure: Path | None = None, me
                                  "alpha": "HDFN's share of the static branch",
                                  "input": "global average pool of LN(block input), what HDMC's generators see"},
                     "dynamic_kept_of": {b: f.dynamic_size for b, f in rec.blocks.items()}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "separability.json.tmp"
-    tmp.write_text(json.dumps(sep, indent=2) + "\n")
-    tmp.replace(out_dir / "separability.json")
+    write_text_atomic(out_dir / "separability.json", json.dumps(sep, indent=2) + "\n")
     plot_analysis(rec, sep, out_dir / "dynamic_weights.png")
     if figure is not None:
         figure.parent.mkdir(parents=True, exist_ok=True)

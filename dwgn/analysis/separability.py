@@ -27,9 +27,6 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from dwgn.data.paths import REPO
-
-DEFAULT_CHECKPOINT = REPO / "checkpoints" / "dwgn-tiny-demo.pt"
 DEFAULT_OUT = Path("results/analysis")
 CLASSIFIER = ("nearest class mean on standardised features (statistics from the training fold), leave-one-out; "
               "`ridge`: a ridge classifier (one-hot targets, unpenalised intercept, K = Z Z^T / D, lambda 1; "
@@ -82,14 +79,6 @@ def blocks_of(model: nn.Module) -> dict[str, nn.Module]:
     if not found:
         raise ValueError(f"{type(model).__name__} has no DwGN blocks (modules with .hdmc and .hdfn) to analyse")
     return found
-
-
-def centre_crop(x: Tensor, size: int) -> Tensor:
-    """(3, H, W) -> (3, min(H, size), min(W, size)), the central window; no resampling."""
-    h, w = x.shape[-2:]
-    th, tw = min(h, size), min(w, size)
-    top, left = (h - th) // 2, (w - tw) // 2
-    return x[..., top:top + th, left:left + tw]
 
 
 def _keep_index(size: int, cap: int, seed: int) -> np.ndarray | None:

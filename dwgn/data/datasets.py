@@ -209,7 +209,7 @@ class CleanImageDataset(Dataset):
 
 class SyntheticWeatherDataset(Dataset):
     """(degraded, clean) pairs made on the fly: a random crop (and flip/rotation) of a clean image,
-    degraded by one weather chosen uniformly from `weathers` (dwgn.weather)."""
+    degraded by one weather chosen uniformly from `weathers` (dwgn.data.weather)."""
 
     def __init__(self, paths: list[Path], crop: int = 128, weathers: tuple[str, ...] = WEATHERS,
                  length: int | None = None):

@@ -1,4 +1,4 @@
-"""The embedded all-weather demo set: packaged photos + dwgn.weather, in the real benchmarks' layouts.
+"""The embedded all-weather demo set: packaged photos + dwgn.data.weather, in the real benchmarks' layouts.
 
 <root>/
   manifest.json                      says SYNTHETIC, the seed, photos and counts
@@ -9,7 +9,7 @@
   test/demo-rain/input/, gt/ ; test/demo-haze/input/, gt/           plain paired folders
 
 Training crops come only from the train photos and test crops only from the test photos
-(dwgn.photos). Every sample has its own generator, seeded from (seed, split, weather, index), so
+(dwgn.data.photos). Every sample has its own generator, seeded from (seed, split, weather, index), so
 the set is identical on every machine for a given seed.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tqdm import tqdm
 from dwgn.data.images import read_image
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import WEATHERS, synthesize
+from dwgn.io import save_figure
 
 DEMO_VERSION = 1
 # Test image sizes (H, W): mostly 256x256, plus two odd sizes so padding/cropping paths are exercised.
@@ -140,7 +141,7 @@ def build_demo(root: Path, seed: int = 0, train_per_weather: int = 120, test_per
         counts = _build_test(tmp / "test", test_photos, test_per_weather, seed, bar)
     manifest = {
         "synthetic": True,
-        "note": "SYNTHETIC data: packaged sample photos with simulated weather (dwgn.weather); "
+        "note": "SYNTHETIC data: packaged sample photos with simulated weather (dwgn.data.weather); "
                 "not a benchmark, scores on it are not comparable with published results",
         "version": DEMO_VERSION,
         "seed": seed,
@@ -182,10 +183,6 @@ def make_figure(out: Path, seed: int = 0, size: int = 256) -> Path:
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=10)
-    fig.suptitle("Synthetic weather (dwgn.weather) on packaged test photos", fontsize=11)
+    fig.suptitle("Synthetic weather (dwgn.data.weather) on packaged test photos", fontsize=11)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=90)

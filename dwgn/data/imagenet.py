@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from dwgn.data.layouts import IMAGE_EXTS
 from dwgn.data.paths import DATA_ROOT
+from dwgn.io import atomic_path, write_text_atomic
 
 _HEADER = "# root: "
 
@@ -57,19 +58,16 @@ def index_imagenet(root: Path, out: Path, progress: bool = True) -> tuple[Path, 
         if name in done:
             continue
         names = [f"{name}/{n}" for n in _images_in(root / name)]
-        tmp = parts / f"{name}.tmp"
-        tmp.write_text("".join(n + "\n" for n in names))
-        os.replace(tmp, parts / f"{name}.txt")  # atomic: a class is either fully indexed or not at all
+        # atomic: a class is either fully indexed or not at all
+        write_text_atomic(parts / f"{name}.txt", "".join(n + "\n" for n in names))
     count = len(loose)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_path(out) as tmp, open(tmp, "w") as f:
         f.write(f"{_HEADER}{root}\n")
         f.writelines(n + "\n" for n in loose)
         for name in classes:
             text = (parts / f"{name}.txt").read_text()
             count += text.count("\n")
             f.write(text)
-    os.replace(tmp, out)
     shutil.rmtree(parts)
     return out, count
 

@@ -1,4 +1,4 @@
-"""The real benchmark layouts (DESIGN.md §4): finding (input, gt) pairs exactly as each set names them.
+"""The real benchmark layouts (docs/DESIGN.md §4): finding (input, gt) pairs exactly as each set names them.
 
 Every function here returns a `PairScan` that keeps what it could not use (unpaired files, files a
 list names but that are missing, Outdoor-Rain test scenes removed from training, non-images), so
@@ -16,12 +16,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dwgn.io import write_text_atomic
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 INPUT_DIRS = ("input", "data", "synthetic")
 GT_DIRS = ("gt", "label")
 MIX_SUBSETS = ("snow", "drop", "haze", "rain", "night")  # the authors' own mix
 PAIRS_LIST = "dwgn_pairs.txt"  # written by `prepare.py --check`, read first by the loaders
-EXPECTED_PAIRS = {  # DESIGN.md §4
+EXPECTED_PAIRS = {  # docs/DESIGN.md §4
     "allweather": 18069,
     "snow100k-s": 16611,
     "snow100k-l": 16801,
@@ -218,11 +220,7 @@ def write_pairs_list(scan: PairScan, root: Path) -> Path:
     n_inputs = len(_listdir(dirs[0])[0]) if dirs else -1
     lines = [f"# dwgn pairs: {len(scan.pairs)} pairs; inputs={n_inputs}; layout={scan.layout}; written by dataset/prepare.py --check"]
     lines += [f"{a.relative_to(root).as_posix()}\t{b.relative_to(root).as_posix()}" for a, b in scan.pairs]
-    out = root / PAIRS_LIST
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(root / PAIRS_LIST, "\n".join(lines) + "\n")
 
 
 def scan_set(root: Path) -> PairScan:

@@ -4,7 +4,7 @@
   --figure [PATH]                 draw figures/weather_examples.png
   --check DIR [--json] [--decode] check one set or a parent of several: pairs per set, missing,
                                   unpaired, size-mismatched (and with --decode, unreadable) files,
-                                  totals against DESIGN.md §4; writes DIR/.../dwgn_pairs.txt lists
+                                  totals against docs/DESIGN.md §4; writes DIR/.../dwgn_pairs.txt lists
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def check_set(root: Path, decode: bool = False, write_list: bool = True) -> dict
             other = "raindrop-b" if name == "raindrop-a" else "raindrop-a"
             if len(scan.pairs) == layouts.EXPECTED_PAIRS[other]:
                 hint = f" - this looks like {other} (test_a and test_b are often mixed up)"
-        problems.append(f"expected {expected} pairs for {name} (DESIGN.md §4), found {len(scan.pairs)}{hint}")
+        problems.append(f"expected {expected} pairs for {name} (docs/DESIGN.md §4), found {len(scan.pairs)}{hint}")
     scan.pairs = good
     listed = None
     if write_list and root.is_dir() and good:

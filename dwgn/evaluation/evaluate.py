@@ -1,8 +1,8 @@
 """`python test.py`: score a checkpoint on the benchmarks, restore a folder of photos, profile the network.
 
-Protocol (DESIGN.md §4): every restored image is rounded to 8 bits and saved as PNG; PSNR/SSIM are
+Protocol (docs/DESIGN.md §4): every restored image is rounded to 8 bits and saved as PNG; PSNR/SSIM are
 computed on exactly that 8-bit image against the 8-bit ground truth at native size (BT.601 Y and RGB,
-dwgn/metrics.py) and averaged over the images of a set. Nothing is resized; an input whose size differs
+dwgn/evaluation/metrics.py) and averaged over the images of a set. Nothing is resized; an input whose size differs
 from its ground truth is an error; an unreadable image is skipped and listed (printed at the end and
 under `skipped` in metrics.json), so a score never silently covers fewer images.
 """
@@ -24,12 +24,12 @@ from tqdm import tqdm
 
 from dwgn.data.datasets import DEMO_TEST_SETS, test_sets
 from dwgn.data.images import read_image
-from dwgn.data.paths import REPO
+from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.evaluation.metrics import all_metrics, psnr
+from dwgn.io import atomic_path, write_text_atomic
 from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore
 
 PROTOCOL = "Y BT.601, 8-bit, native size"
-DEFAULT_CHECKPOINT = REPO / "checkpoints" / "dwgn-tiny-demo.pt"
 PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 PER_IMAGE_CSV = "per_image.csv"
@@ -52,10 +52,8 @@ def load_checkpoint_model(path: str | Path | None, device: str) -> nn.Module:
 
 def save_png(path: Path, image: np.ndarray) -> None:
     """Write an 8-bit PNG (RGB, RGBA or gray) atomically, so an interrupted run leaves no half image."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def read_photo(path: Path) -> np.ndarray:
@@ -140,10 +138,10 @@ def restore_folder(model: nn.Module, folder: Path, out_dir: Path, *, tile: int |
 
 # --------------------------------------------------------------------------------------------- reports
 def write_metrics(results: dict[str, dict], results_dir: Path, rows: list[dict]) -> None:
-    """metrics.json (DESIGN.md §6), metrics.csv (one line per set), per_image.csv (one line per image)."""
+    """metrics.json (docs/DESIGN.md §6), metrics.csv (one line per set), per_image.csv (one line per image)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     clean = {k: {f: v for f, v in e.items() if not f.startswith("_")} for k, e in results.items()}
-    (results_dir / "metrics.json").write_text(json.dumps(clean, indent=2) + "\n")
+    write_text_atomic(results_dir / "metrics.json", json.dumps(clean, indent=2) + "\n")
     with open(results_dir / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["set", "n", *METRIC_KEYS, "input_psnr_y", "skipped", "synthetic", "protocol"])

@@ -1,4 +1,4 @@
-"""The field's reference PSNR and SSIM (DESIGN.md §4), on 8-bit RGB images at native resolution.
+"""The field's reference PSNR and SSIM (docs/DESIGN.md §4), on 8-bit RGB images at native resolution.
 
 Definitions (those of the restoration literature's MATLAB/BasicSR evaluation code):
 - Y channel: BT.601 luma of MATLAB's `rgb2ycbcr`, Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255

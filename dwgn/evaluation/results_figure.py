@@ -1,6 +1,6 @@
 """Results figure: per weather (test set), input | restored | ground truth crops, and per-set PSNR bars.
 
-    python -m dwgn.results_figure RESULTS_DIR [--out figures/results.png]
+    python -m dwgn.evaluation.results_figure RESULTS_DIR [--out figures/results.png]
 
 Reads what test.py wrote: RESULTS_DIR/metrics.json, per_image.csv and the restored PNGs. For each set
 the image shown is the one with the median restored PSNR-Y (representative, not the best one).
@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
 from dwgn.data.images import read_image  # noqa: E402
+from dwgn.data.transforms import center_crop  # noqa: E402
+from dwgn.io import save_figure  # noqa: E402
 
 CROP = 192  # side of the shown crop, in pixels of the native image (no resizing)
 
@@ -26,13 +28,6 @@ CROP = 192  # side of the shown crop, in pixels of the native image (no resizing
 def _median_row(rows: list[dict]) -> dict:
     ordered = sorted(rows, key=lambda r: float(r["psnr_y"]))
     return ordered[len(ordered) // 2]
-
-
-def _centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    s = min(size, h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    return image[y:y + s, x:x + s]
 
 
 def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Path:
@@ -59,7 +54,7 @@ def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Pa
                   "ground truth"]
         for j, (image, title) in enumerate(zip(images, titles)):
             ax = fig.add_subplot(grid[i, j])
-            ax.imshow(_centre_crop(image, CROP), interpolation="nearest")
+            ax.imshow(center_crop(image, min(CROP, *image.shape[:2])), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(title, fontsize=9)
             if j == 0:
@@ -81,14 +76,12 @@ def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Pa
     fig.suptitle(f"DwGN restoration, {metrics[keys[0]]['protocol']}"
                  + ("  (SYNTHETIC demo data)" if synthetic else ""), fontsize=11)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m dwgn.evaluation.results_figure", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dwgn.evaluation.results_figure",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", help="the --results folder test.py wrote")
     parser.add_argument("--out", default="figures/results.png")
     args = parser.parse_args(argv)

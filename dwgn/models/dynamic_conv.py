@@ -1,4 +1,4 @@
-"""Dynamic-weights convolutions (DESIGN.md §1, "Weight generation" and "The two dynamic-weights convolutions").
+"""Dynamic-weights convolutions (docs/DESIGN.md §1.3 GLGF, §1.4 the two weight-adaptive convolutions).
 
 * ``GLGF`` -- the lightweight mapping layer that turns a pooled feature vector into N weights per image.
 * ``WeightAdaptiveConv1x1`` -- a 1x1 conv whose kernel GLGF generates per image, with spatial compensation.

@@ -1,4 +1,4 @@
-"""HDFN: half-dynamic feed-forward network (DESIGN.md §1).
+"""HDFN: half-dynamic feed-forward network (docs/DESIGN.md §1).
 
 A static and a dynamic branch (1x1 C->2C, GELU, grouped 3x3 with C groups) mixed per image by
 alpha = sigmoid(1x1_{C/16->1}(1x1_{C->C/16}(GAP x))), then a 1x1 2C->C.

@@ -1,4 +1,4 @@
-"""HDMC: half-dynamic multi-head cross-attention (DESIGN.md §1).
+"""HDMC: half-dynamic multi-head cross-attention (docs/DESIGN.md §1).
 
 A static branch (ordinary convs) and a dynamic branch (weight-adaptive convs) each make q, k, v from the
 same input. The branches then swap values -- the exclusive-generic interaction:

@@ -1,4 +1,4 @@
-"""The DwGN encoder-decoder (DESIGN.md §1): stem, 3 encoder levels, middle, 3 decoder levels, output conv."""
+"""The DwGN encoder-decoder (docs/DESIGN.md §1): stem, 3 encoder levels, middle, 3 decoder levels, output conv."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -18,7 +18,7 @@ DYNAMIC_MODES = ("half", "none", "full")
 
 @dataclass
 class ModelConfig:
-    """Every knob of the network. `paper` is DESIGN.md §1; `tiny` trains in seconds on a CPU."""
+    """Every knob of the network. `paper` is docs/DESIGN.md §1; `tiny` trains in seconds on a CPU."""
 
     width: int = 32                      # channels at level 1 (doubles each level)
     enc_blocks: tuple = (4, 4, 6)        # blocks per encoder level
@@ -128,12 +128,13 @@ class DwGN(nn.Module):
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
+        """The authors' initialisation (docs/DESIGN.md §1): conv weights N(0, 0.02), conv biases keep PyTorch's
+        default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the relative-position bias table a normal of std 0.02
+        truncated at 2 std; LayerNorms start at weight 1, bias 0 (as constructed)."""
         if isinstance(module, nn.Conv2d):
             nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
         elif isinstance(module, WindowCrossAttention):
-            nn.init.normal_(module.bias_table, std=0.02)
+            nn.init.trunc_normal_(module.bias_table, std=0.02, a=-0.04, b=0.04)
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -161,6 +162,11 @@ def build_model(preset: str = "paper", **overrides) -> DwGN:
         raise ValueError(f"unknown model option(s) {unknown}; valid: {', '.join(sorted(names))}")
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     return DwGN(replace(PRESETS[preset], **overrides))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Every parameter's element count (the number the paper and the design table quote)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def _pools(model: nn.Module) -> dict[str, GlobalPool]:

@@ -1,6 +1,6 @@
 """Checkpoints: written atomically, loaded with weights_only=True, rebuilt from their own config.
 
-Keys (DESIGN.md §6): `format_version`, `model` (raw weights), `model_ema` (if EMA is used), `config`
+Keys (docs/DESIGN.md §6): `format_version`, `model` (raw weights), `model_ema` (if EMA is used), `config`
 (nested dict; `config["model"]` rebuilds the network), `step` (completed optimizer steps); `last.pt`
 adds `optimizer`, `scheduler`, `scaler`, `rng` and stage extras such as `generators` (Stage 1).
 """
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dwgn.io import atomic_path
 from dwgn.training.config import ConfigError, differing_fields, model_config_from_dict
 from dwgn.models.network import ModelConfig
 
@@ -28,38 +29,40 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-write leaves the previous file intact (tmp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(ckpt, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write atomically (dwgn.io.atomic_path): a crash mid-write leaves the previous file intact."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(ckpt, fh)
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before the rename: a power cut cannot leave an empty last.pt
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load on the CPU with weights_only=True (no code runs on load) and check the required keys."""
+class UnsafeCheckpointError(CheckpointError):
+    """A torch file that pickles Python objects, so it could only be read by running code from it."""
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """torch.load on the CPU with weights_only=True (no code runs on load); errors name the file and why."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
         raise CheckpointError(f"checkpoint {path} cannot be read: not a torch checkpoint (truncated or another format?)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         lines = str(err).splitlines()
         reason = next((ln.strip() for ln in lines if "Unsupported" in ln or "GLOBAL" in ln), lines[0])
-        raise CheckpointError(
+        raise UnsafeCheckpointError(
             f"checkpoint {path} holds more than tensors and plain Python types, so it is not loaded "
             f"(weights_only=True; no code may run on load): {reason}") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"checkpoint {path} cannot be read (truncated or not a torch file?): {err}") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load on the CPU with weights_only=True (no code runs on load) and check the required keys."""
+    path = Path(path)
+    ckpt = read_torch_file(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} is a {type(ckpt).__name__}, expected a dict with keys {REQUIRED_KEYS}")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
@@ -92,6 +95,13 @@ def _get(cfg: Any, key: str) -> Any:
     return cfg
 
 
+def model_weights(ckpt: dict[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
+    """The network's weights in a checkpoint: the EMA weights when the run kept them (and they are preferred)."""
+    if prefer_ema and ckpt.get("model_ema") is not None:
+        return ckpt["model_ema"]
+    return ckpt["model"]
+
+
 def load_weights(model: nn.Module, path: str | Path, prefer_ema: bool = True) -> dict[str, Any]:
     """Load a checkpoint's weights (EMA if present and preferred) into `model` after checking its
     architecture; returns the checkpoint."""
@@ -99,7 +109,7 @@ def load_weights(model: nn.Module, path: str | Path, prefer_ema: bool = True) ->
     model_config = getattr(model, "config", None)
     if isinstance(model_config, ModelConfig):
         check_architecture(checkpoint_model_config(ckpt, path), model_config, path)
-    state = ckpt["model_ema"] if prefer_ema and ckpt.get("model_ema") is not None else ckpt["model"]
+    state = model_weights(ckpt, prefer_ema)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -113,7 +123,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
 
     ckpt = load_checkpoint(path)
     model = build_model("paper", **asdict(checkpoint_model_config(ckpt, path)))  # every field overridden
-    state = ckpt["model_ema"] if ckpt.get("model_ema") is not None else ckpt["model"]
+    state = model_weights(ckpt)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -121,5 +131,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     return model.to(device).eval()
 
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "check_architecture", "checkpoint_model_config",
-           "load_checkpoint", "load_model", "load_weights", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "CheckpointError", "UnsafeCheckpointError", "check_architecture",
+           "checkpoint_model_config", "load_checkpoint", "load_model", "load_weights", "model_weights",
+           "read_torch_file", "save_checkpoint"]

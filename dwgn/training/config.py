@@ -1,4 +1,4 @@
-"""One typed configuration for both training stages (DESIGN.md §6).
+"""One typed configuration for both training stages (docs/DESIGN.md §6).
 
 Precedence, lowest to highest: the dataclass defaults (the embedded CPU demo) -> the model preset
 (`--preset` or `preset:` in YAML; it replaces the whole `model`) -> the YAML file (`--config F`) ->
@@ -79,7 +79,7 @@ class TrainConfig:
 
 @dataclass
 class FinetuneConfig(TrainConfig):
-    """Stage 2 (train.py): all-weather fine-tuning from the pre-trained network (DESIGN.md §3)."""
+    """Stage 2 (train.py): all-weather fine-tuning from the pre-trained network (docs/DESIGN.md §3)."""
 
     init: str | None = None               # pre-trained checkpoint; None -> runs/pretrain-<preset>/last.pt
     from_scratch: bool = False            # start from random weights instead of --init
@@ -95,7 +95,7 @@ class FinetuneConfig(TrainConfig):
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    """Stage 1 (pre-training.py): blind background decomposition (DESIGN.md §2).
+    """Stage 1 (pre-training.py): blind background decomposition (docs/DESIGN.md §2).
 
     The pre-training stage may subclass this with its own extra fields; the parser handles any
     dataclass."""

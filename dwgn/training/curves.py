@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+
+from dwgn.io import save_figure  # noqa: E402
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -28,6 +31,16 @@ def read_log(run_dir: Path) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path} line {n} is not JSON ({err}); was the file edited by hand?") from None
     return records
+
+
+def curves_title(run_dir: Path, records: list[dict]) -> str:
+    """`<run>: 400 steps` for a finished run; `<run>: step 150 of 400` for one still going (or stopped), the
+    total read from the run's config.yaml; without one, the last step logged."""
+    done = max(int(r["step"]) for r in records)
+    config = run_dir / "config.yaml"
+    total = yaml.safe_load(config.read_text()).get("steps") if config.is_file() else None
+    name = run_dir.resolve().name
+    return f"{name}: step {done} of {total}" if total and total != done else f"{name}: {done} steps"
 
 
 def plot_curves(run_dir: Path, out: Path) -> Path:
@@ -56,12 +69,9 @@ def plot_curves(run_dir: Path, out: Path) -> Path:
         axes[i].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{run_dir.resolve().name}: {train[-1]['step']} steps")
+    fig.suptitle(curves_title(run_dir, records))
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

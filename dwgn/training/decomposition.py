@@ -1,4 +1,4 @@
-"""Stage 1: adversarial blind background decomposition (DESIGN.md §2).
+"""Stage 1: adversarial blind background decomposition (docs/DESIGN.md §2).
 
 A clean crop B (B,3,H,W) in [0,1] is degraded by two learned mask generators into
 
@@ -15,7 +15,7 @@ is μ_i + σ_i·ε with ε ~ N(0, 1) per pixel and channel (reparameterised, so 
 
 What keeps the generators learning (issue 11; docs/pretraining.md has the measurements)
 --------------------------------------------------------------------------------------
-DESIGN.md §2 as written (τ = 0.1 on unbounded logits, no cost on the degradation) collapses within
+docs/DESIGN.md §2 as written (τ = 0.1 on unbounded logits, no cost on the degradation) collapses within
 ~50 steps to one fixed mask at the bound for every image, and the logit networks' gradient becomes
 exactly zero. Four changes, inside the same frame:
 
@@ -276,10 +276,6 @@ def recover_background(degradation: Degradation) -> Tensor:
     return (d.output - d.distractor * d.mask_d) / d.mask_b
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 # ---------------------------------------------------------------------------------------------
 # The adversarial generator step
 # ---------------------------------------------------------------------------------------------
@@ -362,8 +358,15 @@ def make_generator_optimizer(decomposer: nn.Module, lr: float = 2e-4) -> torch.o
 
 
 __all__ = [
+<<<<<<< HEAD
     "BUDGET", "DecompositionNoise", "Decomposer", "Degradation", "ENTROPY_WEIGHT", "LOGIT_BOUND", "LOGIT_DECAY",
     "LogitNet", "MaskGenerator", "MaskSample", "MASK_FLOOR", "N_COMPONENTS", "SIGMA_MAX", "TAU", "apply_budget",
     "count_parameters", "degrade", "generator_objective", "generator_step", "hard_gumbel_softmax", "information",
     "logit_gradient_norms", "make_generator_optimizer", "noise_seed", "recover_background", "sample_noise",
+=======
+    "DecompositionNoise", "Decomposer", "Degradation", "LogitNet", "MaskGenerator", "MASK_FLOOR",
+    "N_COMPONENTS", "SIGMA_MAX", "TAU", "degrade", "generator_step",
+    "hard_gumbel_softmax", "make_generator_optimizer", "noise_seed", "recover_background",
+    "sample_noise",
+>>>>>>> main
 ]

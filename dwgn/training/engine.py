@@ -3,7 +3,7 @@
 A stage calls `train(cfg, Stage(...))` with
   (a) `model`:     the network, built from `cfg.model`, on the CPU (the engine moves it and wraps DDP);
   (b) `train_set`: a Dataset whose `__getitem__((index, sample_seed))` returns a tuple of tensors;
-                   every random choice of a sample must come from `sample_seed` (DESIGN.md data interface);
+                   every random choice of a sample must come from `sample_seed` (docs/DESIGN.md §4);
   (c) optionally `val_set` (items `(input, target)`, tensors (3,H,W) in [0,1]; PSNR every `val_every`),
       `initialize(model)` (fresh start only, never on resume: e.g. load pre-trained weights), and
       `hooks`, a `StageHooks` subclass:

@@ -1,4 +1,4 @@
-"""Stage 2: all-weather fine-tuning from the pre-trained network (DESIGN.md §3); `train.py` calls main().
+"""Stage 2: all-weather fine-tuning from the pre-trained network (docs/DESIGN.md §3); `train.py` calls main().
 
 Adam 2e-4 (0.9, 0.999), cosine to 1e-6, L1 loss, random crops with the 8 flips/rotations (PairedDataset),
 initialised from Stage 1's `runs/pretrain-<preset>/last.pt` unless `--from-scratch`.

@@ -1,13 +1,14 @@
-"""Stage 1: pre-training (DESIGN.md §2) on the shared engine; `pre-training.py` calls main().
+"""Stage 1: pre-training (docs/DESIGN.md §2) on the shared engine; `pre-training.py` calls main().
 
 `--degradation adversarial` (the paper): clean crops B are degraded by the learned mask generators of
-dwgn.decomposition; each step the network takes its L1 step on O = clip(B⊙M_b + D⊙M_d) (made under
+dwgn.training.decomposition; each step the network takes its L1 step on O = clip(B⊙M_b + D⊙M_d) (made under
 no_grad in `prepare`), then the generators take their ascent step through the frozen, just-updated
 network (`after_step`): 1:1, network first, Adam for both, both on the same cosine schedule (the
 generators' rate is `generator_lr` times the network's cosine factor, so the two players' relative
 speed stays fixed and the adversary does not outrun a network whose rate has decayed). The adversary's
-bounded logits, budget and information term are dwgn.training.decomposition's (issue 11).
-`--degradation weather`: the same images with synthetic weather (dwgn.weather), no generators.
+bounded logits, budget and information term are dwgn.training.decomposition's (issue 11; the changes
+and their reasons: docs/pretraining.md).
+`--degradation weather`: the same images with synthetic weather (dwgn.data.weather), no generators.
 
 The run directory is `runs/pretrain-<preset>` (or `--out`); `last.pt` holds the network for
 fine-tuning and, for resume, `generators` = {"model": generator weights, "optimizer": their Adam}.
@@ -43,7 +44,7 @@ class PretrainingConfig(PretrainConfig):
     crop: int = 64                        # the network pads to multiples of 64 anyway: the cheapest crop
     save_every: int = 50
     generator_lr: float = 2e-4            # Adam peak rate for the generators, on the network's cosine schedule
-    mask_floor: float = MASK_FLOOR        # every pixel keeps at least this fraction of B (see dwgn.decomposition)
+    mask_floor: float = MASK_FLOOR        # every pixel keeps at least this fraction of B (see decomposition.py)
     mask_budget: float = BUDGET           # per image, mean degradation share of each mask's range at most this
     entropy_weight: float = ENTROPY_WEIGHT  # information term (component use + image dependence) of the adversary
 
