@@ -31,6 +31,7 @@ from torch import Tensor
 from dwgn.data.images import read_image
 from dwgn.data.photos import packaged_photos
 from dwgn.data.transforms import to_tensor
+from dwgn.io import save_figure, write_text_atomic
 from dwgn.training.config import config_to_dict, parse_config
 from dwgn.training.decomposition import logit_gradient_norms, sample_noise
 from dwgn.training.engine import train
@@ -129,7 +130,7 @@ def draw(pictures: list[tuple[int, np.ndarray]], clean: Tensor, path: Path, rows
     fig.suptitle("Stage 1 adversary over training (tiny, CPU; held-out crops, fixed noise)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def summarise(records: list[dict], fixed_at: int) -> dict:
@@ -165,7 +166,7 @@ def write_results(args: argparse.Namespace, argv: list[str] | None, cfg: Pretrai
               "config": config_to_dict(cfg), "held_out_crops": args.held_out, "wall_seconds": round(seconds),
               "torch": torch.__version__, "summary": summary, "snapshots": hooks.records}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    write_text_atomic(args.json, json.dumps(result, indent=1) + "\n")
     draw(hooks.pictures, crops, Path(args.figure), args.figure_rows)
     return summary
 
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resummarise:
         result = json.loads(Path(args.json).read_text())
         result["summary"] = summarise(result["snapshots"], args.fixed_at)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_text_atomic(args.json, json.dumps(result, indent=1) + "\n")
         print(json.dumps(result["summary"], indent=1))
         return 0
     if Path(args.out, "last.pt").exists():

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run(arm: str, seed: int, args: argparse.Namespace) -> tuple[list[str], dict[int, float]]:
     out = Path(args.out) / f"{arm}-seed{seed}"
-    start = ["--init", args.init] if arm == "stage1" else ["--from-scratch"]
+    start = ["--init", str(args.frozen_init)] if arm == "stage1" else ["--from-scratch"]
     cmd = [sys.executable, "train.py", *start, "--steps", str(args.steps), "--seed", str(seed),
            "--val-every", str(args.val_every), "--num-workers", "0", "--out", str(out)]
     if not (out / "log.jsonl").exists() or '"step": %d' % args.steps not in (out / "log.jsonl").read_text():
@@ -46,12 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.init).is_file():
         print(f"error: --init {args.init} not found; pass a Stage-1 last.pt", file=sys.stderr)
         return 2
+    import shutil
+
     import torch
 
-    init_step = torch.load(args.init, map_location="cpu", weights_only=True)["step"]
+    from dwgn.io import write_text_atomic
+
     seeds = [int(s) for s in args.seeds.split(",")]
     arms: dict[str, dict] = {}
-    for arm in ("stage1", "scratch"):
+    # scratch first: --init may be the last.pt of a Stage-1 run still going; it is copied (it is written
+    # atomically) when the Stage-1 arm starts, and the JSON records how many Stage-1 steps it had
+    args.frozen_init = Path(args.out) / "stage1-init.pt"
+    for arm in ("scratch", "stage1"):
+        if arm == "stage1" and not args.frozen_init.exists():
+            args.frozen_init.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(args.init, args.frozen_init)
         curves, commands = {}, []
         for seed in seeds:
             cmd, curve = run(arm, seed, args)
@@ -66,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     diff = {st: arms["stage1"]["mean"][st] - arms["scratch"]["mean"][st] for st in arms["stage1"]["mean"]}
     result = {"what": "validation PSNR (RGB, dB; 5 center crops of the synthetic demo test set) of train.py, "
                       "tiny, CPU: from Stage-1 weights vs --from-scratch, same steps/data/seeds",
-              "init": args.init, "init_stage1_steps": init_step, "seeds": seeds, "arms": arms,
+              "init": args.init, "init_stage1_steps":
+                  torch.load(args.frozen_init, map_location="cpu", weights_only=True)["step"], "seeds": seeds, "arms": arms,
               "stage1_minus_scratch": diff}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    write_text_atomic(args.json, json.dumps(result, indent=1) + "\n")
     print(json.dumps(diff, indent=1))
     return 0
 
