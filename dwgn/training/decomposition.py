@@ -358,15 +358,8 @@ def make_generator_optimizer(decomposer: nn.Module, lr: float = 2e-4) -> torch.o
 
 
 __all__ = [
-<<<<<<< HEAD
     "BUDGET", "DecompositionNoise", "Decomposer", "Degradation", "ENTROPY_WEIGHT", "LOGIT_BOUND", "LOGIT_DECAY",
     "LogitNet", "MaskGenerator", "MaskSample", "MASK_FLOOR", "N_COMPONENTS", "SIGMA_MAX", "TAU", "apply_budget",
-    "count_parameters", "degrade", "generator_objective", "generator_step", "hard_gumbel_softmax", "information",
+    "degrade", "generator_objective", "generator_step", "hard_gumbel_softmax", "information",
     "logit_gradient_norms", "make_generator_optimizer", "noise_seed", "recover_background", "sample_noise",
-=======
-    "DecompositionNoise", "Decomposer", "Degradation", "LogitNet", "MaskGenerator", "MASK_FLOOR",
-    "N_COMPONENTS", "SIGMA_MAX", "TAU", "degrade", "generator_step",
-    "hard_gumbel_softmax", "make_generator_optimizer", "noise_seed", "recover_background",
-    "sample_noise",
->>>>>>> main
 ]
