@@ -15,7 +15,6 @@ fine-tuning and, for resume, `generators` = {"model": generator weights, "optimi
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -24,12 +23,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dwgn.training.checkpoint import CheckpointError
-from dwgn.training.config import ConfigError, PretrainConfig, parse_config
+from dwgn.training.config import ConfigError, PretrainConfig, opt, parse_config
 from dwgn.training.decomposition import (BUDGET, ENTROPY_WEIGHT, MASK_FLOOR, Decomposer, DecompositionNoise,
                                          generator_step, logit_gradient_norms, make_generator_optimizer,
                                          sample_noise)
-from dwgn.training.engine import (EngineContext, Stage, StageHooks, StepContext, TrainingError, cosine_lr,
-                                  train)
+from dwgn.errors import run_main
+from dwgn.training.engine import EngineContext, Stage, StageHooks, StepContext, cosine_lr, train
 from dwgn.models.network import build_model
 
 STAGE = "pretrain"
@@ -40,13 +39,17 @@ class PretrainingConfig(PretrainConfig):
     """Stage 1's keys. Defaults are the CPU demo (a few minutes on 2 cores); configs/ holds the paper's
     (batch 4, 128² crops, 2 ImageNet epochs)."""
 
-    steps: int = 100
-    crop: int = 64                        # the network pads to multiples of 64 anyway: the cheapest crop
-    save_every: int = 50
-    generator_lr: float = 2e-4            # Adam peak rate for the generators, on the network's cosine schedule
-    mask_floor: float = MASK_FLOOR        # every pixel keeps at least this fraction of B (see decomposition.py)
-    mask_budget: float = BUDGET           # per image, mean degradation share of each mask's range at most this
-    entropy_weight: float = ENTROPY_WEIGHT  # information term (component use + image dependence) of the adversary
+    steps: int = opt(100, "total optimizer steps (a larger value extends a finished run)")
+    crop: int = opt(64, "training crop side in pixels (the network pads to multiples of 64: the cheapest crop)")
+    save_every: int = opt(50, "steps between last.pt checkpoints (and always at the end)")
+    generator_lr: float = opt(2e-4, "peak Adam learning rate of the mask generators, on the network's cosine "
+                              "schedule (the paper: 2e-4)")
+    mask_floor: float = opt(MASK_FLOOR, "every pixel keeps at least this fraction of B, in (0, 1) "
+                            "(see dwgn/training/decomposition.py)")
+    mask_budget: float = opt(BUDGET, "per image, the mean share of each mask's range the adversary may use, "
+                             "in (0, 1] (docs/pretraining.md)")
+    entropy_weight: float = opt(ENTROPY_WEIGHT, "weight of the adversary's information term (component use + "
+                                "image dependence), >= 0 (docs/pretraining.md)")
 
     def validate(self) -> None:
         super().validate()
@@ -152,17 +155,13 @@ def training_set(cfg: PretrainingConfig) -> Dataset:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python pre-training.py [--key value ...]`; returns the exit status."""
-    try:
-        cfg = parse_config(PretrainingConfig, argv, prog="pre-training.py")
-        print(f"degradation: {cfg.degradation}"
-              + (f" (learned masks, background floor {cfg.mask_floor})" if cfg.degradation == "adversarial" else ""))
-        train(cfg, build_stage(cfg, training_set(cfg)))
-    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError, ValueError) as err:
-        print(f"pre-training.py: error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, ConfigError) else 1
+    """`python pre-training.py [--key value ...]`; errors propagate to `dwgn.errors.run_main`."""
+    cfg = parse_config(PretrainingConfig, argv, prog="pre-training.py")
+    print(f"degradation: {cfg.degradation}"
+          + (f" (learned masks, background floor {cfg.mask_floor})" if cfg.degradation == "adversarial" else ""))
+    train(cfg, build_stage(cfg, training_set(cfg)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_main(main, "pre-training.py")
