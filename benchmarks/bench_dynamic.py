@@ -1,6 +1,6 @@
 """Cost of the dynamic weights: time `dynamic=half` against its static twin `dynamic=none`.
 
-    python benchmarks/bench_dynamic.py [--preset paper] [--batch 8] [--size 128] [--repeats 3]
+    OMP_NUM_THREADS=1 python benchmarks/bench_dynamic.py [--preset paper] [--batch 8] [--size 128] [--repeats 3]
 
 Both models see the same inputs in the same run, measured alternately (half, none, half, none, ...) so that
 machine noise hits both; the printed ratio half/none is the figure to read, not the absolute seconds.
@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
 import torch
 
 import dwgn

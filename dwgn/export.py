@@ -1,21 +1,33 @@
-"""Export a training checkpoint as a small release file: `python -m dwgn.export SRC DST [--dtype float16]`.
+"""Release a checkpoint: `python -m dwgn.export SRC [DST.safetensors|DST.pt] [--onnx MODEL.onnx]`.
 
-Keeps what `dwgn.load_model` needs (format_version, config, step and the weights -- the EMA weights when the
-run kept them) and drops the optimizer, scheduler, RNG and Stage-1 generators. float16 halves the size; the
-weights are cast back to float32 when loaded.
+DST keeps what `dwgn.load_model` needs (format_version, config, step and the weights -- the EMA weights
+when the run kept them) and drops the optimizer, scheduler, RNG and Stage-1 generators. A `.safetensors`
+DST stores the weights as tensors and the rest (the model config included) as JSON strings in the file's
+metadata: nothing in it can run code. float16 (the default) halves the size; weights are cast back to
+float32 when loaded. --onnx writes the network as ONNX (fp32, batch 1, any height and width) and checks it
+against PyTorch with ONNX Runtime (dwgn/onnx_export.py). Every written file's SHA-256 is printed.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
 import torch
 
-from dwgn.training.checkpoint import load_checkpoint, model_weights, save_checkpoint
+from dwgn.errors import run_main
+from dwgn.training.checkpoint import (SAFETENSORS_SUFFIX, CheckpointError, load_checkpoint, load_model,
+                                      model_weights, save_checkpoint)
+
+PROG = "python -m dwgn.export"
+RELEASE_SUFFIXES = (SAFETENSORS_SUFFIX, ".pt", ".pth")
 
 
 def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16, note: str = "") -> dict:
+    """Write the release of checkpoint `src` to `dst` (format from its suffix); returns what was written."""
+    if Path(dst).suffix not in RELEASE_SUFFIXES:
+        raise CheckpointError(f"release {dst}: name it *.safetensors (recommended) or *.pt")
     ckpt = load_checkpoint(src)
     weights = model_weights(ckpt)
     release = {
@@ -23,24 +35,62 @@ def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16,
         "model": {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},
         "config": ckpt["config"],
         "step": ckpt["step"],
-        "exported_from": str(src),
-        "note": note,
+        "exported_from": Path(src).name,
+        "note": note or ckpt.get("note", ""),
     }
     save_checkpoint(dst, release)
     return release
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dwgn.export", description=__doc__.splitlines()[0])
-    parser.add_argument("src")
-    parser.add_argument("dst")
-    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
-    parser.add_argument("--note", default="", help="free text stored in the file (what it was trained on)")
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _describe(path: Path, what: str) -> str:
+    return f"wrote {path}: {what}, {path.stat().st_size / 2 ** 20:.1f} MB, sha256 {sha256(path)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("src", help="a checkpoint: training (best.pt, last.pt) or a release (.pt, .safetensors)")
+    parser.add_argument("dst", nargs="?", help="the release to write: *.safetensors or *.pt")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="of DST's weights")
+    parser.add_argument("--note", default="", help="free text stored in DST (what it was trained on); "
+                        "default: SRC's note")
+    parser.add_argument("--onnx", metavar="PATH", help="also write the network as ONNX (fp32) and check it")
+    parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check of --onnx")
     args = parser.parse_args(argv)
-    release = export(args.src, args.dst, getattr(torch, args.dtype), args.note)
-    size = Path(args.dst).stat().st_size / 2 ** 20
-    print(f"wrote {args.dst}: step {release['step']}, {args.dtype}, {size:.1f} MB")
+    if args.dst is None and args.onnx is None:
+        parser.error("nothing to write: give DST (*.safetensors or *.pt) and/or --onnx PATH")
+    if args.dst is not None:
+        release = export(args.src, args.dst, getattr(torch, args.dtype), args.note)
+        print(_describe(Path(args.dst), f"step {release['step']}, {args.dtype}"))
+    if args.onnx is not None:
+        from dwgn.onnx_export import CHECK_SIZES, TOLERANCE, check_onnx, export_onnx
+
+        model = load_model(args.src)
+        export_onnx(model, args.onnx)
+        print(_describe(Path(args.onnx), "ONNX, fp32, input 'image' (1,3,H,W) in [0,1], H and W any"))
+        if not args.no_check:
+            diffs = check_onnx(model, args.onnx, CHECK_SIZES)
+            print("ONNX Runtime vs PyTorch, max abs difference: "
+                  + ", ".join(f"{h}x{w} {d:.1e}" for (h, w), d in diffs.items()) + f" (tolerance {TOLERANCE:g})")
+            if max(diffs.values()) > TOLERANCE:
+                print(f"{PROG}: the ONNX model disagrees with PyTorch beyond {TOLERANCE:g}: an export bug",
+                      file=sys.stderr)
+                return 1
+    return 0
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Exit with main's status; a user's mistake (missing file, bad checkpoint, no ONNX packages) is one
+    `error:` line and exit code 2 (dwgn.errors.run_main)."""
+    run_main(main, PROG, argv)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run()

@@ -1,5 +1,6 @@
 """Stage 1 decomposition: mask shapes, initial values, gradients of the adversarial step, the bound."""
 import copy
+import math
 
 import pytest
 import torch
@@ -146,7 +147,8 @@ def test_background_stays_recoverable_after_adversarial_training():
 
 
 def test_background_stays_recoverable_at_the_extremes():
-    _, decomposer, clean, noise = _setup()
+    _, _, clean, noise = _setup()
+    decomposer = Decomposer(budget=1.0)   # no budget: the floor itself is reachable
     with torch.no_grad():  # the adversary's best attempt at erasing B: every μ_b at its lowest, σ maximal
         decomposer.gen_b.mean_logit.fill_(-50)
         decomposer.gen_b.spread_logit.fill_(50)
@@ -185,7 +187,7 @@ def test_config_keys_and_errors():
     assert (cfg.degradation, cfg.mask_floor, cfg.steps, cfg.generator_lr) == ("weather", 0.5, 7, 2e-4)
     with pytest.raises(ConfigError, match="mask_floor must be in"):
         parse_config(PretrainingConfig, ["--mask-floor", "0"])
-    with pytest.raises(ConfigError, match="degradation must be adversarial or weather"):
+    with pytest.raises(ConfigError, match="degradation must be one of adversarial, weather, got .fog."):
         parse_config(PretrainingConfig, ["--degradation", "fog"])
 
 
@@ -295,3 +297,123 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
     for key in a["generators"]["model"]:
         assert torch.equal(a["generators"]["model"][key], b["generators"]["model"][key]), key
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 11: the adversary keeps learning (bounded logits, budget, information term)
+# ---------------------------------------------------------------------------------------------
+def test_budget_caps_each_images_mean_share_and_leaves_smaller_ones_alone():
+    from dwgn.training.decomposition import apply_budget
+
+    share = torch.stack([torch.full((3, 4, 4), 0.9), torch.full((3, 4, 4), 0.1)])   # (2,3,4,4)
+    share[0, :, 0, 0] = 0.3
+    out = apply_budget(share, 0.4)
+    assert out[0].mean().item() == pytest.approx(0.4)
+    torch.testing.assert_close(out[0], share[0] * 0.4 / share[0].mean())           # scaled, shape kept
+    torch.testing.assert_close(out[1], share[1])                                    # under budget: unchanged
+
+
+def test_budget_holds_in_the_decomposer_and_the_bound_survives():
+    _, decomposer, clean, noise = _setup()
+    with torch.no_grad():   # the adversary at its extreme: every component at the bound
+        decomposer.gen_b.mean_logit.fill_(-50)
+        decomposer.gen_d.mean_logit.fill_(50)
+        d = decomposer(clean, noise)
+    given_up = (1 - d.mask_b) / (1 - MASK_FLOOR)
+    assert given_up.mean(dim=(1, 2, 3)).max().item() == pytest.approx(decomposer.budget, abs=1e-5)
+    assert d.share_d.mean(dim=(1, 2, 3)).max().item() == pytest.approx(decomposer.budget, abs=1e-5)
+    _assert_bound(decomposer, clean, noise)
+
+
+def test_logits_are_bounded_so_no_choice_is_certain():
+    from dwgn.training.decomposition import LOGIT_BOUND
+
+    _, decomposer, clean, noise = _setup()
+    with torch.no_grad():
+        decomposer.gen_b.logits.head.bias.copy_(torch.tensor([1e4] + [-1e4] * (N_COMPONENTS - 1)))
+        sample = decomposer.gen_b.sample(clean, noise.gumbel_b, noise.eps_b)
+    p_max = 1 / (1 + (N_COMPONENTS - 1) * torch.exp(torch.tensor(-2 * LOGIT_BOUND)))   # from ℓ ∈ [−L, L]
+    assert sample.probs.max().item() <= p_max.item() + 1e-6
+    assert sample.probs[:, 0].min().item() == pytest.approx(p_max.item(), abs=1e-4)
+
+
+def test_information_term_against_its_definition():
+    from dwgn.training.decomposition import information
+
+    n = N_COMPONENTS
+    onehot = lambda idx: F.one_hot(torch.tensor(idx), n).float()[..., None, None].expand(-1, -1, 2, 2)  # noqa: E731
+    same = onehot([3, 3, 3, 3])                     # every image picks component 3 everywhere
+    usage, dependence = information(same)
+    assert usage.item() == pytest.approx(0.0, abs=1e-6) and dependence.item() == pytest.approx(0.0, abs=1e-6)
+    different = onehot([0, 1, 2, 3])                # each image its own component: I = ln 4, H = ln 4
+    usage, dependence = information(different)
+    assert usage.item() == pytest.approx(math.log(4) / math.log(n), rel=1e-5)
+    assert dependence.item() == pytest.approx(math.log(4) / math.log(n), rel=1e-5)
+    uniform = torch.full((4, n, 2, 2), 1.0 / n)     # all components, but the same for every image
+    usage, dependence = information(uniform)
+    assert usage.item() == pytest.approx(1.0, rel=1e-5) and dependence.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mask_statistics_reference_values():
+    from dwgn.training.mask_stats import choice_entropy_bits, mean_pairwise_correlation
+
+    a = torch.rand(8, 8)
+    assert mean_pairwise_correlation(torch.stack([a, 2 * a + 1, a])) == pytest.approx(1.0)
+    assert mean_pairwise_correlation(torch.stack([a, -a])) == pytest.approx(-1.0)
+    assert mean_pairwise_correlation(torch.full((3, 8, 8), 0.5)) == pytest.approx(1.0)   # one flat mask
+    choice = F.one_hot(torch.tensor([0, 1, 2, 3]).repeat(4).view(2, 2, 4), N_COMPONENTS).permute(0, 3, 1, 2).float()
+    assert choice_entropy_bits(choice) == pytest.approx(2.0)                              # 4 even components
+
+
+def _short_run(steps, *, legacy):
+    """Network + generators on 32² crops of the packaged photos, 1:1, Adam 2e-4; returns per-step health.
+    legacy=True is DESIGN.md §2 as first written: τ 0.1 on unbounded logits, no budget, no information term."""
+    from dwgn.data.images import read_image
+    from dwgn.data.photos import packaged_photos
+    from dwgn.data.transforms import to_tensor
+    from dwgn.training.decomposition import logit_gradient_norms
+    from dwgn.training.mask_stats import mask_statistics
+
+    photos = [to_tensor(read_image(p)) for p in packaged_photos("train")]
+    g = torch.Generator().manual_seed(0)
+
+    def crops(n=4, size=32):
+        out = []
+        for _ in range(n):
+            im = photos[int(torch.randint(len(photos), (1,), generator=g))]
+            y, x = (int(torch.randint(s - size, (1,), generator=g)) for s in im.shape[1:])
+            out.append(im[:, y:y + size, x:x + size])
+        return torch.stack(out)                                                   # (4,3,32,32)
+
+    torch.manual_seed(0)
+    network, decomposer = StandIn(), Decomposer(budget=1.0 if legacy else 0.4)
+    kwargs = {}
+    if legacy:
+        for gen in (decomposer.gen_b, decomposer.gen_d):
+            gen.tau, gen.logit_bound = 0.1, 1e9
+        kwargs = {"entropy_weight": 0.0, "logit_decay": 0.0}
+    net_opt, gen_opt = torch.optim.Adam(network.parameters(), 2e-4), make_generator_optimizer(decomposer)
+    history = []
+    for step in range(steps):
+        clean = crops()
+        noise = sample_noise(4, 32, 32, seed=0, step=step)
+        loss = F.l1_loss(network(degrade(decomposer, clean, noise)), clean)
+        net_opt.zero_grad()
+        loss.backward()
+        net_opt.step()
+        generator_step(network, decomposer, gen_opt, clean, noise, **kwargs)
+        history.append({**logit_gradient_norms(decomposer), **mask_statistics(decomposer, decomposer(clean, noise))})
+    return history
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_short_run_keeps_the_adversary_learning_where_the_old_recipe_collapses(legacy):
+    history = _short_run(50, legacy=legacy)
+    last = history[-10:]
+    alive = (all(h["grad_b"] > 1e-4 and h["grad_d"] > 1e-4 for h in last)
+             and all(h["dependence_b"] > 2e-4 and h["dependence_d"] > 2e-4 for h in last)
+             and min(min(h["entropy_b"], h["entropy_d"]) for h in last) > 1.5
+             and max(max(h["on_bound_b"], h["on_bound_d"]) for h in last) <= 0.5)
+    # the fixed recipe keeps a gradient, image-dependent choices and several components; the old one
+    # (issue 11) ends with zero gradient and one component chosen the same way for every image
+    assert alive != legacy, last[-1]

@@ -32,4 +32,4 @@ class HDFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         alpha = self.mixing_weight(x)
-        return self.project(alpha * self.static(x) + (1 - alpha) * self.dynamic(x))
+        return self.project(torch.lerp(self.dynamic(x), self.static(x), alpha))  # alpha static + (1 - alpha) dynamic

@@ -8,6 +8,8 @@ inside 8x8 windows (plain or shifted), with one relative-position bias table sha
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from dwgn.models.dynamic_conv import conv1x1, group_conv3x3
@@ -36,34 +38,38 @@ class WindowCrossAttention(nn.Module):
         self.register_buffer("bias_index", rel[0] * (2 * window - 1) + rel[1], persistent=False)
         self._masks: dict[tuple, Tensor] = {}
 
-    def _mask(self, height: int, width: int, device) -> Tensor:
+    def _shift_mask(self, height: int, width: int, device: torch.device) -> Tensor:
+        """(nW, 1, 1, N, N) -100/0 mask of the shifted windows, made once per image size and device."""
         key = (height, width, str(device))
         if key not in self._masks:
-            self._masks[key] = shifted_window_mask(height, width, self.window, self.shift, device)
+            self._masks[key] = shifted_window_mask(height, width, self.window, self.shift, device)[:, None, None]
         return self._masks[key]
 
     def forward(self, static_qkv: Tensor, dynamic_qkv: Tensor) -> Tensor:
         b, _, h, w = static_qkv.shape
-        ws, heads, d = self.window, self.heads, self.head_dim
+        ws, s, heads, n = self.window, self.shift, self.heads, self.window ** 2
         nh, nw = h // ws, w // ws
         t = torch.stack((static_qkv, dynamic_qkv), dim=1)  # (B, 2, 3C, H, W)
-        if self.shift:
-            t = torch.roll(t, shifts=(-self.shift, -self.shift), dims=(3, 4))
-        # one copy into windows: (B*nW, branch, qkv, heads, N, d)
-        t = t.view(b, 2, 3, heads, d, nh, ws, nw, ws).permute(0, 5, 7, 1, 2, 3, 6, 8, 4)
-        t = t.reshape(b * nh * nw, 2, 3, heads, ws * ws, d)
-        q, k, v = t[:, :, 0], t[:, :, 1], t[:, :, 2].flip(1)  # flip: static queries meet dynamic values
-        attn = torch.matmul(q * self.scale, k.transpose(-2, -1))  # (B*nW, 2, heads, N, N)
-        bias = self.bias_table.flatten(1)[:, self.bias_index]  # (heads, N, N)
-        attn = attn + bias
-        if self.shift:
-            attn = (attn.view(b, nh * nw, 2, heads, ws * ws, ws * ws)
-                    + self._mask(h, w, attn.device)[None, :, None, None]).view_as(attn)
-        out = torch.matmul(attn.softmax(dim=-1), v)  # (B*nW, 2, heads, N, d)
-        out = out.view(b, nh, nw, 2, heads, ws, ws, d).permute(0, 3, 4, 7, 1, 5, 2, 6).reshape(b, 2 * heads * d, h, w)
-        if self.shift:
-            out = torch.roll(out, shifts=(self.shift, self.shift), dims=(2, 3))
-        return out  # (B, 2C, H, W): [static queries | dynamic queries]
+        bias = self.bias_table.flatten(1)[:, self.bias_index]  # (heads, N, N): its gradient reaches the table
+        # One copy into windows. Attention "heads" are (branch, head), and (window, branch, head) when shifted, so
+        # the additive mask -- bias, plus the shift mask that differs per window -- broadcasts over the batch.
+        if s:
+            t = torch.roll(t, shifts=(-s, -s), dims=(3, 4))
+            t = rearrange(t, "b r (x m d) (nh wh) (nw ww) -> x b (nh nw r m) (wh ww) d", x=3, m=heads, wh=ws, ww=ws)
+            mask = (bias.expand(2, heads, n, n) + self._shift_mask(h, w, t.device)).view(nh * nw * 2 * heads, n, n)
+            swap = (b, nh * nw, 2, heads * n, self.head_dim)
+        else:
+            t = rearrange(t, "b r (x m d) (nh wh) (nw ww) -> x (b nh nw) (r m) (wh ww) d", x=3, m=heads, wh=ws, ww=ws)
+            mask = bias.expand(2, heads, n, n).reshape(2 * heads, n, n)  # (2*heads, N, N)
+            swap = (b * nh * nw, 1, 2, heads * n, self.head_dim)
+        q, k, v = t.unbind(0)  # each (batch, heads', N, d)
+        v = v.view(swap).flip(2).view(v.shape)  # static queries meet dynamic values and vice versa
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=self.scale)
+        if s:
+            out = rearrange(out, "b (nh nw r m) (wh ww) d -> b (r m d) (nh wh) (nw ww)", nh=nh, nw=nw, r=2, wh=ws)
+            return torch.roll(out, shifts=(s, s), dims=(2, 3))
+        return rearrange(out, "(b nh nw) (r m) (wh ww) d -> b (r m d) (nh wh) (nw ww)", nh=nh, nw=nw, r=2, wh=ws)
+        # (B, 2C, H, W): [static queries | dynamic queries]
 
 
 class HDMC(nn.Module):

@@ -2,10 +2,17 @@
 
 Keys (docs/DESIGN.md §6): `format_version`, `model` (raw weights), `model_ema` (if EMA is used), `config`
 (nested dict; `config["model"]` rebuilds the network), `step` (completed optimizer steps); `last.pt`
-adds `optimizer`, `scheduler`, `scaler`, `rng` and stage extras such as `generators` (Stage 1).
+adds `optimizer`, `scaler`, `rng` (Python, NumPy, torch, CUDA; restored on resume) and stage extras
+such as `generators` (Stage 1). No scheduler state: the learning rate is a function of step and config.
+
+A release (`python -m dwgn.export`) may instead be a `.safetensors` file: the weights as its tensors and
+every other key (config, step, ...) in one JSON string, its metadata entry "dwgn"; it loads into the same
+dict. One entry, keys sorted: safetensors writes metadata entries in no fixed order, and a release's
+bytes (and SHA-256) should not change from one export to the next.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -13,25 +20,34 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
+from dwgn.errors import UserError
 from dwgn.io import atomic_path
 from dwgn.training.config import ConfigError, differing_fields, model_config_from_dict
 from dwgn.models.network import ModelConfig
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "config", "step")
+SAFETENSORS_SUFFIX = ".safetensors"
+SAFETENSORS_METADATA_KEY = "dwgn"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, unreadable, or does not fit the network it is loaded into."""
 
 
 def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
-    """Write atomically (dwgn.io.atomic_path): a crash mid-write leaves the previous file intact."""
+    """Write atomically (dwgn.io.atomic_path): a crash mid-write leaves the previous file intact.
+    A `.safetensors` path holds a release only (`release_bytes`)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(ckpt, fh)
+        if Path(path).suffix == SAFETENSORS_SUFFIX:
+            fh.write(release_bytes(ckpt))
+        else:
+            torch.save(ckpt, fh)
         fh.flush()
         os.fsync(fh.fileno())  # on disk before the rename: a power cut cannot leave an empty last.pt
 
@@ -59,10 +75,41 @@ def read_torch_file(path: str | Path) -> Any:
         raise CheckpointError(f"checkpoint {path} cannot be read (truncated or not a torch file?): {err}") from None
 
 
+def release_bytes(ckpt: dict[str, Any]) -> bytes:
+    """A release checkpoint as safetensors: `ckpt["model"]` as the tensors, every other key in one JSON
+    string (so `config` and `step` come back typed). Training state cannot go in it."""
+    try:
+        rest = json.dumps({k: v for k, v in ckpt.items() if k != "model"}, sort_keys=True)
+    except TypeError as err:  # a tensor outside "model": EMA weights, optimizer state
+        raise CheckpointError(f"a .safetensors file holds one set of weights and JSON metadata ({err}): keep "
+                              "training checkpoints as .pt and release with `python -m dwgn.export SRC DST.safetensors`") from None
+    tensors = {k: v.contiguous() for k, v in ckpt["model"].items()}
+    return safetensors.torch.save(tensors, {SAFETENSORS_METADATA_KEY: rest})
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    """The dict `release_bytes` was made from; no code runs (safetensors holds only tensors and strings)."""
+    try:
+        ckpt: dict[str, Any] = {"model": safetensors.torch.load_file(path, device="cpu")}
+        with safetensors.safe_open(path, framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        ckpt.update(json.loads(metadata.get(SAFETENSORS_METADATA_KEY, "{}")))
+    except (SafetensorError, OSError, ValueError, TypeError) as err:  # ValueError: bad JSON, not a dict
+        raise CheckpointError(f"checkpoint {path} cannot be read as safetensors (truncated, or metadata that "
+                              f"DwGN did not write?): {err}") from None
+    return ckpt
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load on the CPU with weights_only=True (no code runs on load) and check the required keys."""
+    """Load on the CPU with weights_only=True (no code runs on load) and check the required keys; a
+    `.safetensors` file is read with safetensors (its metadata holds the other keys)."""
     path = Path(path)
-    ckpt = read_torch_file(path)
+    if path.suffix != SAFETENSORS_SUFFIX:
+        ckpt = read_torch_file(path)
+    elif not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    else:
+        ckpt = _load_safetensors(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} is a {type(ckpt).__name__}, expected a dict with keys {REQUIRED_KEYS}")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
@@ -133,4 +180,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "UnsafeCheckpointError", "check_architecture",
            "checkpoint_model_config", "load_checkpoint", "load_model", "load_weights", "model_weights",
-           "read_torch_file", "save_checkpoint"]
+           "read_torch_file", "release_bytes", "save_checkpoint"]

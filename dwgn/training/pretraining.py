@@ -3,7 +3,11 @@
 `--degradation adversarial` (the paper): clean crops B are degraded by the learned mask generators of
 dwgn.training.decomposition; each step the network takes its L1 step on O = clip(B⊙M_b + D⊙M_d) (made under
 no_grad in `prepare`), then the generators take their ascent step through the frozen, just-updated
-network (`after_step`): 1:1, network first, Adam for both.
+network (`after_step`): 1:1, network first, Adam for both, both on the same cosine schedule (the
+generators' rate is `generator_lr` times the network's cosine factor, so the two players' relative
+speed stays fixed and the adversary does not outrun a network whose rate has decayed). The adversary's
+bounded logits, budget and information term are dwgn.training.decomposition's (issue 11; the changes
+and their reasons: docs/pretraining.md).
 `--degradation weather`: the same images with synthetic weather (dwgn.data.weather), no generators.
 
 The run directory is `runs/pretrain-<preset>` (or `--out`); `last.pt` holds the network for
@@ -11,7 +15,6 @@ fine-tuning and, for resume, `generators` = {"model": generator weights, "optimi
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -20,10 +23,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dwgn.training.checkpoint import CheckpointError
-from dwgn.training.config import ConfigError, PretrainConfig, parse_config
-from dwgn.training.decomposition import (MASK_FLOOR, Decomposer, DecompositionNoise, generator_step,
-                                make_generator_optimizer, sample_noise)
-from dwgn.training.engine import EngineContext, Stage, StageHooks, StepContext, TrainingError, train
+from dwgn.training.config import ConfigError, PretrainConfig, opt, parse_config
+from dwgn.training.decomposition import (BUDGET, ENTROPY_WEIGHT, MASK_FLOOR, Decomposer, DecompositionNoise,
+                                         generator_step, logit_gradient_norms, make_generator_optimizer,
+                                         sample_noise)
+from dwgn.errors import run_main
+from dwgn.training.engine import EngineContext, Stage, StageHooks, StepContext, cosine_lr, train
 from dwgn.models.network import build_model
 
 STAGE = "pretrain"
@@ -34,11 +39,17 @@ class PretrainingConfig(PretrainConfig):
     """Stage 1's keys. Defaults are the CPU demo (a few minutes on 2 cores); configs/ holds the paper's
     (batch 4, 128² crops, 2 ImageNet epochs)."""
 
-    steps: int = 100
-    crop: int = 64                        # the network pads to multiples of 64 anyway: the cheapest crop
-    save_every: int = 50
-    generator_lr: float = 2e-4            # Adam for the generators (constant; the paper uses 2e-4 for both)
-    mask_floor: float = MASK_FLOOR        # every pixel keeps at least this fraction of B (see decomposition.py)
+    steps: int = opt(100, "total optimizer steps (a larger value extends a finished run)")
+    crop: int = opt(64, "training crop side in pixels (the network pads to multiples of 64: the cheapest crop)")
+    save_every: int = opt(50, "steps between last.pt checkpoints (and always at the end)")
+    generator_lr: float = opt(2e-4, "peak Adam learning rate of the mask generators, on the network's cosine "
+                              "schedule (the paper: 2e-4)")
+    mask_floor: float = opt(MASK_FLOOR, "every pixel keeps at least this fraction of B, in (0, 1) "
+                            "(see dwgn/training/decomposition.py)")
+    mask_budget: float = opt(BUDGET, "per image, the mean share of each mask's range the adversary may use, "
+                             "in (0, 1] (docs/pretraining.md)")
+    entropy_weight: float = opt(ENTROPY_WEIGHT, "weight of the adversary's information term (component use + "
+                                "image dependence), >= 0 (docs/pretraining.md)")
 
     def validate(self) -> None:
         super().validate()
@@ -47,6 +58,11 @@ class PretrainingConfig(PretrainConfig):
         if not 0.0 < self.mask_floor < 1.0:
             raise ConfigError(f"mask_floor must be in (0, 1) so the background stays recoverable and the "
                               f"adversary has room; got {self.mask_floor}")
+        if not 0.0 < self.mask_budget <= 1.0:
+            raise ConfigError(f"mask_budget must be in (0, 1] (the mean share of the mask range an image may "
+                              f"use); got {self.mask_budget}")
+        if self.entropy_weight < 0:
+            raise ConfigError(f"entropy_weight must be >= 0, got {self.entropy_weight}")
 
 
 class AdversarialDecomposition(StageHooks):
@@ -61,7 +77,7 @@ class AdversarialDecomposition(StageHooks):
         # fixed initial weights for a given seed, whatever the global RNG did before
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
-            self.decomposer = Decomposer(floor=self.cfg.mask_floor).to(ctx.device)
+            self.decomposer = Decomposer(floor=self.cfg.mask_floor, budget=self.cfg.mask_budget).to(ctx.device)
         self.wrapped = ctx.wrap(self.decomposer)  # DDP when distributed: generator gradients averaged
         self.optimizer = make_generator_optimizer(self.decomposer, self.cfg.generator_lr)
         self.ctx = ctx
@@ -79,8 +95,16 @@ class AdversarialDecomposition(StageHooks):
     def after_step(self, step: StepContext, inputs: Tensor, targets: Tensor) -> dict[str, float]:
         # bf16 autocast is safe without a gradient scaler; fp16 would need one, so it runs float32
         amp = step.engine.autocast() if step.engine.amp_dtype == torch.bfloat16 else None
-        loss = generator_step(step.model, self.wrapped, self.optimizer, targets, self.noise, autocast=amp)
-        return {"generator_loss": loss, **self.masks}
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.generator_lr(step.step)
+        loss = generator_step(step.model, self.wrapped, self.optimizer, targets, self.noise, autocast=amp,
+                              entropy_weight=self.cfg.entropy_weight)
+        return {"generator_loss": loss, **self.masks, **logit_gradient_norms(self.decomposer)}
+
+    def generator_lr(self, step: int) -> float:
+        """`generator_lr` times the network's cosine factor at `step` (the same schedule for both players)."""
+        factor = cosine_lr(step, self.cfg) / self.cfg.lr if self.cfg.lr > 0 else 1.0
+        return self.cfg.generator_lr * factor
 
     def state_dict(self) -> dict[str, Any]:
         return {"generators": {"model": self.decomposer.state_dict(), "optimizer": self.optimizer.state_dict()}}
@@ -131,17 +155,13 @@ def training_set(cfg: PretrainingConfig) -> Dataset:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python pre-training.py [--key value ...]`; returns the exit status."""
-    try:
-        cfg = parse_config(PretrainingConfig, argv, prog="pre-training.py")
-        print(f"degradation: {cfg.degradation}"
-              + (f" (learned masks, background floor {cfg.mask_floor})" if cfg.degradation == "adversarial" else ""))
-        train(cfg, build_stage(cfg, training_set(cfg)))
-    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError, ValueError) as err:
-        print(f"pre-training.py: error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, ConfigError) else 1
+    """`python pre-training.py [--key value ...]`; errors propagate to `dwgn.errors.run_main`."""
+    cfg = parse_config(PretrainingConfig, argv, prog="pre-training.py")
+    print(f"degradation: {cfg.degradation}"
+          + (f" (learned masks, background floor {cfg.mask_floor})" if cfg.degradation == "adversarial" else ""))
+    train(cfg, build_stage(cfg, training_set(cfg)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_main(main, "pre-training.py")

@@ -1,0 +1,126 @@
+"""Releases: `python -m dwgn.export` to .safetensors (config in the metadata, SHA-256 printed) and .pt;
+`load_model` and `test.py --checkpoint` read both. The ONNX export is tested in tests/test_onnx.py."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from dwgn.evaluation import evaluate
+from dwgn.export import export, main, run
+from dwgn.models.network import build_model
+from dwgn.training.checkpoint import (FORMAT_VERSION, SAFETENSORS_METADATA_KEY, CheckpointError,
+                                      load_checkpoint, load_model, save_checkpoint)
+from dwgn.training.config import FinetuneConfig, config_to_dict
+
+
+@pytest.fixture
+def training_checkpoint(tmp_path):
+    """A Stage-2-like checkpoint of `tiny` with raw and EMA weights and optimizer state."""
+    torch.manual_seed(0)
+    raw, ema = build_model("tiny"), build_model("tiny")
+    cfg = FinetuneConfig()
+    cfg.model = raw.config
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"format_version": FORMAT_VERSION, "model": raw.state_dict(), "model_ema": ema.state_dict(),
+                           "config": config_to_dict(cfg), "step": 7, "optimizer": {"state": {}}})
+    return path, ema
+
+
+def _equal_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_safetensors_release_holds_the_ema_weights_and_the_config_in_its_metadata(training_checkpoint, tmp_path):
+    src, ema = training_checkpoint
+    dst = tmp_path / "release.safetensors"
+    export(src, dst, torch.float32, note="synthetic demo")
+    with safe_open(dst, framework="pt") as fh:
+        meta = json.loads(fh.metadata()[SAFETENSORS_METADATA_KEY])
+        names = set(fh.keys())
+    assert meta["config"]["model"]["width"] == 16 and meta["step"] == 7 and meta["note"] == "synthetic demo"
+    assert meta["format_version"] == FORMAT_VERSION and "optimizer" not in meta
+    assert names == set(ema.state_dict())
+    model = load_model(dst)  # rebuilt from the metadata alone
+    assert model.config == ema.config and _equal_weights(model, ema) and not model.training
+
+
+def test_float16_release_loads_as_the_rounded_float32_weights(training_checkpoint, tmp_path):
+    src, ema = training_checkpoint
+    export(src, tmp_path / "half.safetensors", torch.float16)
+    export(src, tmp_path / "half.pt", torch.float16)
+    from_st, from_pt = load_model(tmp_path / "half.safetensors"), load_model(tmp_path / "half.pt")
+    assert _equal_weights(from_st, from_pt)
+    w = from_st.state_dict()["stem.weight"]
+    assert w.dtype == torch.float32 and torch.equal(w, ema.state_dict()["stem.weight"].half().float())
+
+
+def test_release_bytes_do_not_change_between_exports(training_checkpoint, tmp_path):
+    src, _ = training_checkpoint
+    export(src, tmp_path / "a" / "m.safetensors")
+    export(src, tmp_path / "b" / "m.safetensors")
+    assert (tmp_path / "a" / "m.safetensors").read_bytes() == (tmp_path / "b" / "m.safetensors").read_bytes()
+
+
+def test_cli_prints_the_sha256_of_the_file_it_wrote(training_checkpoint, tmp_path, capsys):
+    src, _ = training_checkpoint
+    dst = tmp_path / "m.safetensors"
+    assert main([str(src), str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert f"sha256 {hashlib.sha256(dst.read_bytes()).hexdigest()}" in out and "step 7, float16" in out
+
+
+def test_training_state_cannot_go_in_a_safetensors_file(training_checkpoint, tmp_path):
+    src, _ = training_checkpoint
+    with pytest.raises(CheckpointError, match="keep training checkpoints as .pt"):
+        save_checkpoint(tmp_path / "last.safetensors", load_checkpoint(src))
+    assert list(tmp_path.glob("*.safetensors")) == [] and list(tmp_path.glob(".*")) == []
+
+
+def test_unreadable_safetensors_is_a_checkpoint_error(training_checkpoint, tmp_path):
+    src, _ = training_checkpoint
+    dst = tmp_path / "m.safetensors"
+    export(src, dst)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(dst.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"cut\.safetensors cannot be read as safetensors"):
+        load_checkpoint(cut)
+    (tmp_path / "text.safetensors").write_text("hello")
+    with pytest.raises(CheckpointError, match=r"text\.safetensors cannot be read"):
+        load_checkpoint(tmp_path / "text.safetensors")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["missing.pt", "out.safetensors"], "error: checkpoint missing.pt not found"),
+    (["{src}", "out.bin"], "error: release out.bin: name it *.safetensors"),
+])
+def test_cli_user_errors_are_one_line_and_exit_2(training_checkpoint, capsys, argv, message, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    src, _ = training_checkpoint
+    with pytest.raises(SystemExit) as exit_info:
+        run([a.format(src=src) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_test_py_restores_with_either_format_identically(training_checkpoint, tmp_path):
+    src, _ = training_checkpoint
+    export(src, tmp_path / "m.safetensors")
+    export(src, tmp_path / "m.pt")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)).save(photos / "p.png")
+    outputs = []
+    for name in ("m.safetensors", "m.pt"):
+        summary = evaluate.run(["--checkpoint", str(tmp_path / name), "--input", str(photos), "--device", "cpu",
+                                "--results", str(tmp_path / name.replace(".", "_"))])
+        (written,) = summary["restored"]
+        outputs.append(np.asarray(Image.open(written)))
+    assert outputs[0].shape == (40, 70, 3) and np.array_equal(outputs[0], outputs[1])
