@@ -17,6 +17,9 @@
 # recipe. Wall time: Stage 1 ~4 min, Stage 2 ~65 min (1.2-2.4 s/step, varying with the machine's load).
 # Validation (EMA, 10 demo centre crops, RGB): 19.04 dB input, 20.40 dB at step 2400. The release is
 # last.pt's EMA weights (no model selection on any test data; best.pt is not used).
+# Code: trained at commit 0c182aa (branch i15); main's later Stage-1 and engine changes were merged
+# after training (the network's function is unchanged: python test.py gives the same numbers), so
+# rerunning this script on later code reproduces the recipe, not the same bytes.
 set -euo pipefail
 export OMP_NUM_THREADS=1   # on a shared CPU, waiting OpenMP threads made training several times slower
 python dataset/fetch_photos.py
@@ -29,3 +32,4 @@ python train.py --config configs/finetune_demo.yaml --init runs/demo-pretrain/la
 python -m dwgn.export runs/demo-finetune/last.pt checkpoints/dwgn-tiny-demo.pt \
     --note "tiny preset; Stage 1: 100 adversarial steps on 33 fetched photos; Stage 2: 2400 of 2400 steps, batch 8, 64px crops, on the synthetic demo set from 40 photos with 15 % clean pairs (checkpoints/make_demo_checkpoint.sh)"
 cp runs/demo-finetune/config.yaml checkpoints/dwgn-tiny-demo.yaml
+python -m dwgn.export checkpoints/dwgn-tiny-demo.pt checkpoints/dwgn-tiny-demo.safetensors   # the release (MODEL_CARD.md)
