@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import dwgn
 from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveGroupConv3x3, _GLGFStack
+from dwgn.models.hdfn import _Mix
 from dwgn.models.hdmc import WindowCrossAttention, shifted_window_mask
 from dwgn.models.network import DwGNBlock, LayerNorm2d
 from dwgn.training.acceleration import compile_blocks
@@ -26,6 +27,13 @@ def test_glgf_stack_backward_matches_numerical_gradient(r):
     heads = [torch.randn(c, 5), torch.randn(c), torch.randn(c, 1), torch.randn(c)][:2 * r]
     args = [torch.randn(b, c), torch.randn(r, g, k, k), torch.randn(r, g, k), torch.randn(r, c, g), *heads]
     assert torch.autograd.gradcheck(_GLGFStack.apply, [a.double().requires_grad_() for a in args])
+
+
+def test_hdfn_mix_backward_matches_numerical_gradient_and_lerp():
+    torch.manual_seed(0)
+    static, dynamic, alpha = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5), torch.rand(2, 1, 1, 1)
+    torch.testing.assert_close(_Mix.apply(static, dynamic, alpha), alpha * static + (1 - alpha) * dynamic)
+    assert torch.autograd.gradcheck(_Mix.apply, [t.double().requires_grad_() for t in (static, dynamic, alpha)])
 
 
 def _glgf_equation(m: GLGF, pooled: torch.Tensor) -> torch.Tensor:
