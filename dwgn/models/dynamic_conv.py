@@ -132,11 +132,15 @@ class _GLGFStack(torch.autograd.Function):
             grad_z.append(torch.addr(torch.bmm(grad.transpose(0, 1), per_channel.unsqueeze(-1)).view(c, b).t(),
                                      total, shared))                                            # (B, C)
         grad_pre = torch.ops.aten.sigmoid_backward(torch.cat(grad_z, dim=1) if r > 1 else grad_z[0], z)
-        grad_mixing = torch.mm(grad_pre.t(), p).view(r, c, g, k)                               # (R, C, g, k)
         grad_p = torch.mm(grad_pre, mixing)                                                     # (B, C)
-        grad_local = grad_mixing.view(r, g, k, g, k).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2).contiguous()
-        grad_squeeze = (grad_mixing * expand.unsqueeze(-1)).sum(dim=1)                          # (R, g, k)
-        grad_expand = (grad_mixing * squeeze.unsqueeze(1)).sum(dim=-1)                          # (R, C, g)
+        # d mixing = grad_pre^T p is never formed (R C^2 values): its three parts as products over the batch
+        grad_pre = grad_pre.view(b, r, c)
+        pg = p.view(b, g, k)
+        grad_local = (grad_pre.view(b, r, g, k, 1) * pg.view(b, 1, g, 1, k)).sum(dim=0)         # (R, g, k, k)
+        squeezed = torch.bmm(pg.transpose(0, 1), squeeze.permute(1, 2, 0))                      # (g, B, R)
+        grad_expand = torch.bmm(grad_pre.permute(1, 2, 0), squeezed.permute(2, 1, 0))            # (R, C, g)
+        through_expand = torch.bmm(grad_pre.transpose(0, 1), expand)                            # (R, B, g)
+        grad_squeeze = (through_expand.transpose(0, 1).unsqueeze(-1) * pg.unsqueeze(1)).sum(dim=0)  # (R, g, k)
         return grad_p, grad_local, grad_squeeze, grad_expand, *grad_heads
 
 
