@@ -25,8 +25,9 @@ def test_glgf_stack_backward_matches_numerical_gradient(r):
     g, b, k = 4, 3, 3
     c = g * k
     heads = [torch.randn(c, 5), torch.randn(c), torch.randn(c, 1), torch.randn(c)][:2 * r]
-    args = [torch.randn(b, c), torch.randn(r, g, k, k), torch.randn(r, g, k), torch.randn(r, c, g), *heads]
-    assert torch.autograd.gradcheck(_GLGFStack.apply, [a.double().requires_grad_() for a in args])
+    args = [torch.randn(b, c), torch.eye(g), torch.randn(r, g, k, k), torch.randn(r, g, k), torch.randn(r, c, g), *heads]
+    args = [a.double().requires_grad_(i != 1) for i, a in enumerate(args)]  # args[1], the identity: no gradient
+    assert torch.autograd.gradcheck(_GLGFStack.apply, args)
 
 
 def test_hdfn_mix_backward_matches_numerical_gradient_and_lerp():

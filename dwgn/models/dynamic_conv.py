@@ -58,6 +58,8 @@ class GLGF(nn.Module):
         self.expand = nn.Conv2d(groups, in_channels, 1, bias=False)
         self.per_channel = nn.Conv2d(in_channels, num_weights, 1, groups=in_channels, bias=False)
         self.shared = nn.Conv2d(in_channels, 1, 1, bias=False)
+        # the g x g identity that places the grouped 1x1 on the diagonal blocks (not a parameter, not saved)
+        self.register_buffer("group_eye", torch.eye(groups), persistent=False)
 
     def forward(self, pooled: Tensor) -> Tensor:
         b, c = pooled.shape[:2]
@@ -69,15 +71,15 @@ class GLGF(nn.Module):
             return out.view(b, -1)                                                               # (B, N)
 
 
-def _mixing_weights(glgfs: tuple[GLGF, ...]) -> tuple[Tensor, Tensor, Tensor]:
-    """local (R, g, C/g, C/g), squeeze (R, g, C/g), expand (R, C, g) of R GLGFs with the same C and g."""
+def _mixing_weights(glgfs: tuple[GLGF, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """eye (g, g), local (R, g, C/g, C/g), squeeze (R, g, C/g), expand (R, C, g) of R GLGFs with the same C and g."""
     g = glgfs[0].squeeze.out_channels
     c = glgfs[0].local.in_channels
     r, k = len(glgfs), c // g
     if r == 1:
         m = glgfs[0]
-        return m.local.weight.view(1, g, k, k), m.squeeze.weight.view(1, g, k), m.expand.weight.view(1, c, g)
-    return (torch.stack([m.local.weight.view(g, k, k) for m in glgfs]),
+        return m.group_eye, m.local.weight.view(1, g, k, k), m.squeeze.weight.view(1, g, k), m.expand.weight.view(1, c, g)
+    return (glgfs[0].group_eye, torch.stack([m.local.weight.view(g, k, k) for m in glgfs]),
             torch.stack([m.squeeze.weight.view(g, k) for m in glgfs]),
             torch.stack([m.expand.weight.view(c, g) for m in glgfs]))
 
@@ -90,20 +92,20 @@ class _GLGFStack(torch.autograd.Function):
     z_r = sigmoid(p M_r^T) for all R at once (one product). Head r: out_r[b, c, :] = z_r[b, c] per_channel_r[c]
     + z_r[b] . shared_r. R = 1: one GLGF, output out_1. R = 2: the grouped 3x3's kernel generator and its
     channel compensation (head 2 of width 1), output out_1 * out_2, the kernel with the per-channel gain folded in.
-    Inputs: p, local (R, g, k, k), squeeze (R, g, k), expand (R, C, g), per_channel_1 (C, N_1 / C), shared_1 (C),
-    and for R = 2 the gain's per_channel_2 (C, 1), shared_2 (C). Output: a 1-tuple, out_1 (B, C, N_1 / C) or the folded kernel (B, C, N_1 / C).
+    Inputs: p, eye (g, g) the identity, local (R, g, k, k), squeeze (R, g, k), expand (R, C, g), per_channel_1
+    (C, N_1 / C), shared_1 (C), and for R = 2 the gain's per_channel_2 (C, 1), shared_2 (C). Output: a 1-tuple,
+    out_1 (B, C, N_1 / C) or the folded kernel (B, C, N_1 / C).
     """
 
     @staticmethod
-    def forward(ctx, p: Tensor, local: Tensor, squeeze: Tensor, expand: Tensor, per_channel: Tensor, shared: Tensor,
+    def forward(ctx, p: Tensor, eye: Tensor, local: Tensor, squeeze: Tensor, expand: Tensor, per_channel: Tensor, shared: Tensor,
                 gain_per_channel: Tensor | None = None, gain_shared: Tensor | None = None):
         r, g, k, _ = local.shape
         heads = (per_channel, shared, gain_per_channel, gain_shared)
         c = g * k
-        mixing = expand.unsqueeze(-1) * squeeze.unsqueeze(1)                                    # (R, C, g, k)
-        # add local to the diagonal blocks: mixing[r, i k + j, i, m] += local[r, i, j, m]
-        mixing.view(r, g, k, g, k).diagonal(dim1=1, dim2=3).add_(local.permute(0, 2, 3, 1))
-        mixing = mixing.view(r * c, c)
+        outer = expand.view(r, g, k, g, 1) * squeeze.view(r, 1, 1, g, k)                       # (R, g, k, g, k)
+        # plus local on the diagonal blocks: mixing[r, i, j, l, m] += [i = l] local[r, i, j, m]
+        mixing = torch.addcmul(outer, local.view(r, g, k, 1, k), eye.view(1, g, 1, g, 1)).view(r * c, c)
         z = torch.sigmoid(torch.mm(p, mixing.t()))                                              # (B, R C)
         outs = []
         for i in range(r):
@@ -141,7 +143,7 @@ class _GLGFStack(torch.autograd.Function):
         grad_expand = torch.bmm(grad_pre.permute(1, 2, 0), squeezed.permute(2, 1, 0))            # (R, C, g)
         through_expand = torch.bmm(grad_pre.transpose(0, 1), expand)                            # (R, B, g)
         grad_squeeze = (through_expand.transpose(0, 1).unsqueeze(-1) * pg.unsqueeze(1)).sum(dim=0)  # (R, g, k)
-        return grad_p, grad_local, grad_squeeze, grad_expand, *grad_heads
+        return grad_p, None, grad_local, grad_squeeze, grad_expand, *grad_heads
 
 
 class WeightAdaptiveConv1x1(nn.Module):
