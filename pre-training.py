@@ -1,3 +1,4 @@
-import sys
+from dwgn.errors import run_main
 from dwgn.training.pretraining import main
-raise SystemExit(main(sys.argv[1:]))
+
+run_main(main, "pre-training.py")

@@ -1,3 +1,4 @@
-import sys
+from dwgn.errors import run_main
 from dwgn.evaluation.evaluate import main
-main(sys.argv[1:])
+
+run_main(main, "test.py")

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
         rows.append((label, value))
         print(f"  {label:38s} {_fmt(value)}", flush=True)
-    print(f"\n| measurement | value |\n|---|---|")
+    print("\n| measurement | value |\n|---|---|")
     for label, value in rows:
         print(f"| {label} | {_fmt(value)} |")
     print(f"gpu_check done in {time.perf_counter() - t0:.0f} s")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dwgn.errors import run_main  # noqa: E402
 from dwgn.data.prepare import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, "dataset/prepare.py")

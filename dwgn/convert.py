@@ -10,15 +10,15 @@ Nothing is written unless every tensor maps exactly once with the right shape.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 from torch import Tensor
 
+from dwgn.errors import UserError, run_main
 from dwgn.models.authors import AuthorsMappingError, convert_state_dict, describe_preset, matching_preset
-from dwgn.training.checkpoint import (FORMAT_VERSION, CheckpointError, UnsafeCheckpointError, read_torch_file,
+from dwgn.training.checkpoint import (FORMAT_VERSION, UnsafeCheckpointError, read_torch_file,
                                       save_checkpoint)
 from dwgn.training.config import model_config_from_dict
 
@@ -70,13 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dst", type=Path, help="our checkpoint to write (.pt)")
     args = parser.parse_args(argv)
     if args.src.resolve() == args.dst.resolve():
-        print(f"dwgn.convert: error: {args.dst} would overwrite the source; choose another output path", file=sys.stderr)
-        return 2
-    try:
-        release = convert(args.src, args.dst)
-    except (CheckpointError, AuthorsMappingError) as err:
-        print(f"dwgn.convert: error: {err}", file=sys.stderr)
-        return 2
+        raise UserError(f"{args.dst} would overwrite the source; choose another output path")
+    release = convert(args.src, args.dst)  # CheckpointError / AuthorsMappingError: one line via run_main
     origin = release["converted_from"]
     epoch = f", epoch {origin['epoch']}" if origin["epoch"] is not None else ""
     preset = matching_preset(model_config_from_dict(release["config"]["model"]))
@@ -87,4 +82,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, "python -m dwgn.convert")

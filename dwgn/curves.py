@@ -1,7 +1,7 @@
-"""`python -m dwgn.curves RUN_DIR [--out PNG]`: draw a run's training curves (see dwgn/training/curves.py)."""
-import sys
-
+"""`python -m dwgn.curves RUN_DIR [--out PNG]`: draw a run's training curves into RUN_DIR/curves.png
+(or PNG); see dwgn/training/curves.py."""
+from dwgn.errors import run_main
 from dwgn.training.curves import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, "python -m dwgn.curves")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from dwgn.errors import run_main
 from dwgn.training.checkpoint import (SAFETENSORS_SUFFIX, CheckpointError, load_checkpoint, load_model,
                                       model_weights, save_checkpoint)
 
@@ -87,15 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv: list[str] | None = None) -> None:
     """Exit with main's status; a user's mistake (missing file, bad checkpoint, no ONNX packages) is one
-    `error:` line and exit code 2."""
-    from dwgn.onnx_export import OnnxUnavailable
-
-    try:
-        sys.exit(main(argv))
-    except (CheckpointError, OnnxUnavailable, FileNotFoundError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        sys.exit(2)
+    `error:` line and exit code 2 (dwgn.errors.run_main)."""
+    run_main(main, PROG, argv)
 
 
 if __name__ == "__main__":
-    run(sys.argv[1:])
+    run()

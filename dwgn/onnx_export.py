@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dwgn.errors import UserError
 from dwgn.io import atomic_path
 from dwgn.models.dynamic_conv import GlobalPool
 from dwgn.models.hdmc import WindowCrossAttention
@@ -32,7 +33,7 @@ INPUT_NAME, OUTPUT_NAME = "image", "restored"
 INSTALL_HINT = "pip install -r requirements-app.txt (onnx, onnxscript, onnxruntime)"
 
 
-class OnnxUnavailable(ImportError):
+class OnnxUnavailable(UserError, ImportError):
     """onnx/onnxscript/onnxruntime is not installed (an optional extra)."""
 
 

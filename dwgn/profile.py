@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import torch
 from torch import nn
@@ -52,4 +51,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from dwgn.errors import run_main
+
+    run_main(main, "python -m dwgn.profile")

@@ -17,3 +17,16 @@ SMALL_DEMO = dict(seed=0, train_per_weather=1, test_per_weather=2)
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_demo(tmp_path_factory.mktemp("shared") / "demo", **SMALL_DEMO)
+
+
+@pytest.fixture
+def run_cli():
+    """Run a command's `main` the way its script does (dwgn.errors.run_main) and return the exit status."""
+    from dwgn.errors import run_main
+
+    def run(main, argv, prog="cmd"):
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(main, prog, [str(a) for a in argv])
+        return exit_info.value.code
+
+    return run

@@ -54,7 +54,7 @@ def test_values_are_converted_to_the_field_types():
         parse_config(FinetuneConfig, ["extra"])
     with pytest.raises(ConfigError, match="batch_size must be positive, got 0"):
         parse_config(FinetuneConfig, ["--batch-size", "0"])
-    with pytest.raises(ConfigError, match="unknown preset 'huge'; choose one of paper, tiny"):
+    with pytest.raises(ConfigError, match="preset must be one of paper, tiny, got 'huge'"):
         parse_config(FinetuneConfig, ["--preset", "huge"])
 
 
@@ -63,8 +63,8 @@ def test_precedence_defaults_preset_yaml_flags(tmp_path):
     cfg = parse_config(FinetuneConfig, ["--config", str(f)])
     assert cfg.preset == "paper" and cfg.steps == 50 and cfg.lr == 1e-4
     assert cfg.model == replace(PRESETS["paper"], dynamic="none")  # the preset, then the YAML's model keys
-    cfg = parse_config(FinetuneConfig, ["--config", str(f), "--steps", "7", "--model.width", "16"])
-    assert cfg.steps == 7 and cfg.model.width == 16 and cfg.model.dynamic == "none"
+    cfg = parse_config(FinetuneConfig, ["--config", str(f), "--steps", "7", "--model.width", "64"])
+    assert cfg.steps == 7 and cfg.model.width == 64 and cfg.model.dynamic == "none"
     cfg = parse_config(FinetuneConfig, ["--preset", "paper", "--model.head-dim", "16"])
     assert cfg.model == replace(PRESETS["paper"], head_dim=16)
     with pytest.raises(ConfigError, match="config file .*missing.yaml not found"):
@@ -82,7 +82,7 @@ def test_every_flag_of_design_section_6_is_accepted(tmp_path):
     common[1] = str(CONFIGS / "pretrain_demo.yaml")
     pt = parse_config(PretrainConfig, common + ["--degradation", "weather"])
     assert pt.degradation == "weather" and pt.steps == 3
-    with pytest.raises(ConfigError, match="degradation must be adversarial or weather"):
+    with pytest.raises(ConfigError, match="degradation must be one of adversarial, weather, got 'fog'"):
         parse_config(PretrainConfig, ["--degradation", "fog"])
 
 
@@ -119,3 +119,85 @@ def test_config_round_trip_yaml_checkpoint_model(tmp_path):
 def test_train_config_is_the_shared_base():
     assert issubclass(FinetuneConfig, TrainConfig) and issubclass(PretrainConfig, TrainConfig)
     assert set(config_to_dict(TrainConfig())) < set(config_to_dict(FinetuneConfig()))
+
+
+def test_integers_are_whole_numbers_never_truncated(tmp_path):
+    assert parse_config(FinetuneConfig, ["--steps", "1e3"]).steps == 1000
+    assert parse_config(FinetuneConfig, ["--steps", "12"]).steps == 12
+    f = write_yaml(tmp_path / "c.yaml", {"steps": 2.0})
+    assert parse_config(FinetuneConfig, ["--config", str(f)]).steps == 2
+    for bad in ("1.5", "1.5e0", "2.5e-1", "inf", "nan", "true"):
+        with pytest.raises(ConfigError, match=rf"cannot read '{bad}' as int \((not a whole number|not a number)\)"):
+            parse_config(FinetuneConfig, ["--steps", bad])
+    with pytest.raises(ConfigError, match="cannot read 1.5 as int"):
+        parse_config(FinetuneConfig, ["--config", str(write_yaml(tmp_path / "d.yaml", {"steps": 1.5}))])
+
+
+def test_tuples_take_their_declared_element_types_and_lengths():
+    assert parse_config(FinetuneConfig, ["--betas", "0.8,0.9"]).betas == (0.8, 0.9)
+    with pytest.raises(ConfigError, match=r"'betas' .*needs 2 values, got 3"):
+        parse_config(FinetuneConfig, ["--betas", "0.8,0.9,0.99"])
+    with pytest.raises(ConfigError, match=r"'model.enc_blocks' .*cannot read '1.5,1,1'"):
+        parse_config(FinetuneConfig, ["--model.enc-blocks", "1.5,1,1"])
+
+
+def test_a_field_type_the_parser_does_not_know_is_a_bug_not_passed_through():
+    from dataclasses import dataclass
+
+    from dwgn.training.config import set_value
+
+    @dataclass
+    class Odd:
+        ratio: complex = 1j
+        items: list = None
+
+    with pytest.raises(TypeError, match="config field ratio has type .*complex.* cannot convert"):
+        set_value(Odd(), "ratio", "2j")
+    with pytest.raises(TypeError, match="config field items"):
+        set_value(Odd(), "items", "a,b")
+
+
+def test_stored_configs_missing_fields_are_refused_not_filled_with_defaults(tmp_path):
+    from dwgn.training.checkpoint import CheckpointError
+    from dwgn.training.config import model_config_from_dict
+
+    data = config_to_dict(FinetuneConfig())
+    del data["lr"], data["model"]["window"]
+    with pytest.raises(ConfigError, match=r"lacks model.window, lr .*nothing is filled in with defaults"):
+        config_from_dict(FinetuneConfig, data)
+    with pytest.raises(ConfigError, match="lacks window"):
+        model_config_from_dict(data["model"])
+    model = build_model("tiny")
+    save_checkpoint(tmp_path / "m.pt", {"format_version": FORMAT_VERSION, "model": model.state_dict(),
+                                        "model_ema": None, "config": data, "step": 1})
+    with pytest.raises(CheckpointError, match=r"m.pt.*lacks window"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_help_describes_every_key_and_its_allowed_values(capsys):
+    from dwgn.training.config import _flatten
+    from dwgn.training.pretraining import PretrainingConfig
+
+    for cls in (FinetuneConfig, PretrainingConfig):
+        with pytest.raises(SystemExit) as done:
+            parse_config(cls, ["--help"])
+        assert done.value.code == 0
+        out = capsys.readouterr().out
+        rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  --")}
+        for key, _ in _flatten(config_to_dict(cls())):
+            row = rows[f"--{key.replace('_', '-')}"]
+            assert len(row.split()) >= 4, f"no description for {key}: {row!r}"  # key, default, >= 2 words
+    assert "{bf16, fp16, none}" in rows["--amp"] and "{half, none, full}" in rows["--model.dynamic"]
+    assert "{adversarial, weather}" in rows["--degradation"] and "{paper, tiny}" in rows["--preset"]
+    assert "0.9,0.999" in rows["--betas"] and "two numbers" in rows["--betas"]
+
+
+def test_the_preset_is_checked_in_one_place(monkeypatch):
+    import dwgn.training.config as config
+
+    calls = []
+    original = config._check_choices
+    monkeypatch.setattr(config, "_check_choices", lambda cfg, prefix="": (calls.append(prefix), original(cfg, prefix)))
+    with pytest.raises(ConfigError, match="preset must be one of paper, tiny, got 'huge'"):
+        parse_config(FinetuneConfig, ["--preset", "huge"])
+    assert calls == [""]  # validate() once; parse_config itself does not check the preset

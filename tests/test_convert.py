@@ -36,7 +36,11 @@ def authors_tiny_state(**overrides) -> dict[str, torch.Tensor]:
 
 
 def run(src, dst, capsys):
-    code = main([str(src), str(dst)])
+    from dwgn.errors import run_main
+
+    with pytest.raises(SystemExit) as done:
+        run_main(main, "python -m dwgn.convert", [str(src), str(dst)])
+    code = done.value.code
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -44,7 +48,7 @@ def run(src, dst, capsys):
 def refused(src, dst, capsys) -> str:
     code, _, err = run(src, dst, capsys)
     assert code == 2
-    assert err.startswith("dwgn.convert: error: ") and err.count("\n") == 1
+    assert err.startswith("python -m dwgn.convert: error: ") and err.count("\n") == 1
     assert not Path(dst).exists()  # nothing written
     return err
 

@@ -187,7 +187,7 @@ def test_empty_and_missing_folders(tmp_path):
         training_pairs(tmp_path / "nowhere")
 
 
-def test_check_reports_and_writes_lists(tmp_path, capsys, monkeypatch):
+def _raindrop_a_with_problems(tmp_path: Path, monkeypatch) -> Path:
     a = tmp_path / "RainDrop" / "test_a"
     for i in range(3):
         img(a / "data" / f"{i}_rain.png")
@@ -195,14 +195,39 @@ def test_check_reports_and_writes_lists(tmp_path, capsys, monkeypatch):
     img(a / "gt" / "9_clean.png")  # unpaired gt
     monkeypatch.setitem(layouts.EXPECTED_PAIRS, "raindrop-a", 2)
     monkeypatch.setitem(layouts.EXPECTED_PAIRS, "raindrop-b", 3)
-    rc = prepare_main(["--check", str(tmp_path), "--json"])
+    return a
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_check_only_reads_and_prints_a_short_table(tmp_path, capsys, monkeypatch):
+    a = _raindrop_a_with_problems(tmp_path, monkeypatch)
+    img(tmp_path / "Snow100K-S" / "input" / "x.png")
+    img(tmp_path / "Snow100K-S" / "gt" / "x.png")
+    before = _tree(tmp_path)
+    assert prepare_main(["--check", str(tmp_path)]) == 1  # problems found
+    assert _tree(tmp_path) == before  # byte-identical: nothing written
+    out, err = capsys.readouterr()
+    assert err == ""  # no progress bars when not on a terminal
+    lines = out.splitlines()
+    assert lines[0].split() == ["set", "name", "layout", "pairs", "expected", "problems"]
+    row = next(line for line in lines if line.startswith(str(a)))
+    assert row.split()[1:] == ["raindrop-a", "raindrop", "2", "2", "3"]
+    assert "    unpaired gt (1): gt/9_clean.png" in lines
+    assert "    size mismatch (1): data/2_rain.png is 32x24, gt/2_clean.png is 32x30" in lines
+    assert any("looks like raindrop-b" in line for line in lines)
+    assert len(lines) <= 8
+
+
+def test_check_writes_lists_only_when_asked(tmp_path, capsys, monkeypatch):
+    a = _raindrop_a_with_problems(tmp_path, monkeypatch)
+    rc = prepare_main(["--check", str(tmp_path), "--json", "--write-lists"])
     report = json.loads(capsys.readouterr().out)
     r = report[str(a)]
     assert rc == 1 and r["layout"] == "raindrop" and r["name"] == "raindrop-a" and r["pairs"] == 2
-    problems = "\n".join(r["problems"])
-    assert "unpaired gt: gt/9_clean.png" in problems
-    assert "size mismatch: data/2_rain.png is 32x24, gt/2_clean.png is 32x30" in problems
-    assert "looks like raindrop-b" in problems
+    assert r["problems"]["unpaired gt"] == ["gt/9_clean.png"] and r["list"] == str(a / layouts.PAIRS_LIST)
     # The loaders now read the checked list (size-mismatched pair left out) ...
     assert names(layouts.scan_set(a).pairs) == [("data/0_rain.png", "gt/0_clean.png"),
                                                 ("data/1_rain.png", "gt/1_clean.png")]
@@ -211,6 +236,32 @@ def test_check_reports_and_writes_lists(tmp_path, capsys, monkeypatch):
     img(a / "gt" / "5_clean.png")
     assert len(layouts.scan_set(a).pairs) == 4
     assert "out of date" in capsys.readouterr().out
+
+
+def test_check_without_a_data_set_is_one_error_line(tmp_path, capsys, run_cli):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    for where in (tmp_path / "empty", tmp_path / "nowhere"):
+        assert run_cli(prepare_main, ["--check", where], "dataset/prepare.py") == 2
+        err = capsys.readouterr().err
+        assert err.startswith("dataset/prepare.py: error: ") and err.count("\n") == 1
+    assert "does not exist" in err
+    assert run_cli(prepare_main, ["--check", tmp_path / "empty"], "dataset/prepare.py") == 2
+    assert "no data set found at or below" in capsys.readouterr().err
+
+
+def test_list_entries_are_resolved_exactly_and_stay_inside_the_root(tmp_path):
+    root = tmp_path / "set"
+    img(root / "input" / ".snow.png"), img(root / "gt" / ".snow.png")
+    img(root / "input" / "snow.png", seed=1), img(root / "gt" / "snow.png", seed=1)
+    (root / "list.txt").write_text("./input/.snow.png\t./gt/.snow.png\n")
+    (pair,) = layouts.scan_list(root / "list.txt").pairs
+    assert pair == (root / "input" / ".snow.png", root / "gt" / ".snow.png")
+    (root / "bare.txt").write_text(".snow.png\n")  # a bare name: input/ and gt/ beside the list
+    assert layouts.scan_list(root / "bare.txt").pairs == [pair]
+    img(tmp_path / "other" / "x.png")
+    (root / "list.txt").write_text("../other/x.png\tgt/snow.png\n")
+    with pytest.raises(ValueError, match=r"list entry .*\.\./other/x\.png.* points outside the list's folder"):
+        layouts.scan_list(root / "list.txt")
 
 
 def test_paired_dataset_size_mismatch_names_both(tmp_path):

@@ -185,7 +185,7 @@ def test_config_keys_and_errors():
     assert (cfg.degradation, cfg.mask_floor, cfg.steps, cfg.generator_lr) == ("weather", 0.5, 7, 2e-4)
     with pytest.raises(ConfigError, match="mask_floor must be in"):
         parse_config(PretrainingConfig, ["--mask-floor", "0"])
-    with pytest.raises(ConfigError, match="degradation must be adversarial or weather"):
+    with pytest.raises(ConfigError, match="degradation must be one of adversarial, weather, got .fog."):
         parse_config(PretrainingConfig, ["--degradation", "fog"])
 
 

@@ -141,8 +141,8 @@ def test_run_directory_logs_and_checkpoint_keys(tmp_path):
     assert [x["step"] for x in val_lines] == [0, 1, 2]  # step 0: the starting weights
     assert result.best_val_psnr == max(x["val_psnr"] for x in val_lines[1:])
     last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
-    assert {"format_version", "model", "model_ema", "config", "step", "optimizer", "scheduler", "scaler",
-            "rng"} <= set(last)
+    assert {"format_version", "model", "model_ema", "config", "step", "optimizer", "scaler", "rng"} <= set(last)
+    assert "scheduler" not in last  # the learning rate is cosine_lr(step, config): nothing to save or restore
     assert "optimizer" not in best and best["val_psnr"] == result.best_val_psnr
     assert last["config"]["model"]["width"] == 16
     assert any(not torch.equal(last["model"][k], last["model_ema"][k]) for k in last["model"])
@@ -219,24 +219,25 @@ def pretrained_checkpoint(path: Path, **overrides) -> dict:
     return state
 
 
-def test_train_py_without_pretrained_weights_names_both_ways_on(tmp_path, monkeypatch, capsys):
+def test_train_py_without_pretrained_weights_names_both_ways_on(tmp_path, monkeypatch, capsys, run_cli):
     from dwgn.training.finetuning import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["--steps", "1"]) == 1
+    assert run_cli(main, ["--steps", "1"], "train.py") == 2
     err = capsys.readouterr().err
+    assert err.startswith("train.py: error: ") and err.count("\n") == 1
     assert "pre-trained weights runs/pretrain-tiny/last.pt not found" in err
     assert "run pre-training first (python pre-training.py --preset tiny)" in err and "--from-scratch" in err
     assert not (tmp_path / "runs" / "finetune-tiny").exists()
 
 
-def test_train_py_refuses_pretrained_weights_of_another_architecture(tmp_path, capsys):
+def test_train_py_refuses_pretrained_weights_of_another_architecture(tmp_path, capsys, run_cli):
     from dwgn.training.finetuning import main
 
     pretrained_checkpoint(tmp_path / "pre.pt", dynamic="none")
-    code = main(["--data", str(pair_folder(tmp_path / "pairs")), "--init", str(tmp_path / "pre.pt"),
-                 "--out", str(tmp_path / "run"), "--val-data", "none", "--num-workers", "0"])
-    assert code == 1
+    code = run_cli(main, ["--data", str(pair_folder(tmp_path / "pairs")), "--init", str(tmp_path / "pre.pt"),
+                          "--out", str(tmp_path / "run"), "--val-data", "none", "--num-workers", "0"], "train.py")
+    assert code == 2
     assert "another architecture (dynamic: checkpoint 'none' vs model 'half')" in capsys.readouterr().err
 
 
@@ -272,13 +273,13 @@ def test_python_train_py_runs_end_to_end_on_the_embedded_default(tmp_path):
            "--val-every", "3", "--out", str(tmp_path / "run")]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
-    assert "embedded SYNTHETIC demo set" in done.stdout and "validation: 5 pairs from demo" in done.stdout
+    assert "embedded SYNTHETIC demo set" in done.stdout and "validation: 5 pairs from the demo test sets" in done.stdout
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "already finished (3 of 3 steps)" in again.stdout
 
 
-def test_curves_draw_one_panel_per_kind_of_line(tmp_path):
+def test_curves_draw_one_panel_per_kind_of_line(tmp_path, capsys, run_cli):
     from PIL import Image
 
     from dwgn.training.curves import main, plot_curves
@@ -291,7 +292,12 @@ def test_curves_draw_one_panel_per_kind_of_line(tmp_path):
         fh.write(json.dumps({"step": 4, "loss": 0.02, "lr": 1e-5, "generator_loss": -0.02}) + "\n")
     four = Image.open(plot_curves(tmp_path, tmp_path / "b.png"))
     assert four.size[1] == two.size[1] and four.size[0] == pytest.approx(2 * two.size[0], rel=0.02)
-    assert main([str(tmp_path / "missing")]) == 1
+    assert run_cli(main, [tmp_path / "missing"], "python -m dwgn.curves") == 2
+    assert capsys.readouterr().err.startswith("python -m dwgn.curves: error: ")
+    with open(tmp_path / "log.jsonl", "a") as fh:
+        fh.write('{"step": 5, "lo')  # a killed run's torn last line
+    assert main([str(tmp_path)]) == 0  # the default output: inside the run directory, never figures/
+    assert "dropped the torn last line" in capsys.readouterr().out and (tmp_path / "curves.png").is_file()
 
 
 def test_curves_title_says_how_far_the_run_got(tmp_path):

@@ -1,5 +1,6 @@
 """test.py end to end on generated data: scores, metrics.json format, skipped files, folders of photos."""
 import csv
+import re
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -11,10 +12,11 @@ from PIL import Image
 from torch import nn
 
 import dwgn
+import dwgn.data.datasets
 from dwgn.training.checkpoint import save_checkpoint
 from dwgn.data.datasets import test_sets
 from dwgn.data.images import read_image
-from dwgn.evaluation.evaluate import evaluate_set, load_checkpoint_model, main
+from dwgn.evaluation.evaluate import evaluate_set, load_checkpoint_model, run
 from dwgn.evaluation.metrics import all_metrics
 from dwgn.evaluation.results_figure import draw
 
@@ -75,8 +77,7 @@ def test_metrics_json_format_and_skipped_files(tmp_path, checkpoint):
     (folder / "input" / "img_9.png").write_bytes(b"not a png")  # unreadable input with a gt
     Image.fromarray(_image(48, 64, 9)).save(folder / "gt" / "img_9.png")
     results = tmp_path / "res"
-    summary = main(["--checkpoint", str(checkpoint), "--test-set", str(folder), "--results", str(results),
-                    "--figures", str(tmp_path / "fig")])
+    summary = run(["--checkpoint", str(checkpoint), "--test-set", str(folder), "--results", str(results)])
     metrics = json.loads((results / "metrics.json").read_text())
     assert list(metrics) == ["mine"]
     entry = metrics["mine"]
@@ -93,7 +94,7 @@ def test_metrics_json_format_and_skipped_files(tmp_path, checkpoint):
     with open(results / "metrics.csv", newline="") as f:
         row = next(csv.DictReader(f))
     assert row["set"] == "mine" and int(row["n"]) == 2 and float(row["psnr_y"]) == pytest.approx(entry["psnr_y"])
-    assert not (tmp_path / "fig").exists()  # the results figure is drawn after the demo sets only
+    assert not (results / "results.png").exists()  # the results figure is drawn after the demo sets only
     # ... or on request, from any results folder
     out = draw(results, tmp_path / "fig" / "results.png")
     assert read_image(out).shape[2] == 3
@@ -119,12 +120,14 @@ def test_restore_a_folder_of_photos(tmp_path, checkpoint):
     (photos / "notes.txt").write_text("not a photo")
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     results = tmp_path / "res"
-    summary = main(["--checkpoint", str(checkpoint), "--input", str(photos), "--results", str(results)])
+    summary = run(["--checkpoint", str(checkpoint), "--input", str(photos), "--results", str(results)])
     out = results / "holiday"
     expected = {Path(n).stem + ".png" for n in [*formats, "gray.png", "glass.png"]}
     assert {p.name for p in out.iterdir()} == expected
     for name, (h, w) in formats.items():
         assert read_image(out / (Path(name).stem + ".png")).shape == (h, w, 3)
+    with Image.open(out / "gray.png") as im:  # gray stays gray
+        assert im.mode == "L" and im.size == (43, 41)
     with Image.open(out / "glass.png") as im:  # transparency survives restoration
         assert im.mode == "RGBA" and im.size == (36, 35)
         assert np.all(np.asarray(im)[..., 3] == 100)
@@ -138,7 +141,7 @@ def test_missing_checkpoint_says_how_to_get_one(tmp_path):
 
 
 def test_profile(tmp_path, checkpoint):
-    summary = main(["--checkpoint", str(checkpoint), "--profile", "--profile-sizes", "64",
+    summary = run(["--checkpoint", str(checkpoint), "--profile", "--profile-sizes", "64",
                     "--results", str(tmp_path / "res")])
     (row,) = summary["profile"]
     model = load_checkpoint_model(checkpoint, "cpu")
@@ -148,10 +151,183 @@ def test_profile(tmp_path, checkpoint):
     assert json.loads((tmp_path / "res" / "profile.json").read_text()) == summary["profile"]
 
 
-@pytest.mark.slow
-def test_default_run_on_demo_sets(tmp_path, checkpoint):
-    summary = main(["--checkpoint", str(checkpoint), "--results", str(tmp_path / "res"),
-                    "--figures", str(tmp_path / "fig")])
+@pytest.mark.slow  # the default suite covers the same path with the demo checkpoint (test_demo.py)
+def test_default_run_on_demo_sets(tmp_path, checkpoint, small_demo, monkeypatch):
+    # the shared small demo (2 test pairs per weather) instead of the full one: the same code path in seconds
+    monkeypatch.setattr(dwgn.data.datasets, "DEMO_ROOT", small_demo)
+    summary = run(["--checkpoint", str(checkpoint), "--results", str(tmp_path / "res"),
+                   "--figure", str(tmp_path / "fig" / "results.png")])
     assert set(summary["metrics"]) == {"demo-snow", "demo-rainfog", "demo-raindrop", "demo-rain", "demo-haze"}
     assert all(e["synthetic"] and e["n"] > 0 for e in summary["metrics"].values())
-    assert (tmp_path / "fig" / "results.png").is_file()
+    assert (tmp_path / "fig" / "results.png").is_file() and (tmp_path / "res" / "results.png").is_file()
+
+
+# ---------------------------------------------------------------- test.py as a command: errors, exit codes, outputs
+
+
+def test_ordinary_mistakes_are_one_error_line_and_exit_2(tmp_path, checkpoint, capsys, run_cli):
+    from dwgn.evaluation.evaluate import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_image(32, 32, 0)).save(photos / "a.png")
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(300))
+    (tmp_path / "truncated.pt").write_bytes(checkpoint.read_bytes()[:2000])
+    cases = {
+        "missing.pt not found": ["--checkpoint", tmp_path / "missing.pt", "--input", photos],
+        "random.pt cannot be read": ["--checkpoint", tmp_path / "random.pt", "--input", photos],
+        "truncated.pt cannot be read": ["--checkpoint", tmp_path / "truncated.pt", "--input", photos],
+        "--input .*nowhere does not exist": ["--checkpoint", checkpoint, "--input", tmp_path / "nowhere"],
+    }
+    for message, argv in cases.items():
+        assert run_cli(main, argv + ["--results", tmp_path / "res"], "test.py") == 2, message
+        err = capsys.readouterr().err
+        assert err.startswith("test.py: error: ") and err.count("\n") == 1 and re.search(message, err), err
+    assert not (tmp_path / "res").exists()
+
+
+def test_nothing_restored_is_not_success(tmp_path, checkpoint, capsys, run_cli):
+    from dwgn.evaluation.evaluate import main
+
+    empty, broken = tmp_path / "empty", tmp_path / "broken"
+    empty.mkdir(), broken.mkdir()
+    (broken / "a.jpg").write_bytes(b"\xff\xd8 truncated")
+    (broken / "b.png").write_bytes(b"not a png")
+    for folder in (empty, broken):
+        assert run_cli(main, ["--checkpoint", checkpoint, "--input", folder, "--results", tmp_path / "r"],
+                       "test.py") == 2
+        out, err = capsys.readouterr()
+        assert f"no photo restored from {folder}" in err
+    assert "broken/a.jpg: cannot read image" in out and "broken/b.png" in out  # the skipped files are listed
+
+
+def test_a_name_collision_is_refused_before_anything_is_written(tmp_path, checkpoint, capsys, run_cli):
+    from dwgn.evaluation.evaluate import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "photo.jpg", "photo.png"):
+        Image.fromarray(_image(32, 32, 0)).save(photos / name)
+    assert run_cli(main, ["--checkpoint", checkpoint, "--input", photos, "--results", tmp_path / "r"], "test.py") == 2
+    err = capsys.readouterr().err
+    assert "photo.jpg and" in err and "photo.png would both be saved as" in err and "nothing was written" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_earlier_results_are_kept_unless_overwrite(tmp_path, checkpoint, capsys, run_cli):
+    from dwgn.evaluation.evaluate import main
+
+    folder = _paired_folder(tmp_path / "mine", [(48, 64)])
+    argv = ["--checkpoint", checkpoint, "--test-set", folder, "--results", tmp_path / "r"]
+    assert run_cli(main, argv, "test.py") == 0
+    before = (tmp_path / "r" / "metrics.json").read_bytes()
+    (tmp_path / "r" / "metrics.json").write_text("{}")  # an earlier run's scores
+    assert run_cli(main, argv, "test.py") == 2
+    err = capsys.readouterr().err
+    assert "metrics.json holds the result of an earlier run" in err and "--overwrite" in err
+    assert (tmp_path / "r" / "metrics.json").read_text() == "{}"
+    assert run_cli(main, argv + ["--overwrite"], "test.py") == 0
+    assert (tmp_path / "r" / "metrics.json").read_bytes() == before
+
+
+def test_no_file_outside_the_results_folder_changes(tmp_path, checkpoint, monkeypatch, run_cli):
+    """A synthetic set draws the results figure into --results only; figures/ is written only with --figure."""
+    from dwgn.evaluation.evaluate import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "results.png").write_bytes(b"tracked figure")
+    folder = _paired_folder(tmp_path / "sets" / "demo-snow", [(48, 64)])
+    assert run_cli(main, ["--checkpoint", checkpoint, "--test-set", folder], "test.py") == 0
+    assert (tmp_path / "figures" / "results.png").read_bytes() == b"tracked figure"
+    assert (tmp_path / "results" / "results.png").is_file()
+    assert run_cli(main, ["--checkpoint", checkpoint, "--test-set", folder, "--results", "again",
+                          "--figure", "figures/results.png"], "test.py") == 0
+    assert (tmp_path / "figures" / "results.png").read_bytes() != b"tracked figure"
+
+
+def test_unpaired_files_dropped_while_pairing_are_listed(tmp_path, checkpoint, capsys):
+    folder = _paired_folder(tmp_path / "mine", [(48, 64), (48, 64)])
+    Image.fromarray(_image(48, 64, 5)).save(folder / "input" / "lonely.png")
+    Image.fromarray(_image(48, 64, 6)).save(folder / "gt" / "orphan.png")
+    run(["--checkpoint", str(checkpoint), "--test-set", str(folder), "--results", str(tmp_path / "r")])
+    entry = json.loads((tmp_path / "r" / "metrics.json").read_text())["mine"]
+    assert entry["n"] == 2
+    assert sorted(Path(p).name for p in entry["skipped"]) == ["lonely.png", "orphan.png"]
+    out = capsys.readouterr().out
+    assert "lonely.png: unpaired input" in out and "orphan.png: unpaired gt" in out
+
+
+# ---------------------------------------------------------------- formats are preserved
+
+
+def test_photo_formats_are_kept_16_bit_gray_and_exif_orientation(tmp_path, checkpoint):
+    import cv2
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    gray16 = (np.random.default_rng(0).integers(0, 65536, (40, 36))).astype(np.uint16)
+    Image.fromarray(gray16).save(photos / "gray16.png")
+    rgb16 = (np.random.default_rng(1).integers(0, 65536, (34, 38, 3))).astype(np.uint16)
+    cv2.imwrite(str(photos / "rgb16.png"), rgb16[..., ::-1])
+    gray8 = _image(30, 44, 2)[..., 0]
+    Image.fromarray(gray8).save(photos / "gray8.png")
+    turned = Image.fromarray(_image(30, 50, 3))  # stored 50 wide, 30 high; EXIF says: rotate to 30 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned.save(photos / "turned.jpg", exif=exif)
+    run(["--checkpoint", str(checkpoint), "--input", str(photos), "--results", str(tmp_path / "r")])
+    out = tmp_path / "r" / "photos"
+    with Image.open(out / "gray16.png") as im:
+        assert im.mode.startswith("I") and im.size == (36, 40) and np.asarray(im).max() > 255
+    back = cv2.imread(str(out / "rgb16.png"), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16 and back.shape == (34, 38, 3) and back.max() > 255
+    with Image.open(out / "gray8.png") as im:
+        assert im.mode == "L" and im.size == (44, 30)
+    with Image.open(out / "turned.png") as im:
+        assert im.size == (30, 50)  # upright, as a photo viewer shows it
+
+
+def test_restore_keeps_16_bit_and_takes_read_only_arrays_without_a_warning(checkpoint):
+    import warnings
+
+    model = load_checkpoint_model(checkpoint, "cpu")
+    image = _image(40, 48, 0)
+    image.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        restored = dwgn.restore(model, image)
+    assert restored.dtype == np.uint8 and restored.shape == image.shape
+    wide = image.astype(np.uint16) * 257  # the same picture in 16 bits
+    restored16 = dwgn.restore(model, wide)
+    assert restored16.dtype == np.uint16 and restored16.shape == image.shape
+    # the same picture: 8-bit and 16-bit outputs agree to within an 8-bit step
+    assert np.abs(restored16.astype(float) / 257 - restored).max() <= 1.0
+
+
+def test_the_readme_own_photos_command_runs_as_written(tmp_path, monkeypatch, run_cli):
+    """`python test.py --input my_photos/` on a fresh clone: the shipped demo checkpoint is the default."""
+    from dwgn.evaluation.evaluate import DEFAULT_CHECKPOINT, main
+
+    assert DEFAULT_CHECKPOINT.is_file()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_photos").mkdir()
+    Image.fromarray(_image(40, 52, 0)).save(tmp_path / "my_photos" / "street.jpg")
+    assert run_cli(main, ["--input", "my_photos/"], "test.py") == 0
+    assert read_image(tmp_path / "results" / "my_photos" / "street.png").shape == (40, 52, 3)
+    assert run_cli(main, ["--input", "my_photos/street.jpg", "--results", "one"], "test.py") == 0  # one photo
+    assert (tmp_path / "one" / "street.png").is_file()
+
+
+def test_16_bit_colour_photos_follow_exif_orientation_like_pillow(tmp_path):
+    from PIL import ImageOps
+
+    from dwgn.data.images import _orient
+
+    image = _image(3, 5, 0)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(image).save(tmp_path / "o.png", exif=exif)
+        with Image.open(tmp_path / "o.png") as im:
+            np.testing.assert_array_equal(_orient(image, orientation), np.asarray(ImageOps.exif_transpose(im)))

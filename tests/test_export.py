@@ -119,8 +119,8 @@ def test_test_py_restores_with_either_format_identically(training_checkpoint, tm
     Image.fromarray(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)).save(photos / "p.png")
     outputs = []
     for name in ("m.safetensors", "m.pt"):
-        summary = evaluate.main(["--checkpoint", str(tmp_path / name), "--input", str(photos), "--device", "cpu",
-                             "--results", str(tmp_path / name.replace(".", "_"))])
+        summary = evaluate.run(["--checkpoint", str(tmp_path / name), "--input", str(photos), "--device", "cpu",
+                                "--results", str(tmp_path / name.replace(".", "_"))])
         (written,) = summary["restored"]
         outputs.append(np.asarray(Image.open(written)))
     assert outputs[0].shape == (40, 70, 3) and np.array_equal(outputs[0], outputs[1])

@@ -96,9 +96,11 @@ def test_pooled_tiling_beats_naive_tiling():
     img = _photo(192, 256)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
     whole = restore(model, img, tile=0)
-    tiled = restore(model, img, tile=128, overlap=32)
+    # tiles of 160 (padded to 192 inside the network) with 64 of overlap: the deepest level's 8x8 windows span
+    # 64 image pixels, so smaller tiles of this randomly initialised network are dominated by their borders
+    tiled = restore(model, img, tile=160, overlap=64)
     with torch.inference_mode():
-        naive = to_uint8(tiled_forward(model, x, 128, 32, pools=None))
+        naive = to_uint8(tiled_forward(model, x, 160, 64, pools=None))
     assert psnr(tiled, whole) >= 45.0
     assert psnr(tiled, whole) > psnr(naive, whole) + 3
 

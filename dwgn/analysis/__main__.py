@@ -1,3 +1,4 @@
 from dwgn.analysis.run import main
+from dwgn.errors import run_main
 
-main()
+run_main(main, "python -m dwgn.analysis")

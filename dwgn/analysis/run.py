@@ -15,6 +15,7 @@ from dwgn.data.datasets import test_sets
 from dwgn.data.images import read_image
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.data.transforms import center_crop, to_tensor
+from dwgn.errors import UserError
 from dwgn.io import write_text_atomic
 from dwgn.training.checkpoint import load_model
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = get_parser().parse_args(argv)
     for name in ("max_per_set", "crop", "max_features"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     model = load_analysis_model(args.checkpoint, args.device)
     images = test_images(args.test_set, args.max_per_set, args.crop, args.data_root)
     rec = record_features(model, images, args.max_features, total=len(images))

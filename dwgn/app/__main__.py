@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 from pathlib import Path
 
+from dwgn.errors import UserError, run_main
 from dwgn.app.service import DEFAULT_MAX_MEGAPIXELS, Restorer
 from dwgn.evaluation.evaluate import DEFAULT_CHECKPOINT, load_checkpoint_model
 
@@ -13,7 +13,7 @@ PROG = "python -m dwgn.app"
 HOST = "127.0.0.1"  # loopback only: the page is for this machine
 
 
-class AppError(Exception):
+class AppError(UserError):
     """A user's mistake starting the page (missing extra, checkpoint, busy port)."""
 
 
@@ -47,16 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> None:
-    from dwgn.training.checkpoint import CheckpointError
-
-    try:
-        sys.exit(main(argv))
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except (AppError, CheckpointError, FileNotFoundError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        sys.exit(2)
+    """Exit with main's status; a mistake is one `error:` line and exit 2 (dwgn.errors.run_main)."""
+    run_main(main, PROG, argv)
 
 
 if __name__ == "__main__":
-    run(sys.argv[1:])
+    run()

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dwgn.errors import DataError
 from dwgn.data import layouts
 from dwgn.data.demo import DEMO_VERSION, build_demo, read_manifest
 from dwgn.data.imagenet import read_image_list, scan_images
@@ -68,16 +69,17 @@ def training_pairs(data: str | Path | None) -> list[tuple[Path, Path]]:
         _report(scan)
         pairs += scan.pairs
     if not pairs:
-        raise ValueError(f"no training pairs found in {data}: " + "; ".join(s.summary() for s in scans))
+        raise DataError(f"no training pairs found in {data}: " + "; ".join(s.summary() for s in scans))
     return pairs
 
 
-def test_sets(names: list[str] | None, data_root: Path | None = None) -> dict[str, list[tuple[Path, Path]]]:
-    """Test pairs by key. Names: snow100k-s, snow100k-l, outdoor-rain, raindrop-a, raindrop-b (under
-    `data_root`, default $DWGN_DATA or <repo>/datasets), demo (the five embedded sets), or folders
-    (key = folder name; an authors' mix folder gives one key per subset). None means demo."""
+def test_scans(names: list[str] | None, data_root: Path | None = None) -> dict[str, layouts.PairScan]:
+    """Test sets by key, each a PairScan (its pairs, and what was left out while pairing). Names: snow100k-s,
+    snow100k-l, outdoor-rain, raindrop-a, raindrop-b (under `data_root`, default $DWGN_DATA or
+    <repo>/datasets), demo (the five embedded sets), or folders (key = folder name; an authors' mix
+    folder gives one key per subset). None means demo."""
     data_root = Path(data_root) if data_root is not None else DATA_ROOT
-    out: dict[str, list[tuple[Path, Path]]] = {}
+    out: dict[str, layouts.PairScan] = {}
     for name in names or ["demo"]:
         scans: dict[str, layouts.PairScan] = {}
         if name == "demo":
@@ -96,14 +98,19 @@ def test_sets(names: list[str] | None, data_root: Path | None = None) -> dict[st
         for key, scan in scans.items():
             _report(scan)
             if not scan.pairs:
-                raise ValueError(f"test set {key!r} has no pairs: {scan.summary()}")
+                raise DataError(f"test set {key!r} has no pairs: {scan.summary()}")
             if key in out:
-                raise ValueError(f"two test sets share the key {key!r} ({name}); rename one folder")
-            out[key] = scan.pairs
+                raise DataError(f"two test sets share the key {key!r} ({name}); rename one folder")
+            out[key] = scan
     return out
 
 
-test_sets.__test__ = False  # a test module importing it must not make pytest collect it as a test
+def test_sets(names: list[str] | None, data_root: Path | None = None) -> dict[str, list[tuple[Path, Path]]]:
+    """Test pairs by key (see test_scans)."""
+    return {key: scan.pairs for key, scan in test_scans(names, data_root).items()}
+
+
+test_scans.__test__ = test_sets.__test__ = False  # importing them must not make pytest collect them as tests
 
 
 def pretraining_images(data: str | Path | None) -> list[Path]:
@@ -170,9 +177,9 @@ class PairedDataset(Dataset):
         inp_path, gt_path = self.pairs[i]
         inp, gt = read_image(inp_path), read_image(gt_path)
         if inp.shape != gt.shape:
-            raise ValueError(f"input {inp_path} is {inp.shape[1]}x{inp.shape[0]} but its gt {gt_path} is "
-                             f"{gt.shape[1]}x{gt.shape[0]}; fix or remove the pair "
-                             "(`python dataset/prepare.py --check DIR` lists all such pairs)")
+            raise DataError(f"input {inp_path} is {inp.shape[1]}x{inp.shape[0]} but its gt {gt_path} is "
+                            f"{gt.shape[1]}x{gt.shape[0]}; fix or remove the pair "
+                            "(`python dataset/prepare.py --check DIR` lists all such pairs)")
         images = [inp, gt]
         if self.crop is not None:
             images = random_crop(images, self.crop, rng)

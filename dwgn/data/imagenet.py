@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dwgn.errors import DataError
 from dwgn.data.layouts import IMAGE_EXTS
 from dwgn.data.paths import DATA_ROOT
 from dwgn.io import atomic_path, write_text_atomic
@@ -87,7 +88,7 @@ def read_image_list(path: Path) -> list[Path]:
         lines = lines[1:]
     paths = [root / ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
     if not paths:
-        raise ValueError(f"image list {path} names no images")
+        raise DataError(f"image list {path} names no images")
     if not paths[0].is_file():
         raise FileNotFoundError(f"image list {path}: first entry {paths[0]} does not exist (was the data moved? "
                                 "rerun `python dataset/prepare_imagenet.py --root DIR`)")

@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from dwgn.errors import DataError
 
 from dwgn.io import write_text_atomic
 
@@ -22,7 +23,7 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 INPUT_DIRS = ("input", "data", "synthetic")
 GT_DIRS = ("gt", "label")
 MIX_SUBSETS = ("snow", "drop", "haze", "rain", "night")  # the authors' own mix
-PAIRS_LIST = "dwgn_pairs.txt"  # written by `prepare.py --check`, read first by the loaders
+PAIRS_LIST = "dwgn_pairs.txt"  # written by `prepare.py --check DIR --write-lists`, read first by the loaders
 EXPECTED_PAIRS = {  # docs/DESIGN.md §4
     "allweather": 18069,
     "snow100k-s": 16611,
@@ -75,8 +76,8 @@ def _listdir(folder: Path) -> tuple[dict[str, Path], list[Path]]:
             path = Path(entry.path)
             if path.suffix.lower() in IMAGE_EXTS:
                 if path.stem in images:  # e.g. a.png and a.jpg: pairing by stem would be ambiguous
-                    raise ValueError(f"two images share the name {path.stem!r} in {folder}: "
-                                     f"{images[path.stem].name} and {path.name}; keep one")
+                    raise DataError(f"two images share the name {path.stem!r} in {folder}: "
+                                    f"{images[path.stem].name} and {path.name}; keep one")
                 images[path.stem] = path
             else:
                 others.append(path)
@@ -143,17 +144,31 @@ def scan_folders(root: Path) -> PairScan:
     return scan
 
 
+def _entry_path(base: Path, text: str, line: str) -> Path:
+    """`base / text`, exactly: only a leading './' (or '/', which TransWeather writes) is dropped. An entry
+    that leaves the list's folder ('..', or a symlink out) is refused."""
+    rel = text.strip()
+    while rel.startswith("./"):
+        rel = rel[2:]
+    rel = rel.lstrip("/")
+    path = base / rel
+    if not path.resolve().is_relative_to(base.resolve()):
+        raise DataError(f"list entry {line!r} points outside the list's folder {base}; "
+                        "entries must name files below it (fix or remove that line)")
+    return path
+
+
 def _list_entry(base: Path, line: str) -> tuple[Path, Path]:
     """(input, gt) for one list line: `in<TAB>gt`, or an input path whose `input` folder maps to `gt`.
 
-    Paths are relative to the list's folder; leading './' or '/' (TransWeather writes both) is
-    stripped. The folder is swapped as a path component, never by substring replacement (a file
-    named e.g. 'input_03.png' would otherwise be corrupted).
+    Paths are relative to the list's folder (see _entry_path). The folder is swapped as a path component,
+    never by substring replacement (a file named e.g. 'input_03.png' would otherwise be corrupted).
     """
     if "\t" in line:
         a, b = line.split("\t", 1)
-        return base / a.strip().lstrip("./"), base / b.strip().lstrip("./")
-    rel = Path(line.lstrip("./").lstrip("/"))
+        return _entry_path(base, a, line), _entry_path(base, b, line)
+    inp = _entry_path(base, line, line)
+    rel = inp.relative_to(base)
     parts = list(rel.parts)
     lowered = [p.lower() for p in parts]
     for name in INPUT_DIRS:
@@ -161,9 +176,7 @@ def _list_entry(base: Path, line: str) -> tuple[Path, Path]:
             i = lowered.index(name)
             gt_dir = _child(base.joinpath(*parts[:i]), GT_DIRS)
             gt_folder = gt_dir if gt_dir is not None else base.joinpath(*parts[:i], "gt")
-            inp = base / rel
-            stem_candidates = gt_stems(inp.stem)
-            for stem, _ in stem_candidates:
+            for stem, _ in gt_stems(inp.stem):
                 cand = gt_folder.joinpath(*parts[i + 1:-1], stem + inp.suffix)
                 if cand.exists():
                     return inp, cand
@@ -191,7 +204,7 @@ def scan_list(list_file: Path) -> PairScan:
         else:
             scan.pairs.append((inp, gt))
     if not scan.pairs and not scan.missing:
-        raise ValueError(f"list file {list_file} names no images")
+        raise DataError(f"list file {list_file} names no images")
     return scan
 
 
@@ -218,7 +231,8 @@ def write_pairs_list(scan: PairScan, root: Path) -> Path:
     root = Path(root)
     dirs = paired_dirs(root)
     n_inputs = len(_listdir(dirs[0])[0]) if dirs else -1
-    lines = [f"# dwgn pairs: {len(scan.pairs)} pairs; inputs={n_inputs}; layout={scan.layout}; written by dataset/prepare.py --check"]
+    lines = [f"# dwgn pairs: {len(scan.pairs)} pairs; inputs={n_inputs}; layout={scan.layout}; "
+             "written by dataset/prepare.py --check --write-lists"]
     lines += [f"{a.relative_to(root).as_posix()}\t{b.relative_to(root).as_posix()}" for a, b in scan.pairs]
     return write_text_atomic(root / PAIRS_LIST, "\n".join(lines) + "\n")
 
@@ -239,7 +253,7 @@ def scan_set(root: Path) -> PairScan:
             scan.root = root
             return scan
         print(f"{listed} is out of date ({stale}); scanning the folders instead; "
-              "rerun `python dataset/prepare.py --check` to refresh it")
+              "rerun `python dataset/prepare.py --check DIR --write-lists` to refresh it")
     for name in ("allweather.txt",):
         if (root / name).is_file():
             return scan_list(root / name)

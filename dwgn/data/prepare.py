@@ -3,8 +3,10 @@
   --demo [--out DIR] [--seed S]   build the embedded synthetic all-weather set (default datasets/demo)
   --figure [PATH]                 draw figures/weather_examples.png
   --check DIR [--json] [--decode] check one set or a parent of several: pairs per set, missing,
-                                  unpaired, size-mismatched (and with --decode, unreadable) files,
-                                  totals against docs/DESIGN.md §4; writes DIR/.../dwgn_pairs.txt lists
+    [--write-lists]               unpaired, size-mismatched (and with --decode, unreadable) files,
+                                  totals against docs/DESIGN.md §4. Only reads; --write-lists also writes
+                                  each set's checked pairs to DIR/.../dwgn_pairs.txt (read first by the loaders)
+Exit status: 0 all good, 1 the check found problems, 2 a mistake (e.g. no data set at DIR).
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def check_set(root: Path, decode: bool = False, write_list: bool = True) -> dict:
-    """Check one set folder (or list file): returns {layout, name, pairs, expected, problems, list}."""
+def check_set(root: Path, decode: bool = False, write_list: bool = False) -> dict:
+    """Check one set folder (or list file): {layout, name, pairs, expected, problems: {kind: [detail]}, list}.
+    Reads only, unless `write_list` (then the checked pairs go to root/dwgn_pairs.txt)."""
     root = Path(root)
     if root.is_file():
         scan = layouts.scan_list(root)
@@ -36,26 +39,28 @@ def check_set(root: Path, decode: bool = False, write_list: bool = True) -> dict
     else:
         scan = layouts.scan_folders(root)  # never trust an old dwgn_pairs.txt when checking
     base = root.parent if root.is_file() else root
-    problems: list[str] = []
+    problems: dict[str, list[str]] = {}
     for kind, paths in scan.skipped().items():
-        problems += [f"{kind}: {_rel(p, base)}" for p in paths]
+        problems[kind] = [_rel(p, base) for p in paths]
     name = layouts.identify(root)
     is_training = name == "allweather" or "train" in [p.lower() for p in root.parts[-3:]]
     good = []
-    for inp, gt in tqdm(scan.pairs, desc=f"checking {root.name}", unit="pair", leave=False):
+    for inp, gt in tqdm(scan.pairs, desc=f"checking {root.name}", unit="pair", leave=False, disable=None):
         try:
             if decode:
                 a, b = read_image(inp).shape[:2], read_image(gt).shape[:2]
             else:
                 a, b = image_size(inp), image_size(gt)
         except (ValueError, FileNotFoundError) as e:
-            problems.append(f"unreadable: {e}")
+            problems.setdefault("unreadable", []).append(str(e))
             continue
         if a != b:
-            problems.append(f"size mismatch: {_rel(inp, base)} is {a[1]}x{a[0]}, {_rel(gt, base)} is {b[1]}x{b[0]}")
+            problems.setdefault("size mismatch", []).append(
+                f"{_rel(inp, base)} is {a[1]}x{a[0]}, {_rel(gt, base)} is {b[1]}x{b[0]}")
             continue
         if is_training and layouts.outdoor_rain_scene(inp) in layouts.OUTDOOR_RAIN_TEST_SCENES:
-            problems.append(f"Outdoor-Rain test scene in a training set (left out of training): {_rel(inp, base)}")
+            problems.setdefault("Outdoor-Rain test scene in a training set (left out of training)", []).append(
+                _rel(inp, base))
         good.append((inp, gt))
     expected = layouts.EXPECTED_PAIRS.get(name) if name else None
     if expected is not None and len(scan.pairs) != expected:
@@ -64,48 +69,52 @@ def check_set(root: Path, decode: bool = False, write_list: bool = True) -> dict
             other = "raindrop-b" if name == "raindrop-a" else "raindrop-a"
             if len(scan.pairs) == layouts.EXPECTED_PAIRS[other]:
                 hint = f" - this looks like {other} (test_a and test_b are often mixed up)"
-        problems.append(f"expected {expected} pairs for {name} (docs/DESIGN.md §4), found {len(scan.pairs)}{hint}")
+        problems["wrong total"] = [f"expected {expected} pairs for {name} (docs/DESIGN.md §4), "
+                                   f"found {len(scan.pairs)}{hint}"]
     scan.pairs = good
     listed = None
     if write_list and root.is_dir() and good:
         try:
             listed = str(layouts.write_pairs_list(scan, root))
         except OSError as e:
-            problems.append(f"could not write {root / layouts.PAIRS_LIST}: {e}")
+            problems.setdefault("list not written", []).append(f"could not write {root / layouts.PAIRS_LIST}: {e}")
     return {"layout": scan.layout, "name": name, "pairs": len(good), "expected": expected,
             "problems": problems, "list": listed}
 
 
-def check(root: Path, decode: bool = False) -> dict[str, dict]:
-    """Check every set at or below `root`; keyed by set path."""
+def check(root: Path, decode: bool = False, write_lists: bool = False) -> dict[str, dict]:
+    """Check every set at or below `root`; keyed by set path. Reads only unless `write_lists`."""
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"{root} does not exist")
+        raise FileNotFoundError(f"--check {root} does not exist; give a data set folder or a folder holding sets")
     sets = layouts.find_sets(root)
     if not sets:
-        raise FileNotFoundError(f"no data set found at or below {root} (a set is a folder with input|data|synthetic "
-                                "and gt|label folders, or allweather.txt); see dataset/README.md")
+        raise FileNotFoundError(f"no data set found at or below {root}: looked for folders holding "
+                                "input|data|synthetic beside gt|label, or an allweather.txt (see dataset/README.md)")
     report = {}
     for s in sets:
         try:
-            report[str(s)] = check_set(s, decode=decode)
+            report[str(s)] = check_set(s, decode=decode, write_list=write_lists)
         except (FileNotFoundError, ValueError) as e:
             report[str(s)] = {"layout": None, "name": layouts.identify(s), "pairs": 0, "expected": None,
-                              "problems": [str(e)], "list": None}
+                              "problems": {"unusable": [str(e)]}, "list": None}
     return report
 
 
-def _print_report(report: dict[str, dict], limit: int = 10) -> None:
+def _print_report(report: dict[str, dict], examples: int = 3) -> None:
+    """One table row per set, then each kind of problem with its count and first few examples."""
+    width = max(len("set"), *(len(p) for p in report))
+    print(f"{'set':<{width}}  {'name':<12} {'layout':<12} {'pairs':>7} {'expected':>9}  problems")
     for path, r in report.items():
-        exp = f" (expected {r['expected']})" if r["expected"] is not None else ""
-        name = f" [{r['name']}]" if r["name"] else ""
-        print(f"{path}{name}: {r['pairs']} pairs{exp}, layout {r['layout']}, {len(r['problems'])} problems")
-        for p in r["problems"][:limit]:
-            print(f"  - {p}")
-        if len(r["problems"]) > limit:
-            print(f"  ... {len(r['problems']) - limit} more (--json lists all)")
+        count = sum(len(v) for v in r["problems"].values())
+        expected = "-" if r["expected"] is None else str(r["expected"])
+        print(f"{path:<{width}}  {r['name'] or '-':<12} {r['layout'] or '-':<12} {r['pairs']:>7} {expected:>9}  "
+              f"{count or 'none'}")
+        for kind, details in r["problems"].items():
+            more = f" ... (+{len(details) - examples}, --json lists all)" if len(details) > examples else ""
+            print(f"    {kind} ({len(details)}): {'; '.join(details[:examples])}{more}")
         if r["list"]:
-            print(f"  list written: {r['list']}")
+            print(f"    list written: {r['list']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,9 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="with --check: print the report as JSON")
     parser.add_argument("--decode", action="store_true", help="with --check: decode every image (slow; finds "
                         "truncated files)")
+    parser.add_argument("--write-lists", action="store_true", help="with --check: write each set's checked pairs "
+                        "to <set>/dwgn_pairs.txt (the loaders read it first; --check alone writes nothing)")
     args = parser.parse_args(argv)
     if not (args.demo or args.figure or args.check):
         parser.error("give --demo, --figure or --check DIR")
+    if (args.json or args.decode or args.write_lists) and not args.check:
+        parser.error("--json, --decode and --write-lists go with --check DIR")
     status = 0
     if args.demo:
         from dwgn.data.demo import build_demo
@@ -134,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"wrote {make_figure(args.figure, seed=args.seed)}")
     if args.check:
-        report = check(args.check, decode=args.decode)
+        report = check(args.check, decode=args.decode, write_lists=args.write_lists)
         if args.json:
             print(json.dumps(report, indent=2))
         else:

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from dwgn.data.datasets import DEMO_TEST_SETS, test_sets
-from dwgn.data.images import read_image
+from dwgn.data.datasets import DEMO_TEST_SETS, test_scans
+from dwgn.data.images import read_image, read_photo, save_photo
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
+from dwgn.errors import DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
-from dwgn.io import atomic_path, write_text_atomic
 from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore
+from dwgn.io import write_text_atomic
 
 PROTOCOL = "Y BT.601, 8-bit, native size"
 PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -51,20 +51,8 @@ def load_checkpoint_model(path: str | Path | None, device: str) -> nn.Module:
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
-    """Write an 8-bit PNG (RGB, RGBA or gray) atomically, so an interrupted run leaves no half image."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-
-
-def read_photo(path: Path) -> np.ndarray:
-    """A user's photo: HxWx3 uint8, or HxWx4 when it has an alpha channel (kept through restoration)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                return np.array(im.convert("RGBA"), dtype=np.uint8)
-    except (OSError, SyntaxError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
-    return read_image(path)
+    """Write a PNG atomically in the image's own layout (gray/RGB/RGBA, 8- or 16-bit)."""
+    save_photo(path, image)
 
 
 # --------------------------------------------------------------------------------------------- scoring
@@ -78,22 +66,19 @@ def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out
                  overlap: int = DEFAULT_OVERLAP) -> tuple[dict, list[dict]]:
     """Restore every input of a set into out_dir (PNG, same file stem) and score it against its gt.
     Returns (the set's metrics.json entry, one row per image)."""
-    rows, skipped, names = [], [], {}
-    for inp_path, gt_path in tqdm(pairs, desc=key, unit="img"):
+    _refuse_collisions([inp for inp, _ in pairs], out_dir)
+    rows, skipped = [], []
+    for inp_path, gt_path in tqdm(pairs, desc=key, unit="img", disable=None):
         try:
             inp, gt = read_image(inp_path), read_image(gt_path)
         except READ_ERRORS as e:
             skipped.append((str(inp_path), str(e)))
             continue
         if inp.shape != gt.shape:
-            raise ValueError(f"input {inp_path} is {inp.shape[1]}x{inp.shape[0]} but its ground truth {gt_path} "
-                             f"is {gt.shape[1]}x{gt.shape[0]}; scores are computed at native size, nothing is "
-                             "resized: fix or remove this pair")
+            raise DataError(f"input {inp_path} is {inp.shape[1]}x{inp.shape[0]} but its ground truth {gt_path} "
+                            f"is {gt.shape[1]}x{gt.shape[0]}; scores are computed at native size, nothing is "
+                            "resized: fix or remove this pair")
         name = inp_path.stem + ".png"
-        if name in names:
-            raise ValueError(f"inputs {names[name]} and {inp_path} would both be saved as {out_dir / name}; "
-                             "rename one")
-        names[name] = inp_path
         restored = restore(model, inp, tile=tile, overlap=overlap, self_ensemble=self_ensemble)
         save_png(out_dir / name, restored)
         scores = all_metrics(restored, gt, crop_border)  # the saved 8-bit image, as written
@@ -109,31 +94,63 @@ def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out
     return entry, rows
 
 
-def restore_folder(model: nn.Module, folder: Path, out_dir: Path, *, tile: int | None = None,
-                   self_ensemble: bool = False, overlap: int = DEFAULT_OVERLAP) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Restore every photo in `folder` (no ground truth) to out_dir/<stem>.png at its own size.
-    Returns (written files, skipped (path, reason)); files that are not photos are skipped too, by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--input {folder} is not a folder; give a folder of photos "
+def _refuse_collisions(inputs: list[Path], out_dir: Path) -> None:
+    """Two inputs that would be saved under one name (photo.jpg, photo.png) are refused before any is written."""
+    by_name = {}
+    for path in inputs:
+        by_name.setdefault(path.stem + ".png", []).append(path)
+    clashes = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+    if clashes:
+        name, paths = next(iter(clashes.items()))
+        raise DataError(f"{' and '.join(map(str, paths))} would both be saved as {out_dir / name}"
+                        f"{f' (and {len(clashes) - 1} more such clash(es))' if len(clashes) > 1 else ''}; "
+                        "rename one of them (nothing was written)")
+
+
+def photo_files(source: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(photos to restore, skipped (path, reason)) of a folder, or of one photo."""
+    if source.is_file():
+        files = [source]
+    elif source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
+    else:
+        raise FileNotFoundError(f"--input {source} does not exist; give a folder of photos or one photo "
                                 f"({', '.join(PHOTO_EXTENSIONS)})")
-    written, skipped = [], []
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    for path in tqdm(files, desc=folder.name, unit="img"):
-        if path.suffix.lower() not in PHOTO_EXTENSIONS:
-            skipped.append((str(path), f"not a photo extension ({', '.join(PHOTO_EXTENSIONS)})"))
-            continue
+    photos = [p for p in files if p.suffix.lower() in PHOTO_EXTENSIONS]
+    skipped = [(str(p), f"not a photo extension ({', '.join(PHOTO_EXTENSIONS)})") for p in files if p not in photos]
+    return photos, skipped
+
+
+def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int | None = None,
+                   self_ensemble: bool = False, overlap: int = DEFAULT_OVERLAP,
+                   overwrite: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Restore every photo in `source` (a folder, or one photo; no ground truth) to out_dir/<stem>.png at its
+    own size and in its own layout (gray stays gray, alpha and 16 bits are kept, EXIF orientation applied).
+    Returns (written files, skipped (path, reason)). Name clashes and (without `overwrite`) earlier outputs
+    are refused before anything is written."""
+    photos, skipped = photo_files(Path(source))
+    _refuse_collisions(photos, out_dir)
+    refuse_overwrite([out_dir / (p.stem + ".png") for p in photos], overwrite)
+    written = []
+    for path in tqdm(photos, desc=Path(source).name, unit="img", disable=None):
         try:
             image = read_photo(path)
         except READ_ERRORS as e:
             skipped.append((str(path), str(e)))
             continue
         out = out_dir / (path.stem + ".png")
-        if out in written:
-            raise ValueError(f"two photos in {folder} would both be saved as {out}; rename one")
         save_png(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble))
         written.append(out)
     return written, skipped
+
+
+def refuse_overwrite(outputs: list[Path], overwrite: bool) -> None:
+    """Earlier results are never replaced silently: refuse (naming one) unless --overwrite."""
+    existing = [p for p in outputs if p.exists()]
+    if existing and not overwrite:
+        raise DataError(f"{existing[0]} holds the result of an earlier run"
+                        f"{f' ({len(existing) - 1} more files too)' if len(existing) > 1 else ''}; "
+                        "pass --results NEW_DIR to keep it, or --overwrite to replace it")
 
 
 # --------------------------------------------------------------------------------------------- reports
@@ -196,13 +213,16 @@ def profile(model: nn.Module, sizes: list[int], repeats: int = 3) -> list[dict]:
 # ------------------------------------------------------------------------------------------------- CLI
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python test.py", description="Evaluate a DwGN checkpoint on test sets, "
-                                "restore a folder of photos (--input), or profile the network (--profile).")
+                                "restore a folder of photos (--input), or profile the network (--profile). "
+                                "Earlier results are kept: a run that would replace them stops unless --overwrite.")
     p.add_argument("--checkpoint", default=None, help=f"default: the demo checkpoint {DEFAULT_CHECKPOINT.name}")
     p.add_argument("--test-set", nargs="+", default=None, metavar="NAME_OR_DIR",
                    help="snow100k-s snow100k-l outdoor-rain raindrop-a raindrop-b demo, or paired folders "
                         "(default: demo, unless --input or --profile is given)")
-    p.add_argument("--input", default=None, help="restore every photo in this folder (no ground truth)")
+    p.add_argument("--input", default=None, help="restore every photo in this folder (or this one photo); "
+                   "no ground truth")
     p.add_argument("--results", default="results", help="output folder (default: results)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --results")
     p.add_argument("--data-root", default=None, help="where the named benchmark sets live (default: datasets/)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--tile", type=int, default=None,
@@ -215,12 +235,48 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every block (regional, fullgraph) before restoring; needs --tile 0")
-    p.add_argument("--figures", default="figures", help="where results.png goes after the demo sets")
+    p.add_argument("--figure", default=None, metavar="PATH",
+                   help="also draw the results figure here (e.g. figures/results.png); after the demo sets it is "
+                        "always drawn into --results")
     return p
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Returns {"metrics": {...}, "restored": [...], "skipped": [...], "profile": [...]} for callers/tests."""
+def _run_profile(model: nn.Module, args: argparse.Namespace, results_dir: Path) -> list[dict]:
+    refuse_overwrite([results_dir / "profile.json"], args.overwrite)
+    rows = profile(model, args.profile_sizes)
+    print(f"{'size':>6}{'params':>12}{'GMACs':>10}{'latency':>10}  device")
+    for r in rows:
+        print(f"{r['size']:>6}{r['params']:>12,}{r['macs'] / 1e9:>10.2f}{r['latency_s']:>9.3f}s  {r['device']}")
+    write_text_atomic(results_dir / "profile.json", json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+def _run_test_sets(model: nn.Module, names: list[str], args: argparse.Namespace, results_dir: Path,
+                   opts: dict) -> tuple[dict, list[tuple[str, str]]]:
+    scans = test_scans(names, Path(args.data_root) if args.data_root else None)
+    refuse_overwrite([results_dir / "metrics.json", *(results_dir / key for key in scans)], args.overwrite)
+    results, rows, skipped = {}, [], []
+    for key, scan in scans.items():
+        entry, set_rows = evaluate_set(model, key, scan.pairs, results_dir / key, crop_border=args.crop_border, **opts)
+        dropped = [(str(p), f"{kind}, left out while pairing") for kind, paths in scan.skipped().items() for p in paths]
+        entry["skipped"] += [path for path, _ in dropped]
+        entry["_reasons"] += dropped
+        results[key], rows = entry, rows + set_rows
+        skipped += entry["_reasons"]
+    write_metrics(results, results_dir, rows)
+    print(format_table(results))
+    print(f"restored images in {results_dir}/<set>/, scores in {results_dir / 'metrics.json'} and metrics.csv")
+    if any(e["synthetic"] for e in results.values()):
+        from dwgn.evaluation.results_figure import draw
+
+        for out in [results_dir / "results.png"] + ([Path(args.figure)] if args.figure else []):
+            print(f"figure: {draw(results_dir, out)}")
+    return results, skipped
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Returns {"metrics": {...}, "restored": [...], "skipped": [...], "profile": [...]} for callers/tests.
+    Raises DataError when nothing was restored or scored (after listing what was skipped)."""
     parser = get_parser()
     args = parser.parse_args(argv)
     if args.compile and args.tile != 0:
@@ -237,42 +293,32 @@ def main(argv: list[str] | None = None) -> dict:
     results_dir = Path(args.results)
     opts = {"tile": args.tile, "overlap": args.overlap, "self_ensemble": args.self_ensemble}
     summary: dict = {"metrics": {}, "restored": [], "skipped": [], "profile": []}
-
     if args.profile:
-        summary["profile"] = rows = profile(model, args.profile_sizes)
-        print(f"{'size':>6}{'params':>12}{'GMACs':>10}{'latency':>10}  device")
-        for r in rows:
-            print(f"{r['size']:>6}{r['params']:>12,}{r['macs'] / 1e9:>10.2f}{r['latency_s']:>9.3f}s  {r['device']}")
-        results_dir.mkdir(parents=True, exist_ok=True)
-        (results_dir / "profile.json").write_text(json.dumps(rows, indent=2) + "\n")
-
+        summary["profile"] = _run_profile(model, args, results_dir)
     if args.input:
-        folder = Path(args.input)
-        written, skipped = restore_folder(model, folder, results_dir / folder.resolve().name, **opts)
-        print(f"restored {len(written)} photo(s) into {results_dir / folder.resolve().name}")
+        source = Path(args.input)
+        out_dir = results_dir / source.resolve().name if source.is_dir() else results_dir
+        written, skipped = restore_folder(model, source, out_dir, overwrite=args.overwrite, **opts)
+        print(f"restored {len(written)} photo(s) into {out_dir}")
         summary["restored"], summary["skipped"] = written, skipped
-
     names = args.test_set if args.test_set else (None if (args.input or args.profile) else ["demo"])
     if names:
-        sets = test_sets(names, Path(args.data_root) if args.data_root else None)
-        results, rows = {}, []
-        for key, pairs in sets.items():
-            results[key], set_rows = evaluate_set(model, key, pairs, results_dir / key,
-                                                  crop_border=args.crop_border, **opts)
-            rows += set_rows
-            summary["skipped"] += results[key]["_reasons"]
-        write_metrics(results, results_dir, rows)
-        print(format_table(results))
-        print(f"restored images in {results_dir}/<set>/, scores in {results_dir / 'metrics.json'} and metrics.csv")
-        summary["metrics"] = results
-        if any(e["synthetic"] for e in results.values()):
-            from dwgn.evaluation.results_figure import draw
-
-            out = draw(results_dir, Path(args.figures) / "results.png")
-            print(f"figure: {out}")
-
+        summary["metrics"], skipped = _run_test_sets(model, names, args, results_dir, opts)
+        summary["skipped"] += skipped
     if summary["skipped"]:
-        print(f"SKIPPED {len(summary['skipped'])} unreadable file(s), not scored:")
+        print(f"SKIPPED {len(summary['skipped'])} file(s), not restored or scored:")
         for path, reason in summary["skipped"]:
             print(f"  {path}: {reason}")
+    if args.input and not summary["restored"]:
+        raise DataError(f"no photo restored from {args.input} ({len(summary['skipped'])} file(s) skipped, listed "
+                        f"above); give a folder holding photos ({', '.join(PHOTO_EXTENSIONS)})")
+    empty = [key for key, e in summary["metrics"].items() if e["n"] == 0]
+    if empty:
+        raise DataError(f"nothing scored in test set(s) {', '.join(empty)}: every pair was skipped (listed above)")
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python test.py ...`: 0 when something was restored or scored; errors go to dwgn.errors.run_main."""
+    run(argv)
+    return 0

@@ -185,23 +185,31 @@ def _inverse(x: Tensor, k: int) -> Tensor:
 
 # -------------------------------------------------------------------------------------------- images
 def _as_rgb(image: np.ndarray) -> tuple[np.ndarray, str, np.ndarray | None]:
-    """-> (HxWx3 uint8 RGB, layout 'gray'|'rgb'|'rgba', alpha or None)."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+    """-> (HxWx3 RGB of the image's dtype, writable, layout 'gray'|'rgb'|'rgba', alpha or None)."""
+    if not isinstance(image, np.ndarray) or image.dtype not in (np.uint8, np.uint16):
         dtype = getattr(image, "dtype", type(image).__name__)
-        raise TypeError(f"restore() takes an HxWx3 uint8 image, got {dtype}; read files with "
-                        "dwgn.data.images.read_image, which converts 16-bit/float images to 8-bit")
+        raise TypeError(f"restore() takes an HxWx3 uint8 (or uint16) image, got {dtype}; read files with "
+                        "dwgn.data.images.read_photo")
     if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
         gray = image.reshape(image.shape[:2])
         return np.repeat(gray[..., None], 3, axis=2), "gray", None
     if image.ndim == 3 and image.shape[2] in (3, 4):
         alpha = image[..., 3].copy() if image.shape[2] == 4 else None
-        return np.ascontiguousarray(image[..., :3]), "rgba" if alpha is not None else "rgb", alpha
+        rgb = np.ascontiguousarray(image[..., :3])
+        return (rgb if rgb.flags.writeable else rgb.copy()), "rgba" if alpha is not None else "rgb", alpha
     raise ValueError(f"restore() takes an HxWx3 RGB (or HxW gray, HxWx4 RGBA) image, got shape {image.shape}")
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
     """(1,3,H,W) float in [0,1] (values outside are clipped) -> HxWx3 uint8, rounded to nearest."""
     return x[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # (H,W,3)
+
+
+def _to_dtype(x: Tensor, dtype: np.dtype) -> np.ndarray:
+    """(1,3,H,W) float in [0,1] -> HxWx3 of `dtype` (uint8 or uint16), clipped and rounded to nearest."""
+    if dtype == np.uint8:
+        return to_uint8(x)
+    return x[0].clamp(0, 1).mul(65535).round().to(torch.int32).permute(1, 2, 0).cpu().numpy().astype(np.uint16)
 
 
 def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
@@ -235,7 +243,7 @@ def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overla
             self_ensemble: bool = False, device: str | torch.device | None = None, amp: bool | None = None,
             refine: int = 0, progress: bool = False) -> np.ndarray:
     """Restore one photo: HxWx3 uint8 RGB in, HxWx3 uint8 out (gray HxW and RGBA HxWx4 keep their layout;
-    the alpha channel passes through untouched).
+    the alpha channel passes through untouched; uint16 in gives uint16 out). Read-only arrays are fine.
 
     tile: None tiles automatically above AUTO_TILE_PIXELS (tiles of DEFAULT_TILE), 0 never tiles, N uses
     N x N tiles (N rounded up to a multiple of 64) overlapping by `overlap`; refine: extra sweeps that
@@ -253,12 +261,15 @@ def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overla
     model.eval()
     try:
         with torch.inference_mode():
-            x = torch.from_numpy(rgb).to(dev).permute(2, 0, 1)[None].float() / 255  # (1,3,H,W)
-            out = to_uint8(restore_tensor(model, x, tile, overlap, self_ensemble, amp, refine, progress))
+            peak = 65535 if rgb.dtype == np.uint16 else 255
+            pixels = torch.from_numpy(rgb.astype(np.int32) if peak == 65535 else rgb)  # torch lacks uint16 ops
+            x = pixels.to(dev).permute(2, 0, 1)[None].float() / peak  # (1,3,H,W)
+            restored = restore_tensor(model, x, tile, overlap, self_ensemble, amp, refine, progress)
+            out = _to_dtype(restored, rgb.dtype)  # (H,W,3)
     finally:
         model.train(was_training)
     if layout == "gray":
-        gray = np.clip(np.round(out @ _GRAY), 0, 255).astype(np.uint8)  # (H,W,3) -> (H,W)
+        gray = np.clip(np.round(out @ _GRAY), 0, np.iinfo(out.dtype).max).astype(out.dtype)  # (H,W,3) -> (H,W)
         return gray.reshape(image.shape)
     if layout == "rgba":
         return np.concatenate([out, alpha[..., None]], axis=2)  # (H,W,4)

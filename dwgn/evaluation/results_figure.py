@@ -1,6 +1,6 @@
 """Results figure: per weather (test set), input | restored | ground truth crops, and per-set PSNR bars.
 
-    python -m dwgn.evaluation.results_figure RESULTS_DIR [--out figures/results.png]
+    python -m dwgn.evaluation.results_figure RESULTS_DIR [--out PNG]    (default RESULTS_DIR/results.png)
 
 Reads what test.py wrote: RESULTS_DIR/metrics.json, per_image.csv and the restored PNGs. For each set
 the image shown is the one with the median restored PSNR-Y (representative, not the best one).
@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
+from dwgn.errors import DataError
 from dwgn.data.images import read_image  # noqa: E402
 from dwgn.data.transforms import center_crop  # noqa: E402
 from dwgn.io import save_figure  # noqa: E402
@@ -30,7 +31,7 @@ def _median_row(rows: list[dict]) -> dict:
     return ordered[len(ordered) // 2]
 
 
-def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Path:
+def draw(results_dir: str | Path, out: str | Path) -> Path:
     results_dir, out = Path(results_dir), Path(out)
     metrics_path, rows_path = results_dir / "metrics.json", results_dir / "per_image.csv"
     for p in (metrics_path, rows_path):
@@ -43,7 +44,7 @@ def draw(results_dir: str | Path, out: str | Path = "figures/results.png") -> Pa
             per_set.setdefault(row["set"], []).append(row)
     keys = [k for k in metrics if per_set.get(k)]
     if not keys:
-        raise ValueError(f"{results_dir} holds no scored images to draw")
+        raise DataError(f"{results_dir} holds no scored images to draw")
 
     fig = plt.figure(figsize=(9.5, 2.2 * len(keys) + 0.7))
     grid = fig.add_gridspec(len(keys), 4, width_ratios=[1, 1, 1, 1.5])
@@ -83,12 +84,14 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m dwgn.evaluation.results_figure",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", help="the --results folder test.py wrote")
-    parser.add_argument("--out", default="figures/results.png")
+    parser.add_argument("--out", default=None, help="default: RESULTS_DIR/results.png (e.g. figures/results.png)")
     args = parser.parse_args(argv)
-    out = draw(args.results_dir, args.out)
+    out = draw(args.results_dir, args.out or Path(args.results_dir) / "results.png")
     print(f"wrote {out}")
     return out
 
 
 if __name__ == "__main__":
-    main()
+    from dwgn.errors import run_main
+
+    run_main(main, "python -m dwgn.evaluation.results_figure")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
-import torch
 from torch import Tensor
 
+from dwgn.errors import UserError
 from dwgn.models.network import PRESETS, ModelConfig, build_model
 
 # (their pieces, our pieces): whole dot-separated pieces, longest match first; the pieces not listed
@@ -46,7 +46,7 @@ _STEM, _TABLE = "stem.weight", "encoders.0.0.hdmc.attention.bias_table"
 _SQUEEZE = "encoders.0.0.hdmc.dynamic_qkv.0.generator.squeeze.weight"
 
 
-class AuthorsMappingError(ValueError):
+class AuthorsMappingError(UserError, ValueError):
     """A state_dict that cannot be mapped one-to-one onto our network; the message names the keys."""
 
 

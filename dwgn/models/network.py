@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Iterator
 
 import torch
@@ -18,16 +18,19 @@ DYNAMIC_MODES = ("half", "none", "full")
 
 @dataclass
 class ModelConfig:
-    """Every knob of the network. `paper` is docs/DESIGN.md §1; `tiny` trains in seconds on a CPU."""
+    """Every knob of the network. `paper` is docs/DESIGN.md §1; `tiny` trains in seconds on a CPU.
+    Each field's `help` (and `choices`) is what `--help` of the training scripts prints."""
 
-    width: int = 32                      # channels at level 1 (doubles each level)
-    enc_blocks: tuple = (4, 4, 6)        # blocks per encoder level
-    middle_blocks: int = 8
-    dec_blocks: tuple = (6, 4, 4)        # blocks per decoder level, deepest first
-    head_dim: int = 32                   # channels per attention head
-    window: int = 8                      # attention window side
-    glgf_groups: int = 16                # groups g of the weight generator (GLGF)
-    dynamic: str = "half"                # half (paper) | none (all static) | full (both branches dynamic)
+    width: int = field(default=32, metadata={"help": "channels at level 1 (doubles each level)"})
+    enc_blocks: tuple[int, ...] = field(default=(4, 4, 6), metadata={"help": "blocks per encoder level, e.g. 4,4,6"})
+    middle_blocks: int = field(default=8, metadata={"help": "blocks at the bottleneck"})
+    dec_blocks: tuple[int, ...] = field(default=(6, 4, 4), metadata={"help": "blocks per decoder level, deepest first"})
+    head_dim: int = field(default=32, metadata={"help": "channels per attention head"})
+    window: int = field(default=8, metadata={"help": "attention window side"})
+    glgf_groups: int = field(default=16, metadata={"help": "groups g of the weight generator (GLGF)"})
+    dynamic: str = field(default="half", metadata={
+        "help": "which convolutions get generated weights: half (paper), none (all static), full (both branches)",
+        "choices": DYNAMIC_MODES})
 
 
 PRESETS = {
@@ -36,7 +39,7 @@ PRESETS = {
 }
 
 
-def _validate(config: ModelConfig) -> ModelConfig:
+def validate_model(config: ModelConfig) -> ModelConfig:
     if config.dynamic not in DYNAMIC_MODES:
         raise ValueError(f"dynamic={config.dynamic!r}: choose one of {', '.join(DYNAMIC_MODES)}")
     if len(config.enc_blocks) != len(config.dec_blocks):
@@ -101,7 +104,7 @@ class DwGN(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.config = config = _validate(config)
+        self.config = config = validate_model(config)
 
         def level(channels: int, blocks: int) -> nn.Sequential:
             # even blocks use plain windows, odd blocks shifted windows

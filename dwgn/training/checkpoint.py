@@ -2,7 +2,8 @@
 
 Keys (docs/DESIGN.md §6): `format_version`, `model` (raw weights), `model_ema` (if EMA is used), `config`
 (nested dict; `config["model"]` rebuilds the network), `step` (completed optimizer steps); `last.pt`
-adds `optimizer`, `scheduler`, `scaler`, `rng` and stage extras such as `generators` (Stage 1).
+adds `optimizer`, `scaler`, `rng` (Python, NumPy, torch, CUDA; restored on resume) and stage extras
+such as `generators` (Stage 1). No scheduler state: the learning rate is a function of step and config.
 
 A release (`python -m dwgn.export`) may instead be a `.safetensors` file: the weights as its tensors and
 every other key (config, step, ...) in one JSON string, its metadata entry "dwgn"; it loads into the same
@@ -24,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from dwgn.errors import UserError
 from dwgn.io import atomic_path
 from dwgn.training.config import ConfigError, differing_fields, model_config_from_dict
 from dwgn.models.network import ModelConfig
@@ -34,7 +36,7 @@ SAFETENSORS_SUFFIX = ".safetensors"
 SAFETENSORS_METADATA_KEY = "dwgn"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, unreadable, or does not fit the network it is loaded into."""
 
 

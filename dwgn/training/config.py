@@ -4,26 +4,30 @@ Precedence, lowest to highest: the dataclass defaults (the embedded CPU demo) ->
 (`--preset` or `preset:` in YAML; it replaces the whole `model`) -> the YAML file (`--config F`) ->
 `--key value` flags. Flags use hyphens or underscores (`--batch-size` == `--batch_size`), nested keys
 are dotted (`--model.width 16`), values are converted to the field's type (`--model.enc-blocks 1,1,1`
-is a tuple of ints, `--from-scratch` alone is True, `none` is None where a field allows it).
-An unknown key is an error naming it and the valid keys.
+is a tuple of ints, `--from-scratch` alone is True, `none` is None where a field allows it). Integers are
+whole numbers (`12`, `1e4`); `1.5` or `1.5e0` for an integer key is an error, never truncated.
+An unknown key is an error naming it and the valid keys. Each field's metadata holds its `--help` text
+and, for a closed set of values, the allowed `choices`.
 """
 from __future__ import annotations
 
 import types
 import typing
+from decimal import Decimal, InvalidOperation
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 import yaml
 
-from dwgn.models.network import DYNAMIC_MODES, PRESETS, ModelConfig
+from dwgn.errors import UserError
+from dwgn.models.network import PRESETS, ModelConfig, validate_model
 
 AMP_MODES = ("bf16", "fp16", "none")
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value or key that cannot be used; the message says which and how to fix it."""
 
 
@@ -31,35 +35,43 @@ def _tiny() -> ModelConfig:
     return replace(PRESETS["tiny"])
 
 
+def opt(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
+    """A config field with its `--help` text and, for a closed set of values, the values allowed."""
+    return field(default=default, metadata={"help": help, "choices": tuple(choices)})
+
+
 @dataclass
 class TrainConfig:
     """Fields shared by both stages: data, optimisation, logging and the network (`model`)."""
 
-    preset: str = "tiny"                  # model preset from dwgn.models.network.PRESETS; `model.*` refine it
-    model: ModelConfig = field(default_factory=_tiny)
-    data: str | None = None               # data set root or list file; None -> the embedded default
-    out: str | None = None                # run directory; None -> runs/<stage>-<preset>
-    steps: int = 200                      # total optimizer steps (a larger value extends a finished run)
-    batch_size: int = 4                   # GLOBAL batch, split evenly over torchrun processes
-    crop: int = 64                        # training crop side (the paper: 128; 64 = one padding unit, cheap on a CPU)
-    lr: float = 2e-4                      # Adam peak learning rate
-    lr_min: float = 1e-6                  # cosine schedule ends here
-    betas: tuple = (0.9, 0.999)
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0                # max gradient norm; 0 = no clipping
-    ema_decay: float = 0.0                # EMA of the weights; 0 = no EMA
-    amp: str = "bf16"                     # CUDA autocast dtype: bf16 | fp16 (with GradScaler) | none; CPU is float32
-    device: str = "auto"                  # auto (CUDA if present) | cpu | cuda | cuda:N
-    seed: int = 0
-    num_workers: int = 2                  # data-loader workers per process
-    log_every: int = 10                   # steps between log.jsonl / TensorBoard lines
-    val_every: int = 50                   # steps between validations (0 = only at the end)
-    save_every: int = 50                  # steps between last.pt checkpoints (and always at the end)
-    compile: bool = False                 # torch.compile every block (fullgraph); off until a GPU shows it faster
-    cuda_graphs: bool = False             # capture the whole fixed-size step as a CUDA graph (CUDA, amp bf16/none)
+    preset: str = opt("tiny", "model preset; `--model.*` keys refine it", PRESETS)
+    model: ModelConfig = field(default_factory=_tiny, metadata={"help": "the network (see model.* keys)"})
+    data: str | None = opt(None, "data set root or list file; none = the embedded demo data")
+    out: str | None = opt(None, "run directory; none = runs/<stage>-<preset>")
+    restart: bool = opt(False, "move an existing run directory aside (dated name) and start over in it")
+    steps: int = opt(200, "total optimizer steps (a larger value extends a finished run)")
+    batch_size: int = opt(4, "GLOBAL batch, split evenly over torchrun processes")
+    crop: int = opt(64, "training crop side in pixels (the paper: 128)")
+    lr: float = opt(2e-4, "Adam peak learning rate")
+    lr_min: float = opt(1e-6, "the cosine schedule ends here")
+    betas: tuple[float, float] = opt((0.9, 0.999), "Adam betas, two numbers like 0.9,0.999")
+    weight_decay: float = opt(0.0, "Adam weight decay")
+    grad_clip: float = opt(0.0, "max gradient norm; 0 = no clipping")
+    ema_decay: float = opt(0.0, "EMA of the weights in [0, 1) (validation and best.pt use it); 0 = no EMA")
+    amp: str = opt("bf16", "CUDA autocast dtype (fp16 adds a GradScaler); the CPU trains in float32", AMP_MODES)
+    device: str = opt("auto", "auto (CUDA if present) | cpu | cuda | cuda:N")
+    seed: int = opt(0, "seed of every random choice (data order, crops, initial weights)")
+    num_workers: int = opt(2, "data-loader workers per process")
+    log_every: int = opt(10, "steps between log.jsonl / TensorBoard lines")
+    val_every: int = opt(50, "steps between validations (0 = only at the end)")
+    save_every: int = opt(50, "steps between last.pt checkpoints (and always at the end)")
+    compile: bool = opt(False, "torch.compile every block (fullgraph); off until a GPU shows it faster")
+    cuda_graphs: bool = opt(False, "capture the whole fixed-size step as a CUDA graph (CUDA; amp bf16 or none, "
+                            "grad_clip 0, one process)")
 
     def validate(self) -> None:
-        """Raise ConfigError for values the engine cannot run with."""
+        """Raise ConfigError for values the engine cannot run with (allowed values come from the fields)."""
+        _check_choices(self)
         positive = ("steps", "batch_size", "crop", "log_every", "save_every")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -69,14 +81,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.amp not in AMP_MODES:
-            raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        if self.preset not in PRESETS:
-            raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        if self.model.dynamic not in DYNAMIC_MODES:
-            raise ConfigError(f"model.dynamic must be one of {', '.join(DYNAMIC_MODES)}, got {self.model.dynamic!r}")
-        if len(self.betas) != 2:
-            raise ConfigError(f"betas needs two values like 0.9,0.999, got {self.betas}")
+        try:
+            validate_model(self.model)
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
         if self.cuda_graphs and (self.amp == "fp16" or self.grad_clip > 0):
             raise ConfigError("cuda_graphs captures a plain step: it needs amp bf16 or none (no fp16 GradScaler) "
                               "and grad_clip 0")
@@ -86,11 +94,12 @@ class TrainConfig:
 class FinetuneConfig(TrainConfig):
     """Stage 2 (train.py): all-weather fine-tuning from the pre-trained network (docs/DESIGN.md §3)."""
 
-    init: str | None = None               # pre-trained checkpoint; None -> runs/pretrain-<preset>/last.pt
-    from_scratch: bool = False            # start from random weights instead of --init
-    val_data: str | None = "demo"         # test-set name or folder for validation PSNR; none = no validation
-    val_images: int = 5                   # pairs used for validation (spread over the sets)
-    val_crop: int | None = 128            # center crop of validation pairs; none = whole images
+    init: str | None = opt(None, "pre-trained checkpoint; none = runs/pretrain-<preset>/last.pt")
+    from_scratch: bool = opt(False, "start from random weights instead of --init")
+    val_data: str | None = opt("auto", "validation pairs: auto (a held-out part of --data, or the demo sets "
+                               "without --data), a test-set name or folder, or none (no validation)")
+    val_images: int = opt(5, "pairs used for validation (spread over the sets)")
+    val_crop: int | None = opt(128, "center crop of validation pairs; none = whole images")
 
     def validate(self) -> None:
         super().validate()
@@ -105,32 +114,53 @@ class PretrainConfig(TrainConfig):
     The pre-training stage may subclass this with its own extra fields; the parser handles any
     dataclass."""
 
-    degradation: str = "adversarial"      # adversarial (learned masks) | weather (synthetic weather)
+    degradation: str = opt("adversarial", "adversarial (learned masks, the paper) or weather (synthetic weather)",
+                           ("adversarial", "weather"))
 
-    def validate(self) -> None:
-        super().validate()
-        if self.degradation not in ("adversarial", "weather"):
-            raise ConfigError(f"degradation must be adversarial or weather, got {self.degradation!r}")
+
+def _check_choices(cfg: Any, prefix: str = "") -> None:
+    """Every field with `choices` metadata holds one of them (nested configs too)."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            _check_choices(value, f"{prefix}{f.name}.")
+        elif f.metadata.get("choices") and value not in f.metadata["choices"]:
+            raise ConfigError(f"{prefix}{f.name} must be one of {', '.join(f.metadata['choices'])}, got {value!r}")
 
 
 # ---------------------------------------------------------------- conversion of values
 
 
 def _valid_keys(cls: Any, prefix: str = "") -> list[str]:
-    keys = []
-    for f in fields(cls):
-        keys.append(prefix + f.name)
-    return keys
+    return [prefix + f.name for f in fields(cls)]
 
 
-def _coerce(value: Any, hint: Any, default: Any, key: str, source: str) -> Any:
-    """Convert a YAML or command-line value to the field's declared type."""
+def _integer(value: Any) -> int:
+    """A whole number: 12, "12", "1e4" or 2.0 are read; 1.5, "1.5" and "1.5e0" are refused."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not an integer")
+    if isinstance(value, int):
+        return value
+    try:
+        number = Decimal(str(value).strip().replace("_", ""))
+    except InvalidOperation:
+        raise ValueError("not a number") from None
+    if not number.is_finite() or number != number.to_integral_value():
+        raise ValueError("not a whole number")
+    return int(number)
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Convert a YAML or command-line value to the field's declared type (a type the parser does not know
+    is a bug in the config class: TypeError)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"config field {key}: only `X | None` unions are supported, got {hint}")
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
             return None
-        return _coerce(value, args[0], default, key, source)
+        return _coerce(value, args[0], key, source)
     try:
         if hint is bool:
             if isinstance(value, bool):
@@ -142,28 +172,33 @@ def _coerce(value: Any, hint: Any, default: Any, key: str, source: str) -> Any:
                 return False
             raise ValueError("not a boolean")
         if hint is int:
-            if isinstance(value, bool):
-                raise ValueError("a boolean is not an integer")
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError("not a whole number")
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            return _integer(value)
         if hint is float:
             if isinstance(value, bool):
                 raise ValueError("a boolean is not a number")
             return float(value)
         if hint is str:
-            if isinstance(value, (dict, list)):
+            if isinstance(value, (dict, list, tuple)):
                 raise ValueError("not a string")
             return str(value)
-        if hint is tuple or origin is tuple:
+        if origin is tuple and typing.get_args(hint):
             items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)):
                 raise ValueError("not a list")
-            element = type(default[0]) if default else str
-            return tuple(_coerce(v.strip() if isinstance(v, str) else v, element, None, key, source) for v in items)
+            args = typing.get_args(hint)
+            if len(args) == 2 and args[1] is Ellipsis:
+                element_types = [args[0]] * len(items)
+            elif len(items) != len(args):
+                raise ValueError(f"needs {len(args)} values, got {len(items)}")
+            else:
+                element_types = list(args)
+            return tuple(_coerce(v.strip() if isinstance(v, str) else v, t, key, source)
+                         for v, t in zip(items, element_types))
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"config key '{key}' (from {source}): cannot read {value!r} as {getattr(hint, '__name__', hint)} ({err})") from None
-    return value
+        raise ConfigError(f"config key '{key}' (from {source}): cannot read {value!r} as "
+                          f"{getattr(hint, '__name__', hint)} ({err})") from None
+    raise TypeError(f"config field {key} has type {hint}, which the parser cannot convert; "
+                    "use bool, int, float, str, tuple[...] or X | None")
 
 
 def set_value(cfg: Any, key: str, value: Any, source: str = "code") -> None:
@@ -188,7 +223,7 @@ def set_value(cfg: Any, key: str, value: Any, source: str = "code") -> None:
             for sub, v in value.items():
                 set_value(cfg, f"{prefix}{name}.{sub}", v, source)
             return
-        setattr(target, name, _coerce(value, hint, current, prefix + name, source))
+        setattr(target, name, _coerce(value, hint, prefix + name, source))
 
 
 def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -225,12 +260,27 @@ def _parse_flags(cls: Any, argv: Sequence[str]) -> list[tuple[str, str | bool]]:
     return pairs
 
 
+def _help_lines(cfg: Any, prefix: str = "") -> list[str]:
+    lines = []
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            lines += _help_lines(value, f"{prefix}{f.name}.")
+            continue
+        choices = f.metadata.get("choices")
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else ("none" if value is None else value)
+        text = f.metadata.get("help", "") + (f" {{{', '.join(choices)}}}" if choices else "")
+        lines.append(f"  --{(prefix + f.name).replace('_', '-'):22s} {str(shown):12s} {text}")
+    return lines
+
+
 def help_text(cls: Any, prog: str) -> str:
-    lines = [f"usage: {prog} [--config FILE.yaml] [--key value ...]", "", "keys (default):"]
-    default = cls()
-    for key, value in _flatten(config_to_dict(default)):
-        lines.append(f"  --{key.replace('_', '-'):24s} {value!r}")
-    return "\n".join(lines)
+    """Every key with its default, what it is, and (in braces) the values it takes."""
+    doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+    return "\n".join([f"usage: {prog} [--config FILE.yaml] [--key value ...]", "", doc, "",
+                      "Later sources win: defaults < --preset < --config YAML < flags. Hyphens or underscores; "
+                      "booleans alone mean true; none clears an optional value.", "",
+                      f"  {'--key':24s} {'default':12s} meaning", *_help_lines(cls())])
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -240,7 +290,7 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
     return data
@@ -249,7 +299,7 @@ def load_yaml(path: str | Path) -> dict:
 def parse_config(cls: type[T], argv: Sequence[str] | None = None, prog: str = "dwgn") -> T:
     """Resolve defaults, preset, `--config` YAML and flag overrides into a validated `cls` instance.
 
-    `--help` prints every key with its default and exits 0 (SystemExit)."""
+    `--help` prints every key with its default and meaning and exits 0 (SystemExit)."""
     argv = list(argv or [])
     if "-h" in argv or "--help" in argv:
         print(help_text(cls, prog))
@@ -265,10 +315,9 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None, prog: str = "d
     cfg = cls()
     presets = [v for k, v in from_yaml if k == "preset"] + [v for k, v in flags if k == "preset"]
     if presets:
-        preset = str(presets[-1])
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        cfg.preset, cfg.model = preset, replace(PRESETS[preset])
+        cfg.preset = str(presets[-1])  # checked by validate() with the other fields' allowed values
+        if cfg.preset in PRESETS:
+            cfg.model = replace(PRESETS[cfg.preset])
     for key, value in from_yaml:
         if key != "preset":
             set_value(cfg, key, value, source=source_yaml)
@@ -295,17 +344,26 @@ def _yaml_ready(value: Any) -> Any:
     return value
 
 
+def _require_every_field(cls: Any, data: dict, source: str) -> None:
+    """A stored config must name every field: none is filled in silently with a default."""
+    missing = [key for key, _ in _flatten(config_to_dict(cls())) if key not in dict(_flatten(data))]
+    if missing:
+        raise ConfigError(f"{source}: the stored config lacks {', '.join(missing)} (written by an older "
+                          "version?); nothing is filled in with defaults: add the missing keys, or retrain")
+
+
 def config_from_dict(cls: type[T], data: dict, source: str = "checkpoint") -> T:
-    """Inverse of config_to_dict; values are type-converted, unknown keys are errors."""
+    """Inverse of config_to_dict; values are type-converted, unknown and missing keys are errors."""
+    _require_every_field(cls, data, source)
     cfg = cls()
-    if "preset" in data and data["preset"] in PRESETS:
-        cfg.preset, cfg.model = data["preset"], replace(PRESETS[data["preset"]])
     for key, value in _flatten(dict(data)):
         set_value(cfg, key, value, source)
     return cfg
 
 
 def model_config_from_dict(data: dict, source: str = "checkpoint") -> ModelConfig:
+    """The network's config from a stored dict; unknown and missing fields are errors."""
+    _require_every_field(ModelConfig, data, source)
     cfg = ModelConfig()
     for key, value in data.items():
         set_value(cfg, key, value, source)
@@ -332,6 +390,6 @@ def differing_fields(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 __all__ = [
     "AMP_MODES", "ConfigError", "FinetuneConfig", "PretrainConfig", "TrainConfig", "config_from_dict",
-    "config_to_dict", "differing_fields", "load_yaml", "model_config_from_dict", "parse_config",
+    "config_to_dict", "differing_fields", "help_text", "load_yaml", "model_config_from_dict", "opt", "parse_config",
     "save_yaml", "set_value",
 ]

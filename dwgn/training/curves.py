@@ -1,12 +1,10 @@
 """Draw a run's training curves from its log.jsonl: loss, learning rate and validation PSNR.
 
-    python -m dwgn.curves RUN_DIR [--out figures/training_curves.png]
+    python -m dwgn.curves RUN_DIR [--out PNG]    (default RUN_DIR/curves.png; figures/ only when named)
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -16,21 +14,17 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
+from dwgn.errors import DataError  # noqa: E402
 from dwgn.io import save_figure  # noqa: E402
+from dwgn.training.run_dir import read_log_lines  # noqa: E402
 
 
 def read_log(run_dir: Path) -> list[dict]:
+    """The records of RUN_DIR/log.jsonl (a torn last line from a killed run is dropped with a note)."""
     path = run_dir / "log.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; give a run directory written by train.py or pre-training.py")
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {n} is not JSON ({err}); was the file edited by hand?") from None
-    return records
+    return read_log_lines(path)
 
 
 def curves_title(run_dir: Path, records: list[dict]) -> str:
@@ -48,7 +42,7 @@ def plot_curves(run_dir: Path, out: Path) -> Path:
     train = [r for r in records if "loss" in r]
     val = [r for r in records if "val_psnr" in r]
     if not train:
-        raise ValueError(f"{run_dir / 'log.jsonl'} has no training lines yet; train a few steps first")
+        raise DataError(f"{run_dir / 'log.jsonl'} has no training lines yet; train a few steps first")
     extra = sorted({k for r in train for k in r} - {"step", "loss", "lr", "images_per_s"})
     panels = 2 + bool(val) + bool(extra)
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4))
@@ -77,15 +71,8 @@ def plot_curves(run_dir: Path, out: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dwgn.curves", description="Draw a run's training curves.")
     parser.add_argument("run_dir", type=Path, help="run directory holding log.jsonl")
-    parser.add_argument("--out", type=Path, default=Path("figures/training_curves.png"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the figure goes (default: RUN_DIR/curves.png; e.g. figures/training_curves.png)")
     args = parser.parse_args(argv)
-    try:
-        print(f"wrote {plot_curves(args.run_dir, args.out)}")
-    except (FileNotFoundError, ValueError) as err:
-        print(f"dwgn.curves: error: {err}", file=sys.stderr)
-        return 1
+    print(f"wrote {plot_curves(args.run_dir, args.out or args.run_dir / 'curves.png')}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

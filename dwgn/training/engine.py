@@ -1,26 +1,7 @@
 """The one training loop shared by pre-training (Stage 1) and fine-tuning (Stage 2).
 
-A stage calls `train(cfg, Stage(...))` with
-  (a) `model`:     the network, built from `cfg.model`, on the CPU (the engine moves it and wraps DDP);
-  (b) `train_set`: a Dataset whose `__getitem__((index, sample_seed))` returns a tuple of tensors;
-                   every random choice of a sample must come from `sample_seed` (docs/DESIGN.md §4);
-  (c) optionally `val_set` (items `(input, target)`, tensors (3,H,W) in [0,1]; PSNR every `val_every`),
-      `initialize(model)` (fresh start only, never on resume: e.g. load pre-trained weights), and
-      `hooks`, a `StageHooks` subclass:
-        setup(ctx)                      once, after the device/process group are ready and before a resume
-                                        restores state: build extra modules (e.g. generators) on `ctx.device`,
-                                        wrap them with `ctx.wrap(module)` (DDP when distributed), make their
-                                        optimizer.
-        prepare(batch, step) -> (input, target)
-                                        turns the collated batch into the network's input and target on
-                                        `step.device` (default: batch[0], batch[1]). Stage 1 makes the
-                                        degraded input from clean images here, under torch.no_grad().
-        after_step(step, input, target) -> dict[str, float]
-                                        runs after the network's optimizer step (Stage 1: the generators'
-                                        adversarial step on `step.model`, the unwrapped network); returned
-                                        scalars are logged next to `loss`.
-        state_dict() -> dict            extra top-level keys for last.pt, e.g. {"generators": {...}} (tensors
-                                        and plain types only); `load_state_dict(ckpt)` gets the whole last.pt.
+A stage calls `train(cfg, Stage(...))`; the interface (model, data sets, hooks) is described in
+dwgn/training/stage.py, the run directory (resume, refusal of another config, log) in run_dir.py.
 
 Determinism: for step s the global batch position j gets dataset index perm_epoch[(s*B + j) % N] and
 sample seed hash(seed, s, j), and torch's RNG is re-seeded with hash(seed, s, rank) before `prepare`;
@@ -30,15 +11,12 @@ processes give the same result. Under torchrun (RANK set) each rank takes its sl
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
-import random
 import time
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,106 +26,21 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from dwgn.errors import UserError
 from dwgn.training.acceleration import CudaGraphStep, capturable_adam, compile_blocks
-from dwgn.training.checkpoint import (FORMAT_VERSION, check_architecture, checkpoint_model_config, load_checkpoint,
-                             save_checkpoint)
-from dwgn.training.config import TrainConfig, config_to_dict, differing_fields, save_yaml
+from dwgn.training.checkpoint import FORMAT_VERSION, check_architecture, checkpoint_model_config, save_checkpoint
+from dwgn.training.config import TrainConfig, config_to_dict, save_yaml
+from dwgn.training.run_dir import RunLog, open_run, restart, rng_state, run_dir_for, set_rng_state
 from dwgn.training.sampler import StepSampler, mix_seed
+from dwgn.training.stage import EngineContext, RunResult, Stage, StageHooks, StepContext  # noqa: F401 (re-exported)
 
-ENGINE_KEYS = ("format_version", "model", "model_ema", "config", "step", "optimizer", "scheduler", "scaler",
-               "rng", "best_val_psnr")
+# The learning rate is a function of the step and the config (cosine_lr), so no scheduler state is saved.
+ENGINE_KEYS = ("format_version", "model", "model_ema", "config", "step", "optimizer", "scaler", "rng",
+               "best_val_psnr")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """The run cannot go on (non-finite loss or weights); the message names the step and what to do."""
-
-
-# ---------------------------------------------------------------- stage interface
-
-
-@dataclass
-class EngineContext:
-    cfg: TrainConfig
-    run_dir: Path
-    device: torch.device
-    rank: int
-    world_size: int
-    model: nn.Module                      # the unwrapped network
-    amp_dtype: torch.dtype | None         # None = float32
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    def autocast(self) -> AbstractContextManager:
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def wrap(self, module: nn.Module) -> nn.Module:
-        """DDP-wrap a trainable module when distributed (gradients averaged over ranks), else itself."""
-        if not self.distributed:
-            return module
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
-
-
-@dataclass
-class StepContext:
-    step: int                             # index of the step being taken (0-based; == completed steps before it)
-    items: list[tuple[int, int]]          # this rank's (dataset index, sample seed) pairs
-    engine: EngineContext
-
-    @property
-    def device(self) -> torch.device:
-        return self.engine.device
-
-    @property
-    def model(self) -> nn.Module:
-        return self.engine.model
-
-    @property
-    def seeds(self) -> list[int]:
-        return [s for _, s in self.items]
-
-
-class StageHooks:
-    """No-op defaults; a stage overrides what it needs (see the module docstring)."""
-
-    def setup(self, ctx: EngineContext) -> None:
-        pass
-
-    def prepare(self, batch: Any, step: StepContext) -> tuple[Tensor, Tensor]:
-        inputs, targets = batch[0], batch[1]
-        return inputs.to(step.device, non_blocking=True), targets.to(step.device, non_blocking=True)
-
-    def after_step(self, step: StepContext, inputs: Tensor, targets: Tensor) -> dict[str, float]:
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        pass
-
-
-@dataclass
-class Stage:
-    name: str                                            # "pretrain" | "finetune": run dir runs/<name>-<preset>
-    model: nn.Module
-    train_set: Dataset
-    val_set: Dataset | None = None
-    hooks: StageHooks = field(default_factory=StageHooks)
-    initialize: Callable[[nn.Module], None] | None = None
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    step: int                                            # completed steps
-    last_loss: float | None
-    best_val_psnr: float | None
-    already_finished: bool = False
 
 
 # ---------------------------------------------------------------- pieces (also used by benchmarks)
@@ -212,12 +105,7 @@ def validation_psnr(model: nn.Module, val_set: Dataset, ctx: EngineContext) -> f
     return float(np.mean(values))
 
 
-# ---------------------------------------------------------------- processes, logging
-
-
-def run_dir_for(cfg: TrainConfig, stage_name: str) -> Path:
-    """`--out`, else runs/<stage>-<preset>."""
-    return Path(cfg.out or f"runs/{stage_name}-{cfg.preset}")
+# ---------------------------------------------------------------- processes
 
 
 def setup_processes(cfg: TrainConfig) -> tuple[torch.device, int, int, bool]:
@@ -240,46 +128,145 @@ def setup_processes(cfg: TrainConfig) -> tuple[torch.device, int, int, bool]:
     return device, rank, world, started
 
 
-class RunLog:
-    """log.jsonl + TensorBoard scalars, written by rank 0 only. On resume, lines past the resumed step
-    (written by the killed run after its last checkpoint) are dropped so the log matches the weights."""
-
-    def __init__(self, run_dir: Path, start: int, enabled: bool):
-        self.enabled = enabled
-        self.path = run_dir / "log.jsonl"
-        self.writer = None
-        if not enabled:
-            return
-        if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start]
-            self.path.write_text("".join(line + "\n" for line in kept))
-        from torch.utils.tensorboard import SummaryWriter  # imported late: slow import, rank 0 only
-
-        self.writer = SummaryWriter(str(run_dir), purge_step=start if start else None)
-
-    def write(self, record: dict[str, Any], prefix: str = "train") -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)):
-                self.writer.add_scalar(f"{prefix}/{key}", value, record["step"])
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 def _all_finite(module: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
-def _rng_state() -> dict[str, Any]:
-    cuda = [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []
-    return {"torch": torch.get_rng_state(), "cuda": cuda, "python": random.getstate()}
+# ---------------------------------------------------------------- one run
+
+
+@dataclass
+class Run:
+    """The state one run carries from step to step; `step` counts completed optimizer steps."""
+
+    cfg: TrainConfig
+    stage: Stage
+    ctx: EngineContext
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: nn.Module | None
+    step: int = 0
+    best: float | None = None
+    mid_step: bool = False                # True from the optimizer step until `step` counts it
+    graph_step: CudaGraphStep | None = None  # cuda_graphs: captured on the first batch (acceleration.py)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.ctx.model
+
+    @property
+    def last_path(self) -> Path:
+        return self.ctx.run_dir / "last.pt"
+
+    @property
+    def main(self) -> bool:
+        return self.ctx.rank == 0
+
+    def weights(self) -> dict[str, Any]:
+        """The keys of both best.pt and last.pt."""
+        return {"format_version": FORMAT_VERSION, "model": self.model.state_dict(),
+                "model_ema": self.ema.state_dict() if self.ema is not None else None,
+                "config": config_to_dict(self.cfg), "step": self.step}
+
+    def save_last(self) -> None:
+        if not _all_finite(self.model):
+            raise TrainingError(f"weights became NaN/inf by step {self.step}; {self.last_path} keeps the last good "
+                                "state — lower --lr or set --grad-clip, then rerun to resume")
+        extras = self.stage.hooks.state_dict()
+        clash = set(extras) & set(ENGINE_KEYS)
+        if clash:
+            raise ValueError(f"stage hooks return checkpoint keys {sorted(clash)} that the engine owns")
+        save_checkpoint(self.last_path, {**self.weights(), "optimizer": self.optimizer.state_dict(),
+                                         "scaler": self.scaler.state_dict(), "rng": rng_state(),
+                                         "best_val_psnr": self.best, **extras})
+
+    def resume(self, ckpt: dict[str, Any]) -> None:
+        """Load everything last.pt holds (the architecture was checked by `start_run`)."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("model_ema") is not None:  # ema_decay is part of the config
+            self.ema.load_state_dict(ckpt["model_ema"])
+        self.stage.hooks.load_state_dict(ckpt)
+        self.step, self.best = int(ckpt["step"]), ckpt.get("best_val_psnr")
+        set_rng_state(ckpt["rng"])
+
+    def validate(self) -> float:
+        """Validation PSNR of the weights a user gets (the EMA when kept); a new best writes best.pt."""
+        psnr = validation_psnr(self.ema if self.ema is not None else self.model, self.stage.val_set, self.ctx)
+        if self.step > 0 and (self.best is None or psnr > self.best):
+            self.best = psnr
+            save_checkpoint(self.ctx.run_dir / "best.pt", {**self.weights(), "val_psnr": psnr})
+        return psnr
+
+    def take_step(self, net: nn.Module, batch: Any, sampler: StepSampler) -> tuple[float, float, dict[str, float]]:
+        """One optimizer step (plus the stage's own); returns (mean loss over ranks, lr, stage scalars)."""
+        cfg, ctx = self.cfg, self.ctx
+        lr = cosine_lr(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            if cfg.cuda_graphs:
+                group["lr"].fill_(lr)  # a GPU tensor the captured Adam step reads
+            else:
+                group["lr"] = lr
+        torch.manual_seed(mix_seed(cfg.seed, 3, self.step, ctx.rank))
+        sctx = StepContext(self.step, sampler.items(self.step), ctx)
+        inputs, targets = self.stage.hooks.prepare(batch, sctx)
+        net.train()
+        if cfg.cuda_graphs:
+            if ctx.distributed:
+                raise TrainingError("cuda_graphs runs in one process; drop it under torchrun")
+            self.graph_step = self.graph_step or CudaGraphStep(self.model, self.optimizer, inputs, targets,
+                                                               ctx.amp_dtype)
+            self.mid_step = True
+            loss = self.graph_step(inputs, targets)  # forward, backward and Adam step, replayed
+        else:
+            loss = forward_loss(net, inputs, targets, ctx)
+        value = loss.detach().clone()
+        if ctx.distributed:
+            dist.all_reduce(value)  # every rank sees the same mean, so all stop together on NaN
+            value /= ctx.world_size
+        mean = value.item()
+        if not math.isfinite(mean):
+            raise TrainingError(f"loss became {mean} at step {self.step}; stopped. {self.last_path} keeps the last "
+                                "good state — lower --lr or set --grad-clip, then rerun to resume")
+        if self.graph_step is None:
+            self.mid_step = True
+            optimizer_step(loss, self.model, self.optimizer, self.scaler, cfg.grad_clip)
+        if self.ema is not None:
+            update_ema(self.ema, self.model, cfg.ema_decay)
+        extras = self.stage.hooks.after_step(sctx, inputs, targets)
+        return mean, lr, {k: float(v) for k, v in extras.items()}
+
+
+def start_run(cfg: TrainConfig, stage: Stage, device: torch.device, rank: int, world: int) -> tuple[Run, dict | None]:
+    """Open (or restart) the run directory, build the optimizer and EMA, and load last.pt or initialise."""
+    run_dir = run_dir_for(cfg, stage.name)
+    if cfg.restart and rank == 0:
+        moved = restart(run_dir)
+        if moved is not None:
+            print(f"--restart: moved the old run to {moved}; starting over in {run_dir}")
+    if world > 1:
+        dist.barrier()  # the old run is out of the way before any rank looks
+    ckpt = open_run(cfg, run_dir)
+    model = stage.model.to(device)
+    if ckpt is not None and isinstance(getattr(model, "config", None), type(cfg.model)):
+        check_architecture(checkpoint_model_config(ckpt, run_dir / "last.pt"), model.config, run_dir / "last.pt")
+    ctx = EngineContext(cfg, run_dir, device, rank, world, model, amp_dtype_for(cfg, device))
+    optimizer = capturable_adam(model, cfg.lr, cfg.betas, cfg.weight_decay) if cfg.cuda_graphs else \
+        make_optimizer(model, cfg)
+    run = Run(cfg, stage, ctx, optimizer,
+              torch.amp.GradScaler(device.type, enabled=ctx.amp_dtype == torch.float16), ema=None)
+    if ckpt is not None and int(ckpt["step"]) >= cfg.steps:
+        run.step, run.best = int(ckpt["step"]), ckpt.get("best_val_psnr")
+        return run, ckpt
+    stage.hooks.setup(ctx)
+    if ckpt is None and stage.initialize is not None:
+        stage.initialize(model)
+    if cfg.ema_decay > 0:
+        run.ema = copy.deepcopy(model).requires_grad_(False)
+    if ckpt is not None:
+        run.resume(ckpt)
+    return run, ckpt
 
 
 # ---------------------------------------------------------------- the loop
@@ -288,170 +275,88 @@ def _rng_state() -> dict[str, Any]:
 def train(cfg: TrainConfig, stage: Stage) -> RunResult:
     """Run (or resume, or extend) a stage to `cfg.steps` optimizer steps; see the module docstring."""
     device, rank, world, started_group = setup_processes(cfg)
-    main = rank == 0
-    run_dir = run_dir_for(cfg, stage.name)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    model = stage.model.to(device)
-    ckpt = load_checkpoint(last_path) if last_path.exists() else None
-    start = int(ckpt["step"]) if ckpt else 0
-    if ckpt is not None:
-        if isinstance(getattr(model, "config", None), type(cfg.model)):
-            check_architecture(checkpoint_model_config(ckpt, last_path), model.config, last_path)
-        if start >= cfg.steps:
-            if main:
-                print(f"{run_dir} is already finished ({start} of {cfg.steps} steps); pass a larger --steps "
-                      f"to train on, or another --out to start a new run")
-            return _finish(started_group, RunResult(run_dir, start, None, ckpt.get("best_val_psnr"), True))
-    ctx = EngineContext(cfg, run_dir, device, rank, world, model, amp_dtype_for(cfg, device))
-    optimizer = capturable_adam(model, cfg.lr, cfg.betas, cfg.weight_decay) if cfg.cuda_graphs else \
-        make_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=ctx.amp_dtype == torch.float16)
-    stage.hooks.setup(ctx)
-    best = None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        stage.hooks.load_state_dict(ckpt)
-        best = ckpt.get("best_val_psnr")
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if main:
-            old = [k for k in differing_fields(_stored_config(cfg, ckpt), cfg) if k not in ("steps", "out")]
-            print(f"resuming {run_dir} at step {start} of {cfg.steps}"
-                  + (f" (config changed since: {', '.join(old)})" if old else ""))
-    elif stage.initialize is not None:
-        stage.initialize(model)
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = copy.deepcopy(model).requires_grad_(False)
-        if ckpt is not None and ckpt.get("model_ema") is not None:
-            ema.load_state_dict(ckpt["model_ema"])
-    net = ctx.wrap(compile_blocks(model) if cfg.compile else model)
-    graph_step = None  # cuda_graphs: captured on the first batch (dwgn.training.acceleration)
-    if main:
+    run, ckpt = start_run(cfg, stage, device, rank, world)
+    run_dir = run.ctx.run_dir
+    if ckpt is not None and run.step >= cfg.steps:
+        if run.main:
+            print(f"{run_dir} is already finished ({run.step} of {cfg.steps} steps); pass a larger --steps "
+                  f"to train on, or --out NEW_DIR to start a new run")
+        return _finish(started_group, RunResult(run_dir, run.step, None, run.best, True))
+    if run.main:
         save_yaml(cfg, run_dir / "config.yaml")
-    sampler = StepSampler(len(stage.train_set), cfg.batch_size, cfg.seed, start, cfg.steps, rank, world)
-    loader = DataLoader(stage.train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda")
-    log = RunLog(run_dir, start, main)
-
-    def checkpoint(step: int) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "model": model.state_dict(),
-                "model_ema": ema.state_dict() if ema is not None else None,
-                "config": config_to_dict(cfg), "step": step}
-
-    def save_last(step: int) -> None:
-        if not _all_finite(model):
-            raise TrainingError(f"weights became NaN/inf by step {step}; {last_path} keeps the last good state "
-                                f"— lower --lr or set --grad-clip, then rerun to resume")
-        extras = stage.hooks.state_dict()
-        clash = set(extras) & set(ENGINE_KEYS)
-        if clash:
-            raise ValueError(f"stage hooks return checkpoint keys {sorted(clash)} that the engine owns")
-        save_checkpoint(last_path, {**checkpoint(step), "optimizer": optimizer.state_dict(),
-                                    "scheduler": {"kind": "cosine", "lr": cfg.lr, "lr_min": cfg.lr_min,
-                                                  "steps": cfg.steps},
-                                    "scaler": scaler.state_dict(), "rng": _rng_state(), "best_val_psnr": best,
-                                    **extras})
-
-    if main:
-        print(f"training {stage.name}: {cfg.preset} network, {len(stage.train_set)} samples, global batch "
-              f"{cfg.batch_size} over {world} process(es) on {device}"
-              f"{'' if ctx.amp_dtype is None else f' ({cfg.amp})'}, steps {start}->{cfg.steps}, run dir {run_dir}")
-        if start == 0 and stage.val_set is not None:  # the starting point, for the curves (no best.pt)
-            psnr = validation_psnr(model, stage.val_set, ctx)
-            log.write({"step": 0, "val_psnr": psnr}, prefix="val")
-            print(f"step 0: validation PSNR {psnr:.2f} dB")
-    bar = tqdm(total=cfg.steps, initial=start, desc=stage.name, disable=not main, dynamic_ncols=True)
-    losses: list[float] = []
-    extras_log: dict[str, list[float]] = {}
-    tick, last_loss, step = time.perf_counter(), None, start
-    completed, mid_update = start, False  # what an interrupt may save: only whole steps, never half of one
+        _announce(run, resumed=ckpt is not None)
+    log = RunLog(run_dir, run.step, run.main)
     try:
-        for step, batch in zip(range(start, cfg.steps), loader):
-            lr = cosine_lr(step, cfg)
-            for group in optimizer.param_groups:
-                if cfg.cuda_graphs:
-                    group["lr"].fill_(lr)  # a GPU tensor the captured Adam step reads
-                else:
-                    group["lr"] = lr
-            torch.manual_seed(mix_seed(cfg.seed, 3, step, rank))
-            sctx = StepContext(step, sampler.items(step), ctx)
-            inputs, targets = stage.hooks.prepare(batch, sctx)
-            net.train()
-            if cfg.cuda_graphs:
-                if world > 1:
-                    raise TrainingError("cuda_graphs runs in one process; drop it under torchrun")
-                graph_step = graph_step or CudaGraphStep(model, optimizer, inputs, targets, ctx.amp_dtype)
-                loss = graph_step(inputs, targets)  # forward, backward and Adam step, replayed
-            else:
-                loss = forward_loss(net, inputs, targets, ctx)
-            value = loss.detach().clone()
-            if world > 1:
-                dist.all_reduce(value)  # every rank sees the same mean, so all stop together on NaN
-                value /= world
-            last_loss = value.item()
-            if not math.isfinite(last_loss):
-                raise TrainingError(f"loss became {last_loss} at step {step}; stopped. {last_path} keeps the last "
-                                    f"good state — lower --lr or set --grad-clip, then rerun to resume")
-            mid_update = True  # from here until the stage's hooks finish, the state is part-way through a step
-            if graph_step is None:
-                optimizer_step(loss, model, optimizer, scaler, cfg.grad_clip)
-            if ema is not None:
-                update_ema(ema, model, cfg.ema_decay)
-            for key, v in stage.hooks.after_step(sctx, inputs, targets).items():
-                extras_log.setdefault(key, []).append(float(v))
+        last_loss = _loop(run, log)
+    finally:
+        log.close()
+    if run.main:
+        print(f"finished {run.step} steps; last loss {last_loss:.4f}"
+              + (f", best validation PSNR {run.best:.2f} dB" if run.best is not None else "") + f"; {run_dir}")
+    return _finish(started_group, RunResult(run_dir, run.step, last_loss, run.best))
+
+
+def _announce(run: Run, resumed: bool) -> None:
+    cfg, ctx = run.cfg, run.ctx
+    if resumed:
+        print(f"resuming {ctx.run_dir} at step {run.step} of {cfg.steps}")
+    print(f"training {run.stage.name}: {cfg.preset} network, {len(run.stage.train_set)} samples, global batch "
+          f"{cfg.batch_size} over {ctx.world_size} process(es) on {ctx.device}"
+          f"{'' if ctx.amp_dtype is None else f' ({cfg.amp})'}, steps {run.step}->{cfg.steps}, run dir {ctx.run_dir}")
+
+
+def _loop(run: Run, log: RunLog) -> float | None:
+    """Steps run.step -> cfg.steps with logging, validation and checkpoints; on Ctrl-C saves the last whole step."""
+    cfg, ctx, stage = run.cfg, run.ctx, run.stage
+    start = run.step
+    if run.main and start == 0 and stage.val_set is not None:  # the starting point, for the curves (no best.pt)
+        psnr = run.validate()
+        log.write({"step": 0, "val_psnr": psnr}, prefix="val")
+        print(f"step 0: validation PSNR {psnr:.2f} dB")
+    sampler = StepSampler(len(stage.train_set), cfg.batch_size, cfg.seed, start, cfg.steps, ctx.rank, ctx.world_size)
+    loader = DataLoader(stage.train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=ctx.device.type == "cuda")
+    net = ctx.wrap(compile_blocks(run.model) if cfg.compile else run.model)
+    bar = tqdm(total=cfg.steps, initial=start, desc=stage.name, disable=not run.main or None, dynamic_ncols=True)
+    losses: list[float] = []
+    scalars: dict[str, list[float]] = {}
+    tick, last_loss = time.perf_counter(), None
+    try:
+        for batch in loader:
+            last_loss, lr, extras = run.take_step(net, batch, sampler)
+            run.step, run.mid_step = run.step + 1, False
             losses.append(last_loss)
-            done = step + 1
-            completed, mid_update = done, False
+            for key, value in extras.items():
+                scalars.setdefault(key, []).append(value)
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
+            done = run.step
             if done % cfg.log_every == 0 or done == cfg.steps:
                 elapsed = time.perf_counter() - tick
-                record = {"step": done, "loss": float(np.mean(losses)), "lr": lr,
-                          "images_per_s": len(losses) * cfg.batch_size / max(elapsed, 1e-9)}
-                record.update({k: float(np.mean(v)) for k, v in extras_log.items()})
-                log.write(record)
-                losses, extras_log, tick = [], {}, time.perf_counter()
-            validate = stage.val_set is not None and (
-                (cfg.val_every and done % cfg.val_every == 0) or done == cfg.steps)
-            if validate:
-                if main:
-                    psnr = validation_psnr(ema if ema is not None else model, stage.val_set, ctx)
+                log.write({"step": done, "loss": float(np.mean(losses)), "lr": lr,
+                           "images_per_s": len(losses) * cfg.batch_size / max(elapsed, 1e-9),
+                           **{k: float(np.mean(v)) for k, v in scalars.items()}})
+                losses, scalars, tick = [], {}, time.perf_counter()
+            if stage.val_set is not None and ((cfg.val_every and done % cfg.val_every == 0) or done == cfg.steps):
+                if run.main:
+                    psnr = run.validate()
                     log.write({"step": done, "val_psnr": psnr}, prefix="val")
-                    bar.write(f"step {done}: validation PSNR {psnr:.2f} dB (best {max(psnr, best or psnr):.2f})")
-                    if best is None or psnr > best:
-                        best = psnr
-                        save_checkpoint(best_path, {**checkpoint(done), "val_psnr": psnr})
-                if world > 1:
+                    bar.write(f"step {done}: validation PSNR {psnr:.2f} dB (best {run.best:.2f})")
+                if ctx.distributed:
                     dist.barrier()
-            if main and (done % cfg.save_every == 0 or done == cfg.steps):
-                save_last(done)
-            step = done
+            if run.main and (done % cfg.save_every == 0 or done == cfg.steps):
+                run.save_last()
     except KeyboardInterrupt:
-        if main and world == 1 and completed > start and not mid_update:
-            save_last(completed)  # the state after the last completed step: resuming from it stays exact
-            print(f"\ninterrupted: saved {last_path} at step {completed}; rerun the same command to resume")
-        elif main:
-            print(f"\ninterrupted in the middle of a step: {last_path} keeps the last periodic checkpoint; "
+        if run.main and not ctx.distributed and run.step > start and not run.mid_step:
+            run.save_last()  # the state after the last completed step: resuming from it stays exact
+            print(f"\ninterrupted: saved {run.last_path} at step {run.step}; rerun the same command to resume")
+        elif run.main:
+            print(f"\ninterrupted in the middle of a step: {run.last_path} keeps the last periodic checkpoint; "
                   "rerun the same command to resume from it")
         raise
     finally:
         bar.close()
-        log.close()
-    if main:
-        print(f"finished {step} steps; last loss {last_loss:.4f}"
-              + (f", best validation PSNR {best:.2f} dB" if best is not None else "") + f"; {run_dir}")
-    return _finish(started_group, RunResult(run_dir, step, last_loss, best))
-
-
-def _stored_config(cfg: TrainConfig, ckpt: dict[str, Any]) -> TrainConfig:
-    from dwgn.training.config import config_from_dict
-
-    try:
-        return config_from_dict(type(cfg), ckpt["config"])
-    except ValueError:
-        return cfg  # a config from an older field set: nothing useful to compare
+    return last_loss
 
 
 def _finish(started_group: bool, result: RunResult) -> RunResult:

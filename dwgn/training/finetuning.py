@@ -5,16 +5,17 @@ initialised from Stage 1's `runs/pretrain-<preset>/last.pt` unless `--from-scrat
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from dwgn.errors import DataError, run_main
 from dwgn.training.checkpoint import CheckpointError, load_weights
-from dwgn.training.config import ConfigError, FinetuneConfig, parse_config
-from dwgn.training.engine import Stage, TrainingError, run_dir_for, train
+from dwgn.training.config import FinetuneConfig, parse_config
+from dwgn.training.engine import Stage, run_dir_for, train
 from dwgn.models.network import build_model
 from dwgn.data.transforms import center_crop, to_tensor
 
@@ -60,18 +61,29 @@ class CenterCropPairs(Dataset):
 
         inp, gt = (read_image(p) for p in self.pairs[i])
         if inp.shape != gt.shape:
-            raise ValueError(f"validation pair {self.pairs[i][0]} / {self.pairs[i][1]}: sizes "
-                             f"{inp.shape[:2]} and {gt.shape[:2]} differ")
+            raise DataError(f"validation pair {self.pairs[i][0]} / {self.pairs[i][1]}: sizes "
+                            f"{inp.shape[:2]} and {gt.shape[:2]} differ")
         return to_tensor(center_crop(inp, self.crop)), to_tensor(center_crop(gt, self.crop))
 
 
+def hold_out(pairs: list[tuple[Path, Path]], n: int, seed: int) -> tuple[list, list]:
+    """(training pairs, validation pairs): `n` pairs (at most half) drawn with `seed` and kept out of training."""
+    held = min(n, len(pairs) // 2)
+    if held == 0:
+        raise DataError(f"--data has {len(pairs)} pair(s): too few to hold some out for validation; "
+                        "give --val-data DIR (pairs kept apart) or --val-data none")
+    chosen = set(np.random.default_rng(seed).choice(len(pairs), size=held, replace=False).tolist())
+    return ([p for i, p in enumerate(pairs) if i not in chosen], [p for i, p in enumerate(pairs) if i in chosen])
+
+
 def validation_pairs(cfg: FinetuneConfig) -> list[tuple[Path, Path]]:
-    """`val_images` pairs taken in turn from each set named by `val_data` (e.g. every demo weather)."""
+    """`val_images` pairs taken in turn from each set named by `val_data` (e.g. every demo weather);
+    `auto` without --data means the demo sets (with --data, `split_data` holds pairs out instead)."""
     if cfg.val_data is None:
         return []
     from dwgn.data.datasets import test_sets
 
-    sets = test_sets([cfg.val_data])
+    sets = test_sets(["demo" if cfg.val_data == "auto" else cfg.val_data])
     queues = [list(pairs) for _, pairs in sorted(sets.items()) if pairs]
     chosen: list[tuple[Path, Path]] = []
     while len(chosen) < cfg.val_images and any(queues):
@@ -81,30 +93,41 @@ def validation_pairs(cfg: FinetuneConfig) -> list[tuple[Path, Path]]:
     return chosen
 
 
+def split_data(cfg: FinetuneConfig) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]], str]:
+    """(training pairs, validation pairs, where validation comes from). With --data and `--val-data auto`,
+    validation is a held-out part of that data, never the demo set."""
+    from dwgn.data.datasets import training_pairs
+
+    pairs = training_pairs(cfg.data)
+    if cfg.data is not None and cfg.val_data == "auto":
+        pairs, val = hold_out(pairs, cfg.val_images, cfg.seed)
+        return pairs, val, f"held out of {cfg.data} (not trained on)"
+    return pairs, validation_pairs(cfg), "the demo test sets" if cfg.val_data == "auto" else str(cfg.val_data)
+
+
 def build_stage(cfg: FinetuneConfig, train_set: Dataset, val_set: Dataset | None) -> Stage:
     model = build_model(cfg.preset, **{k: getattr(cfg.model, k) for k in cfg.model.__dataclass_fields__})
     return Stage(STAGE, model, train_set, val_set, initialize=lambda m: load_pretrained(m, cfg))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python train.py [--key value ...]`; returns the exit status."""
-    from dwgn.data.datasets import PairedDataset, training_pairs
+    """`python train.py [--key value ...]`; errors propagate to `dwgn.errors.run_main`."""
+    from dwgn.data.datasets import PairedDataset
 
-    try:
-        cfg = parse_config(FinetuneConfig, argv, prog="train.py")
-        if not (run_dir_for(cfg, STAGE) / "last.pt").exists():
-            check_init(cfg)
-        pairs = training_pairs(cfg.data)
-        if cfg.data is not None:  # the embedded default announces itself
-            print(f"data: {len(pairs)} training pairs from {cfg.data}")
-        val = validation_pairs(cfg)
-        if val:
-            print(f"validation: {len(val)} pairs from {cfg.val_data}"
-                  f"{f', center {cfg.val_crop}px' if cfg.val_crop else ', whole images'}")
-        stage = build_stage(cfg, PairedDataset(pairs, crop=cfg.crop, augment=True),
-                            CenterCropPairs(val, cfg.val_crop) if val else None)
-        train(cfg, stage)
-    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError, ValueError) as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, ConfigError) else 1
+    cfg = parse_config(FinetuneConfig, argv, prog="train.py")
+    if cfg.restart or not (run_dir_for(cfg, STAGE) / "last.pt").exists():
+        check_init(cfg)
+    pairs, val, val_source = split_data(cfg)
+    if cfg.data is not None:  # the embedded default announces itself
+        print(f"data: {len(pairs)} training pairs from {cfg.data}")
+    if val:
+        print(f"validation: {len(val)} pairs from {val_source}"
+              f"{f', center {cfg.val_crop}px' if cfg.val_crop else ', whole images'}")
+    stage = build_stage(cfg, PairedDataset(pairs, crop=cfg.crop, augment=True),
+                        CenterCropPairs(val, cfg.val_crop) if val else None)
+    train(cfg, stage)
     return 0
+
+
+if __name__ == "__main__":
+    run_main(main, "train.py")

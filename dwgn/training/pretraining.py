@@ -11,7 +11,6 @@ fine-tuning and, for resume, `generators` = {"model": generator weights, "optimi
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -20,10 +19,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dwgn.training.checkpoint import CheckpointError
-from dwgn.training.config import ConfigError, PretrainConfig, parse_config
+from dwgn.training.config import ConfigError, PretrainConfig, opt, parse_config
 from dwgn.training.decomposition import (MASK_FLOOR, Decomposer, DecompositionNoise, generator_step,
                                 make_generator_optimizer, sample_noise)
-from dwgn.training.engine import EngineContext, Stage, StageHooks, StepContext, TrainingError, train
+from dwgn.errors import run_main
+from dwgn.training.engine import EngineContext, Stage, StageHooks, StepContext, train
 from dwgn.models.network import build_model
 
 STAGE = "pretrain"
@@ -34,11 +34,12 @@ class PretrainingConfig(PretrainConfig):
     """Stage 1's keys. Defaults are the CPU demo (a few minutes on 2 cores); configs/ holds the paper's
     (batch 4, 128² crops, 2 ImageNet epochs)."""
 
-    steps: int = 100
-    crop: int = 64                        # the network pads to multiples of 64 anyway: the cheapest crop
-    save_every: int = 50
-    generator_lr: float = 2e-4            # Adam for the generators (constant; the paper uses 2e-4 for both)
-    mask_floor: float = MASK_FLOOR        # every pixel keeps at least this fraction of B (see decomposition.py)
+    steps: int = opt(100, "total optimizer steps (a larger value extends a finished run)")
+    crop: int = opt(64, "training crop side in pixels (the network pads to multiples of 64: the cheapest crop)")
+    save_every: int = opt(50, "steps between last.pt checkpoints (and always at the end)")
+    generator_lr: float = opt(2e-4, "Adam learning rate of the mask generators (constant; the paper: 2e-4)")
+    mask_floor: float = opt(MASK_FLOOR, "every pixel keeps at least this fraction of B, in (0, 1) "
+                            "(see dwgn/training/decomposition.py)")
 
     def validate(self) -> None:
         super().validate()
@@ -131,17 +132,13 @@ def training_set(cfg: PretrainingConfig) -> Dataset:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python pre-training.py [--key value ...]`; returns the exit status."""
-    try:
-        cfg = parse_config(PretrainingConfig, argv, prog="pre-training.py")
-        print(f"degradation: {cfg.degradation}"
-              + (f" (learned masks, background floor {cfg.mask_floor})" if cfg.degradation == "adversarial" else ""))
-        train(cfg, build_stage(cfg, training_set(cfg)))
-    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError, ValueError) as err:
-        print(f"pre-training.py: error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, ConfigError) else 1
+    """`python pre-training.py [--key value ...]`; errors propagate to `dwgn.errors.run_main`."""
+    cfg = parse_config(PretrainingConfig, argv, prog="pre-training.py")
+    print(f"degradation: {cfg.degradation}"
+          + (f" (learned masks, background floor {cfg.mask_floor})" if cfg.degradation == "adversarial" else ""))
+    train(cfg, build_stage(cfg, training_set(cfg)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_main(main, "pre-training.py")

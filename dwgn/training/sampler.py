@@ -11,6 +11,8 @@ from typing import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
+from dwgn.training.config import ConfigError
+
 
 def mix_seed(*values: int) -> int:
     """A 32-bit seed from a tuple of non-negative ints (numpy's SeedSequence hash)."""
@@ -25,7 +27,8 @@ class StepSampler(Sampler):
         if n <= 0:
             raise ValueError("the training set is empty")
         if global_batch % world:
-            raise ValueError(f"batch_size {global_batch} (the global batch) must divide evenly over {world} processes")
+            raise ConfigError(f"batch_size {global_batch} (the global batch) must divide evenly over {world} "
+                              "processes; pick a multiple of the process count")
         self.n, self.batch, self.seed = n, global_batch, seed
         self.start, self.steps, self.rank, self.world = start, steps, rank, world
         self._perm: tuple[int, np.ndarray] | None = None

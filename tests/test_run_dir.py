@@ -1,0 +1,221 @@
+"""A run directory means one config; saved state is restored; EMA, NaN stop and clipping each do their job."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dwgn import build_model
+from dwgn.training.checkpoint import CheckpointError, load_checkpoint
+from dwgn.training.config import ConfigError
+from dwgn.training.engine import (EngineContext, Stage, StageHooks, TrainingError, optimizer_step, train,
+                                  update_ema, validation_psnr)
+from test_engine import Killed, NoisyPairs, config, stage
+
+
+# ---------------------------------------------------------------- one config per run directory
+
+
+def test_another_config_is_refused_naming_the_keys_and_both_ways_on(tmp_path):
+    run = tmp_path / "run"
+    train(config(run, steps=1), stage())
+    with pytest.raises(ConfigError) as refused:
+        train(config(run, steps=2, lr=1e-3, from_scratch=False), stage())
+    message = str(refused.value)
+    assert "lr: 0.0002 -> 0.001" in message and "from_scratch: True -> False" in message
+    assert "--out NEW_DIR" in message and "--restart" in message
+    with pytest.raises(ConfigError, match=r"already trained 1 steps, more than --steps 0|steps must be positive"):
+        train(config(run, steps=0), stage())
+    # keys about where and how often may change: the run resumes
+    assert train(config(run, steps=2, num_workers=1, log_every=5, save_every=2), stage()).step == 2
+
+
+def test_a_model_key_change_is_refused_and_a_stage_model_of_another_architecture_too(tmp_path):
+    run = tmp_path / "run"
+    train(config(run, steps=1), stage())
+    other = config(run, steps=2)
+    other.model.dynamic = "none"
+    with pytest.raises(ConfigError, match=r"model.dynamic: 'half' -> 'none'"):
+        train(other, stage())
+    torch.manual_seed(0)  # same config, but the stage hands over a network of another architecture
+    odd = Stage("finetune", build_model("tiny", dynamic="none"), NoisyPairs(6))
+    with pytest.raises(CheckpointError, match=r"another architecture \(dynamic: checkpoint 'half' vs model 'none'\)"):
+        train(config(run, steps=2), odd)
+
+
+def test_restart_keeps_the_old_run_under_a_dated_name_and_starts_over(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(config(run, steps=2), stage())
+    old_last = (run / "last.pt").read_bytes()
+    result = train(config(run, steps=1, lr=1e-3, restart=True), stage())
+    assert result.step == 1 and load_checkpoint(run / "last.pt")["step"] == 1
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("run.")]
+    assert len(kept) == 1 and (kept[0] / "last.pt").read_bytes() == old_last
+    assert f"moved the old run to {kept[0]}" in capsys.readouterr().out
+
+
+def test_train_py_with_another_from_scratch_is_refused_with_exit_2(tmp_path, capsys, run_cli):
+    from dwgn.training.finetuning import main
+
+    from test_engine import pair_folder, pretrained_checkpoint
+
+    pretrained_checkpoint(tmp_path / "pre.pt")
+    args = ["--data", pair_folder(tmp_path / "pairs"), "--out", tmp_path / "run", "--steps", "1", "--batch-size", "1",
+            "--num-workers", "0", "--val-data", "none", "--device", "cpu"]
+    assert run_cli(main, args + ["--init", tmp_path / "pre.pt"], "train.py") == 0
+    capsys.readouterr()
+    assert run_cli(main, args + ["--from-scratch", "--steps", "5"], "train.py") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("train.py: error: ") and "from_scratch: False -> True" in err and "init:" in err
+
+
+# ---------------------------------------------------------------- validation on the user's own data
+
+
+def test_own_data_validates_on_a_held_out_part_never_the_demo_set(tmp_path):
+    from dwgn.training.config import FinetuneConfig
+    from dwgn.training.finetuning import split_data
+
+    from test_engine import pair_folder
+
+    data = pair_folder(tmp_path / "pairs", n=6)
+    cfg = FinetuneConfig(data=str(data), val_images=2, seed=3)
+    pairs, val, source = split_data(cfg)
+    assert len(pairs) == 4 and len(val) == 2 and not set(pairs) & set(val)
+    assert {p[0].name for p in pairs + val} == {f"{i}.png" for i in range(6)}
+    assert all(data in inp.parents for inp, _ in val) and source.startswith(f"held out of {data}")
+    assert split_data(cfg)[1] == val  # the same pairs every time (resume, reruns)
+    with pytest.raises(ValueError, match="too few to hold some out"):
+        split_data(FinetuneConfig(data=str(pair_folder(tmp_path / "one", n=1))))
+
+
+# ---------------------------------------------------------------- saved state is restored
+
+
+class RandomHooks(StageHooks):
+    """Uses Python's and NumPy's global RNGs (as a stage might) and logs what it drew."""
+
+    def __init__(self, kill_at: int | None = None):
+        self.kill_at = kill_at
+
+    def after_step(self, step, inputs, targets):
+        if step.step == self.kill_at:
+            raise Killed()
+        return {"python": random.random(), "numpy": float(np.random.random())}
+
+
+def _draws(run: Path) -> dict[int, tuple[float, float]]:
+    lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    return {x["step"]: (x["python"], x["numpy"]) for x in lines if "python" in x}
+
+
+def test_resume_restores_python_and_numpy_rng_state(tmp_path):
+    random.seed(0), np.random.seed(0)
+    train(config(tmp_path / "full"), stage(RandomHooks()))
+    random.seed(0), np.random.seed(0)
+    with pytest.raises(Killed):
+        train(config(tmp_path / "cut"), stage(RandomHooks(kill_at=2)))
+    random.seed(0), np.random.seed(0)  # a fresh process would start from some other state
+    train(config(tmp_path / "cut"), stage(RandomHooks()))
+    assert _draws(tmp_path / "cut") == _draws(tmp_path / "full")
+
+
+def test_a_torn_last_log_line_is_dropped_with_a_note(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(config(run, steps=2), stage())
+    with open(run / "log.jsonl", "a") as fh:
+        fh.write('{"step": 3, "loss": 0.0')  # killed while writing
+    train(config(run, steps=3), stage())
+    assert "dropped the torn last line 3" in capsys.readouterr().out
+    assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    lines = (run / "log.jsonl").read_text().splitlines()
+    (run / "log.jsonl").write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"log.jsonl line 2 is not JSON"):
+        train(config(run, steps=4), stage())
+
+
+# ---------------------------------------------------------------- EMA
+
+
+def test_update_ema_follows_its_equation():
+    torch.manual_seed(0)
+    model, ema = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+    for p in list(model.parameters()) + list(ema.parameters()):
+        p.data.normal_()
+    model.running_mean.normal_()
+    expected = [0.9 * e + 0.1 * p for e, p in zip(ema.parameters(), model.parameters())]
+    update_ema(ema, model, 0.9)
+    for e, want in zip(ema.parameters(), expected):
+        torch.testing.assert_close(e, want, rtol=0, atol=1e-7)
+    assert torch.equal(ema.running_mean, model.running_mean)  # buffers are copied
+
+
+def test_validation_and_best_pt_use_the_ema_weights(tmp_path):
+    result = train(config(tmp_path, steps=2, val_every=1, ema_decay=0.5), stage(val=True))
+    best = load_checkpoint(tmp_path / "best.pt")
+    ctx = EngineContext(config(tmp_path), tmp_path, torch.device("cpu"), 0, 1, None, None)
+    net = build_model("tiny")
+    net.load_state_dict(best["model_ema"])
+    assert best["val_psnr"] == validation_psnr(net, NoisyPairs(2), ctx) == result.best_val_psnr
+    net.load_state_dict(best["model"])
+    assert validation_psnr(net, NoisyPairs(2), ctx) != best["val_psnr"]
+
+
+def test_resume_continues_the_ema_from_last_pt(tmp_path):
+    train(config(tmp_path / "full", ema_decay=0.5), stage())
+    with pytest.raises(Killed):
+        from test_engine import CountingHooks
+        train(config(tmp_path / "cut", ema_decay=0.5), stage(CountingHooks(kill_at=2)))
+    train(config(tmp_path / "cut", ema_decay=0.5), stage())
+    a, b = (load_checkpoint(tmp_path / d / "last.pt")["model_ema"] for d in ("full", "cut"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# ---------------------------------------------------------------- NaN stop, clipping
+
+
+class PoisonWeights(StageHooks):
+    def after_step(self, step, inputs, targets):
+        if step.step == 1:
+            with torch.no_grad():
+                next(step.model.parameters()).view(-1)[0] = float("inf")
+        return {}
+
+
+def test_non_finite_weights_stop_before_they_are_saved(tmp_path):
+    with pytest.raises(TrainingError, match=r"weights became NaN/inf by step 2; .*last\.pt keeps the last good state"):
+        train(config(tmp_path, steps=4), stage(PoisonWeights()))
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["step"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def test_optimizer_step_clips_the_gradient_norm():
+    layer = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    x = torch.full((1, 4), 10.0)
+    grad = torch.full((1, 4), 10.0)  # d(sum(Wx))/dW = x: norm 20
+    sgd = torch.optim.SGD(layer.parameters(), lr=1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    optimizer_step(layer(x).sum(), layer, sgd, scaler, grad_clip=2.0)
+    torch.testing.assert_close(layer.weight, 1.0 - grad * 2.0 / grad.norm())
+    optimizer_step(layer(x).sum(), layer, sgd, scaler, grad_clip=0.0)  # 0: no clipping
+    torch.testing.assert_close(layer.weight, 1.0 - grad * 2.0 / grad.norm() - grad)
+
+
+def test_the_engine_applies_grad_clip(tmp_path):
+    """Adam's first step moves each weight by about lr whatever the gradient's size, unless clipping
+    shrinks the gradient to the order of Adam's eps (1e-8): then the step is far smaller."""
+    init = {k: v.clone() for k, v in stage().model.state_dict().items()}
+    moved = {}
+    for clip in (0.0, 1e-12):
+        train(config(tmp_path / str(clip), steps=1, grad_clip=clip), stage())
+        last = load_checkpoint(tmp_path / str(clip) / "last.pt")["model"]
+        moved[clip] = max((last[k] - v).abs().max().item() for k, v in init.items() if v.is_floating_point())
+    assert moved[0.0] > 1.5e-4 and moved[1e-12] < 2e-5
