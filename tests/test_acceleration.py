@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import dwgn
-from dwgn.models.dynamic_conv import _GLGFMap
+from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveGroupConv3x3, _GLGFStack
+from dwgn.models.hdfn import _Mix
 from dwgn.models.hdmc import WindowCrossAttention, shifted_window_mask
 from dwgn.models.network import DwGNBlock, LayerNorm2d
 from dwgn.training.acceleration import compile_blocks
@@ -18,12 +19,47 @@ from dwgn.training.config import ConfigError, FinetuneConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_glgf_backward_matches_numerical_gradient():
+@pytest.mark.parametrize("r", [1, 2])
+def test_glgf_stack_backward_matches_numerical_gradient(r):
     torch.manual_seed(0)
-    g, b, k, r = 4, 3, 3, 5
-    args = [torch.randn(g, b, k), torch.randn(g, k, k), torch.randn(g, 1, k), torch.randn(g * k, g),
-            torch.randn(g * k, r), torch.randn(g * k)]
-    assert torch.autograd.gradcheck(_GLGFMap.apply, [a.double().requires_grad_() for a in args])
+    g, b, k = 4, 3, 3
+    c = g * k
+    heads = [torch.randn(c, 5), torch.randn(c), torch.randn(c, 1), torch.randn(c)][:2 * r]
+    args = [torch.randn(b, c), torch.eye(g), torch.randn(r, g, k, k), torch.randn(r, g, k), torch.randn(r, c, g), *heads]
+    args = [a.double().requires_grad_(i != 1) for i, a in enumerate(args)]  # args[1], the identity: no gradient
+    assert torch.autograd.gradcheck(_GLGFStack.apply, args)
+
+
+def test_hdfn_mix_backward_matches_numerical_gradient_and_lerp():
+    torch.manual_seed(0)
+    static, dynamic, alpha = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5), torch.rand(2, 1, 1, 1)
+    torch.testing.assert_close(_Mix.apply(static, dynamic, alpha), alpha * static + (1 - alpha) * dynamic)
+    assert torch.autograd.gradcheck(_Mix.apply, [t.double().requires_grad_() for t in (static, dynamic, alpha)])
+
+
+def _glgf_equation(m: GLGF, pooled: torch.Tensor) -> torch.Tensor:
+    """GLGF from its equation with the modules' own grouped convs: (B, C, 1, 1) -> (B, N)."""
+    z = torch.sigmoid(m.local(pooled) + m.expand(m.squeeze(pooled)))
+    return (m.per_channel(z) + m.shared(z)).flatten(1)
+
+
+def test_fused_group_conv_equals_its_two_glgfs_and_the_gain():
+    torch.manual_seed(0)
+    conv = WeightAdaptiveGroupConv3x3(32, 4, glgf_groups=8)
+    for p in conv.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 32, 6, 7, requires_grad=True)
+    pooled = x.mean(dim=(2, 3), keepdim=True)
+    kernel = _glgf_equation(conv.generator, pooled).view(2, 32, 8, 3, 3) * _glgf_equation(
+        conv.compensation, pooled).view(2, 32, 1, 1, 1)
+    expected = torch.cat([F.conv2d(x[i:i + 1], kernel[i], padding=1, groups=4) for i in range(2)])
+    grads = torch.autograd.grad(expected.square().sum(), [x, *conv.parameters()])
+    out = conv(x)  # the fused path: no hooks on the generators
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    for got, want in zip(torch.autograd.grad(out.square().sum(), [x, *conv.parameters()]), grads):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)  # float32 sums in another order
+    conv.generator.register_forward_hook(lambda module, inputs, output: None)  # the recorded path
+    torch.testing.assert_close(conv(x), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_layer_norm_equals_the_channel_equation():

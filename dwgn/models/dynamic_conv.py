@@ -58,61 +58,92 @@ class GLGF(nn.Module):
         self.expand = nn.Conv2d(groups, in_channels, 1, bias=False)
         self.per_channel = nn.Conv2d(in_channels, num_weights, 1, groups=in_channels, bias=False)
         self.shared = nn.Conv2d(in_channels, 1, 1, bias=False)
+        # the g x g identity that places the grouped 1x1 on the diagonal blocks (not a parameter, not saved)
+        self.register_buffer("group_eye", torch.eye(groups), persistent=False)
 
     def forward(self, pooled: Tensor) -> Tensor:
         b, c = pooled.shape[:2]
-        g = self.squeeze.out_channels
-        k = c // g
         # GLGF is a few small products on pooled vectors: run in float32 whatever the autocast, in one
-        # autograd function (7 aten ops forward, 12 backward instead of ~35 through autograd's own graph)
+        # autograd function with a hand-written backward (6 aten ops forward, 13 backward)
         with torch.autocast(pooled.device.type, enabled=False):
-            p = pooled.float().view(b, g, k).transpose(0, 1)                                    # (g, B, C/g)
-            return _GLGFMap.apply(p, self.local.weight.view(g, k, k), self.squeeze.weight.view(g, 1, k),
-                                  self.expand.weight.view(c, g), self.per_channel.weight.view(c, -1),
-                                  self.shared.weight.view(c))
+            (out,) = _GLGFStack.apply(pooled.float().view(b, c), *_mixing_weights((self,)),
+                                      self.per_channel.weight.view(c, -1), self.shared.weight.view(c))
+            return out.view(b, -1)                                                               # (B, N)
 
 
-class _GLGFMap(torch.autograd.Function):
-    """GLGF's equation on grouped pooled input p (g, B, C/g): the 1x1 convs on a 1x1 map as batched products over
-    the g groups (PyTorch's grouped conv loops over groups on the CPU), with a hand-written backward."""
+def _mixing_weights(glgfs: tuple[GLGF, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """eye (g, g), local (R, g, C/g, C/g), squeeze (R, g, C/g), expand (R, C, g) of R GLGFs with the same C and g."""
+    g = glgfs[0].squeeze.out_channels
+    c = glgfs[0].local.in_channels
+    r, k = len(glgfs), c // g
+    if r == 1:
+        m = glgfs[0]
+        return m.group_eye, m.local.weight.view(1, g, k, k), m.squeeze.weight.view(1, g, k), m.expand.weight.view(1, c, g)
+    return (glgfs[0].group_eye, torch.stack([m.local.weight.view(g, k, k) for m in glgfs]),
+            torch.stack([m.squeeze.weight.view(g, k) for m in glgfs]),
+            torch.stack([m.expand.weight.view(c, g) for m in glgfs]))
+
+
+class _GLGFStack(torch.autograd.Function):
+    """R GLGFs that read the same pooled vector p (B, C), with a hand-written backward.
+
+    The first stage is linear in p, so it is one dense matrix per GLGF: M = blockdiag(local) + expand . squeeze
+    (C, C) with M[c, l C/g + m] = expand[c, l] squeeze[l, m] + [c // (C/g) = l] local[l, c % (C/g), m], and
+    z_r = sigmoid(p M_r^T) for all R at once (one product). Head r: out_r[b, c, :] = z_r[b, c] per_channel_r[c]
+    + z_r[b] . shared_r. R = 1: one GLGF, output out_1. R = 2: the grouped 3x3's kernel generator and its
+    channel compensation (head 2 of width 1), output out_1 * out_2, the kernel with the per-channel gain folded in.
+    Inputs: p, eye (g, g) the identity, local (R, g, k, k), squeeze (R, g, k), expand (R, C, g), per_channel_1
+    (C, N_1 / C), shared_1 (C), and for R = 2 the gain's per_channel_2 (C, 1), shared_2 (C). Output: a 1-tuple,
+    out_1 (B, C, N_1 / C) or the folded kernel (B, C, N_1 / C).
+    """
 
     @staticmethod
-    def forward(ctx, p: Tensor, local: Tensor, squeeze: Tensor, expand: Tensor, per_channel: Tensor,
-                shared: Tensor) -> Tensor:
-        g, b, k = p.shape
+    def forward(ctx, p: Tensor, eye: Tensor, local: Tensor, squeeze: Tensor, expand: Tensor, per_channel: Tensor, shared: Tensor,
+                gain_per_channel: Tensor | None = None, gain_shared: Tensor | None = None):
+        r, g, k, _ = local.shape
+        heads = (per_channel, shared, gain_per_channel, gain_shared)
         c = g * k
-        # local (C/g outputs per group) and squeeze (1 output per group) read the same group: one product
-        u = torch.bmm(p, torch.cat((local, squeeze), dim=1).transpose(1, 2))                   # (g, B, C/g + 1)
-        squeezed = u[..., k:]                                                                    # (g, B, 1)
-        # z[b, i C/g + j] = sigmoid(local[i, b, j] + sum_l expand[i C/g + j, l] squeezed[l, b])
-        pre = torch.baddbmm(u[..., :k], squeezed.permute(2, 1, 0).expand(g, b, g),
-                            expand.view(g, k, g).transpose(1, 2))                                # (g, B, C/g)
-        z = torch.sigmoid(pre.transpose(0, 1)).contiguous().view(b, c)                          # (B, C)
-        # output channel block c reads z[:, c] through per_channel[c]; the shared term is added to all outputs
-        out = torch.addcmul(torch.mv(z, shared).view(b, 1, 1), z.view(b, c, 1), per_channel)   # (B, C, N/C)
-        ctx.save_for_backward(p, local, squeeze, expand, per_channel, shared, squeezed, z)
-        return out.view(b, -1)                                                                   # (B, N)
+        outer = expand.view(r, g, k, g, 1) * squeeze.view(r, 1, 1, g, k)                       # (R, g, k, g, k)
+        # plus local on the diagonal blocks: mixing[r, i, j, l, m] += [i = l] local[r, i, j, m]
+        mixing = torch.addcmul(outer, local.view(r, g, k, 1, k), eye.view(1, g, 1, g, 1)).view(r * c, c)
+        z = torch.sigmoid(torch.mm(p, mixing.t()))                                              # (B, R C)
+        outs = []
+        for i in range(r):
+            zi, weight, bias = z[:, i * c:(i + 1) * c], heads[2 * i], heads[2 * i + 1]
+            outs.append(torch.addcmul(torch.mv(zi, bias).view(-1, 1, 1), zi.unsqueeze(-1), weight))
+        ctx.save_for_backward(p, squeeze, expand, mixing, z, *heads[:2 * r], *(outs if r == 2 else ()))
+        return (outs[0] * outs[1],) if r == 2 else (outs[0],)                                   # (B, C, N_1 / C)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        p, local, squeeze, expand, per_channel, shared, squeezed, z = ctx.saved_tensors
-        g, b, k = p.shape
-        c = g * k
-        grad = grad.view(b, c, -1).to(z.dtype)                                                   # (B, C, N/C)
-        total = grad.sum(dim=(1, 2))                                                             # (B,): d shared term
-        grad_per_channel = torch.bmm(grad.permute(1, 2, 0), z.t().unsqueeze(-1)).view(c, -1)    # (C, N/C)
-        grad_z = torch.addr(torch.bmm(grad.transpose(0, 1), per_channel.unsqueeze(-1)).view(c, b).t(),
-                            total, shared)                                                       # (B, C)
-        grad_shared = torch.mv(z.t(), total)                                                     # (C,)
-        grad_pre = torch.ops.aten.sigmoid_backward(grad_z, z)                                    # (B, C)
-        sq = squeezed.view(g, b).t()                                                             # (B, g)
-        grad_expand = torch.mm(grad_pre.t(), sq)                                                 # (C, g)
-        grad_sq = torch.mm(grad_pre, expand).t().unsqueeze(-1)                                   # (g, B, 1)
-        grad_local_out = grad_pre.view(b, g, k).transpose(0, 1)                                  # (g, B, C/g)
-        grad_local = torch.bmm(grad_local_out.transpose(1, 2), p)                                # (g, C/g, C/g)
-        grad_squeeze = torch.bmm(grad_sq.transpose(1, 2), p)                                     # (g, 1, C/g)
-        grad_p = torch.baddbmm(torch.bmm(grad_local_out, local), grad_sq, squeeze)              # (g, B, C/g)
-        return grad_p, grad_local, grad_squeeze, grad_expand, grad_per_channel, grad_shared
+    def backward(ctx, *grads: Tensor):
+        p, squeeze, expand, mixing, z, *rest = ctx.saved_tensors
+        r, g, k = squeeze.shape
+        b, c = p.shape
+        heads = rest[:2 * r]
+        if r == 2:
+            gen, gain = rest[2 * r:]
+            grad = grads[0].to(z.dtype)
+            grads = (grad * gain, torch.bmm(grad.view(b * c, 1, -1), gen.view(b * c, -1, 1)).view(b, c, 1))
+        grad_heads, grad_z = [], []
+        for i in range(r):
+            zi, per_channel, shared = z[:, i * c:(i + 1) * c], heads[2 * i], heads[2 * i + 1]
+            grad = grads[i].to(z.dtype)                                                         # (B, C, N_r / C)
+            total = grad.sum(dim=(1, 2))                                                        # (B,): shared term
+            grad_heads.append(torch.bmm(grad.permute(1, 2, 0), zi.t().unsqueeze(-1)).view(c, -1))
+            grad_heads.append(torch.mv(zi.t(), total))
+            grad_z.append(torch.addr(torch.bmm(grad.transpose(0, 1), per_channel.unsqueeze(-1)).view(c, b).t(),
+                                     total, shared))                                            # (B, C)
+        grad_pre = torch.ops.aten.sigmoid_backward(torch.cat(grad_z, dim=1) if r > 1 else grad_z[0], z)
+        grad_p = torch.mm(grad_pre, mixing)                                                     # (B, C)
+        # d mixing = grad_pre^T p is never formed (R C^2 values): its three parts as products over the batch
+        grad_pre = grad_pre.view(b, r, c)
+        pg = p.view(b, g, k)
+        grad_local = (grad_pre.view(b, r, g, k, 1) * pg.view(b, 1, g, 1, k)).sum(dim=0)         # (R, g, k, k)
+        squeezed = torch.bmm(pg.transpose(0, 1), squeeze.permute(1, 2, 0))                      # (g, B, R)
+        grad_expand = torch.bmm(grad_pre.permute(1, 2, 0), squeezed.permute(2, 1, 0))            # (R, C, g)
+        through_expand = torch.bmm(grad_pre.transpose(0, 1), expand)                            # (R, B, g)
+        grad_squeeze = (through_expand.transpose(0, 1).unsqueeze(-1) * pg.unsqueeze(1)).sum(dim=0)  # (R, g, k)
+        return grad_p, None, grad_local, grad_squeeze, grad_expand, *grad_heads
 
 
 class WeightAdaptiveConv1x1(nn.Module):
@@ -199,8 +230,19 @@ class WeightAdaptiveGroupConv3x3(nn.Module):
         b, c, h, w = x.shape
         pooled = self.pool(x)
         # channel compensation scales output channel o by a per-image gain: folded into filter o of the kernel
-        gain = self.compensation(pooled).view(b, c, 1, 1, 1)
-        kernel = (self.generator(pooled).view(b, c, c // self.groups, 3, 3) * gain).view(b * c, c // self.groups, 3, 3)
+        if self.generator._forward_hooks or self.generator._forward_pre_hooks or self.compensation._forward_hooks \
+                or self.compensation._forward_pre_hooks:
+            # someone records the generated kernels (dwgn.analysis): call the modules so that their hooks run
+            gain = self.compensation(pooled).view(b, c, 1, 1, 1)
+            kernel = self.generator(pooled).view(b, c, c // self.groups, 3, 3) * gain
+        else:
+            # both GLGFs read the same pooled vector: one fused function, gain folded in (same values)
+            with torch.autocast(x.device.type, enabled=False):
+                gen, comp = self.generator, self.compensation
+                (kernel,) = _GLGFStack.apply(pooled.float().view(b, c), *_mixing_weights((gen, comp)),
+                                             gen.per_channel.weight.view(c, -1), gen.shared.weight.view(c),
+                                             comp.per_channel.weight.view(c, 1), comp.shared.weight.view(c))
+        kernel = kernel.reshape(b * c, c // self.groups, 3, 3)
         # fold the batch into the groups: image i only ever meets its own kernel
         out = F.conv2d(x.reshape(1, b * c, h, w), kernel, padding=1, groups=b * self.groups)
         return out.view(b, c, h, w)

@@ -32,4 +32,23 @@ class HDFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         alpha = self.mixing_weight(x)
-        return self.project(torch.lerp(self.dynamic(x), self.static(x), alpha))  # alpha static + (1 - alpha) dynamic
+        return self.project(_Mix.apply(self.static(x), self.dynamic(x), alpha))
+
+
+class _Mix(torch.autograd.Function):
+    """out = alpha static + (1 - alpha) dynamic = torch.lerp(dynamic, static, alpha), alpha (B, 1, 1, 1), with a
+    hand-written backward: 4 aten ops instead of autograd's 8 for lerp."""
+
+    @staticmethod
+    def forward(ctx, static: Tensor, dynamic: Tensor, alpha: Tensor) -> Tensor:
+        ctx.save_for_backward(static, dynamic, alpha)
+        return torch.lerp(dynamic, static, alpha)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        static, dynamic, alpha = ctx.saved_tensors
+        b = grad.shape[0]
+        grad_static = grad * alpha
+        # d alpha[b] = sum over (C, H, W) of grad * (static - dynamic): one batched dot product
+        grad_alpha = torch.bmm(grad.reshape(b, 1, -1), (static - dynamic).reshape(b, -1, 1)).view(alpha.shape)
+        return grad_static, grad - grad_static, grad_alpha
