@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from dwgn.training.config import FinetuneConfig
-from dwgn.training.engine import EngineContext, forward_loss, make_optimizer, optimizer_step
+from dwgn.training.acceleration import l1_step_loss
+from dwgn.training.engine import EngineContext, make_optimizer, optimizer_step
 from dwgn.models.network import build_model, count_parameters
 
 
@@ -27,7 +28,7 @@ def measure(preset: str, steps: int, batch: int, crop: int) -> dict:
     times = []
     for _ in range(steps + 1):  # the first step warms up allocators and is not counted
         start = time.perf_counter()
-        optimizer_step(forward_loss(model, inputs, targets, ctx), model, optimizer, scaler, cfg.grad_clip)
+        optimizer_step(l1_step_loss(model, inputs, targets, ctx.amp_dtype), model, optimizer, scaler, cfg.grad_clip)
         times.append(time.perf_counter() - start)
     per_step = sum(times[1:]) / steps
     return {"preset": preset, "params": count_parameters(model), "s_per_step": per_step,

@@ -29,10 +29,11 @@ def test_another_config_is_refused_naming_the_keys_and_both_ways_on(tmp_path):
     message = str(refused.value)
     assert "lr: 0.0002 -> 0.001" in message and "from_scratch: True -> False" in message
     assert "--out NEW_DIR" in message and "--restart" in message
-    with pytest.raises(ConfigError, match=r"already trained 1 steps, more than --steps 0|steps must be positive"):
-        train(config(run, steps=0), stage())
     # keys about where and how often may change: the run resumes
     assert train(config(run, steps=2, num_workers=1, log_every=5, save_every=2), stage()).step == 2
+    # fewer steps than the run already has is refused, not silently "finished"
+    with pytest.raises(ConfigError, match=r"already trained 2 steps, more than --steps 1\. Give --steps 2"):
+        train(config(run, steps=1), stage())
 
 
 def test_a_model_key_change_is_refused_and_a_stage_model_of_another_architecture_too(tmp_path):

@@ -50,11 +50,6 @@ def load_checkpoint_model(path: str | Path | None, device: str) -> nn.Module:
     return load_model(path, device=device)
 
 
-def save_png(path: Path, image: np.ndarray) -> None:
-    """Write a PNG atomically in the image's own layout (gray/RGB/RGBA, 8- or 16-bit)."""
-    save_photo(path, image)
-
-
 # --------------------------------------------------------------------------------------------- scoring
 def _finite(x: float | None) -> float | None:
     """JSON has no inf: a set restored perfectly (PSNR inf) is written as null."""
@@ -80,7 +75,7 @@ def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out
                             "resized: fix or remove this pair")
         name = inp_path.stem + ".png"
         restored = restore(model, inp, tile=tile, overlap=overlap, self_ensemble=self_ensemble)
-        save_png(out_dir / name, restored)
+        save_photo(out_dir / name, restored)
         scores = all_metrics(restored, gt, crop_border)  # the saved 8-bit image, as written
         rows.append({"set": key, "name": name, "input": str(inp_path), "gt": str(gt_path), **scores,
                      "input_psnr_y": psnr(inp, gt, True, crop_border)})
@@ -139,7 +134,7 @@ def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int |
             skipped.append((str(path), str(e)))
             continue
         out = out_dir / (path.stem + ".png")
-        save_png(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble))
+        save_photo(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble))
         written.append(out)
     return written, skipped
 

@@ -26,19 +26,21 @@ import torch
 from torch import nn
 
 from dwgn.data.images import read_image
+from dwgn.errors import run_main
 from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import WEATHERS, synthesize
 from dwgn.evaluation.metrics import psnr
 from dwgn.evaluation.restore import restore
+from dwgn.io import write_text_atomic
 
 CLEAN_SIDE = 512
 _SETTINGS = ("heldout", "train")
 
 
-def heldout_photos() -> list[Path]:
-    """The packaged test photos, then the fetched held-out photos (if fetched)."""
-    return packaged_photos("test") + fetched_photos("heldout")
+def heldout_photos(fetched: list[Path] | None = None) -> list[Path]:
+    """The packaged test photos, then the fetched held-out photos (`fetched`, else looked up)."""
+    return packaged_photos("test") + (fetched_photos("heldout") if fetched is None else fetched)
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -131,22 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --crops must be positive and --size at least 64 (got {args.crops}, {args.size})",
               file=sys.stderr)
         return 2
-    try:
-        model = load_checkpoint_model(args.checkpoint, "cpu" if not torch.cuda.is_available() else "cuda")
-        paths = heldout_photos()
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not fetched_photos("heldout"):
+    model = load_checkpoint_model(args.checkpoint, "cpu" if not torch.cuda.is_available() else "cuda")
+    fetched = fetched_photos("heldout")
+    if not fetched:
         print("note: only the packaged test photos (run `python dataset/fetch_photos.py` for 8 more)")
-    result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed)
+    result = evaluate(model, heldout_photos(fetched), args.crops, args.size, args.settings, args.seed)
     print(format_report(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, "python -m dwgn.evaluation.heldout")

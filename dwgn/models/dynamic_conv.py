@@ -62,13 +62,19 @@ class GLGF(nn.Module):
         self.register_buffer("group_eye", torch.eye(groups), persistent=False)
 
     def forward(self, pooled: Tensor) -> Tensor:
-        b, c = pooled.shape[:2]
-        # GLGF is a few small products on pooled vectors: run in float32 whatever the autocast, in one
-        # autograd function with a hand-written backward (6 aten ops forward, 13 backward)
-        with torch.autocast(pooled.device.type, enabled=False):
-            (out,) = _GLGFStack.apply(pooled.float().view(b, c), *_mixing_weights((self,)),
-                                      self.per_channel.weight.view(c, -1), self.shared.weight.view(c))
-            return out.view(b, -1)                                                               # (B, N)
+        return _glgf_stack(pooled, (self,)).view(pooled.shape[0], -1)                           # (B, N)
+
+
+def _glgf_stack(pooled: Tensor, glgfs: tuple[GLGF, ...]) -> Tensor:
+    """Run R GLGFs of one pooled input (B, C, 1, 1) through _GLGFStack: (B, C, N_1 / C), see there for R = 2.
+
+    GLGF is a few small products on pooled vectors: run in float32 whatever the autocast, in one autograd
+    function with a hand-written backward (6 aten ops forward, 13 backward for one GLGF)."""
+    b, c = pooled.shape[:2]
+    heads = [w for m in glgfs for w in (m.per_channel.weight.view(c, -1), m.shared.weight.view(c))]
+    with torch.autocast(pooled.device.type, enabled=False):
+        (out,) = _GLGFStack.apply(pooled.float().view(b, c), *_mixing_weights(glgfs), *heads)
+    return out
 
 
 def _mixing_weights(glgfs: tuple[GLGF, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -237,11 +243,7 @@ class WeightAdaptiveGroupConv3x3(nn.Module):
             kernel = self.generator(pooled).view(b, c, c // self.groups, 3, 3) * gain
         else:
             # both GLGFs read the same pooled vector: one fused function, gain folded in (same values)
-            with torch.autocast(x.device.type, enabled=False):
-                gen, comp = self.generator, self.compensation
-                (kernel,) = _GLGFStack.apply(pooled.float().view(b, c), *_mixing_weights((gen, comp)),
-                                             gen.per_channel.weight.view(c, -1), gen.shared.weight.view(c),
-                                             comp.per_channel.weight.view(c, 1), comp.shared.weight.view(c))
+            kernel = _glgf_stack(pooled, (self.generator, self.compensation))
         kernel = kernel.reshape(b * c, c // self.groups, 3, 3)
         # fold the batch into the groups: image i only ever meets its own kernel
         out = F.conv2d(x.reshape(1, b * c, h, w), kernel, padding=1, groups=b * self.groups)

@@ -40,6 +40,7 @@ def has_compiled_modules(model: nn.Module) -> bool:
 
 
 def l1_step_loss(model: nn.Module, inputs: Tensor, targets: Tensor, amp_dtype: torch.dtype | None) -> Tensor:
+    """The training loss, L1 in float32; the forward under CUDA autocast when amp_dtype is given (None off CUDA)."""
     with torch.autocast("cuda", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         restored = model(inputs)
     return F.l1_loss(restored.float(), targets.float())
@@ -59,7 +60,7 @@ class CudaGraphStep:
 
     step = CudaGraphStep(model, optimizer, x, y); loss = step(x, y)  # a GPU tensor; .item() outside
     The warm-up passes that CUDA graphs need (on a side stream) are undone: weights and optimizer state are put
-    back in place, so the first replayed step is the run's first step. Set the learning rate with `set_lr`.
+    back in place, so the first replayed step is the run's first step. The learning rate is a GPU tensor: fill_ each group's "lr".
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, inputs: Tensor, targets: Tensor,
@@ -102,10 +103,6 @@ class CudaGraphStep:
                 for k, t in s.items():
                     if torch.is_tensor(t):
                         t.copy_(before[(id(p), k)]) if (id(p), k) in before else t.zero_()
-
-    def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"].fill_(lr)
 
     def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
         self.inputs.copy_(inputs, non_blocking=True)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dwgn.errors import UserError
-from dwgn.training.acceleration import CudaGraphStep, capturable_adam, compile_blocks
+from dwgn.training.acceleration import CudaGraphStep, capturable_adam, compile_blocks, l1_step_loss
 from dwgn.training.checkpoint import FORMAT_VERSION, check_architecture, checkpoint_model_config, save_checkpoint
 from dwgn.training.config import TrainConfig, config_to_dict, save_yaml
 from dwgn.training.run_dir import RunLog, open_run, restart, rng_state, run_dir_for, set_rng_state
@@ -61,12 +61,6 @@ def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda" or cfg.amp == "none":
         return None
     return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
-
-
-def forward_loss(model: nn.Module, inputs: Tensor, targets: Tensor, ctx: EngineContext) -> Tensor:
-    with ctx.autocast():
-        restored = model(inputs)
-    return F.l1_loss(restored.float(), targets.float())
 
 
 def optimizer_step(loss: Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -220,7 +214,7 @@ class Run:
             self.mid_step = True
             loss = self.graph_step(inputs, targets)  # forward, backward and Adam step, replayed
         else:
-            loss = forward_loss(net, inputs, targets, ctx)
+            loss = l1_step_loss(net, inputs, targets, ctx.amp_dtype)
         value = loss.detach().clone()
         if ctx.distributed:
             dist.all_reduce(value)  # every rank sees the same mean, so all stop together on NaN

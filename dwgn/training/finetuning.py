@@ -5,6 +5,7 @@ initialised from Stage 1's `runs/pretrain-<preset>/last.pt` unless `--from-scrat
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -106,7 +107,7 @@ def split_data(cfg: FinetuneConfig) -> tuple[list[tuple[Path, Path]], list[tuple
 
 
 def build_stage(cfg: FinetuneConfig, train_set: Dataset, val_set: Dataset | None) -> Stage:
-    model = build_model(cfg.preset, **{k: getattr(cfg.model, k) for k in cfg.model.__dataclass_fields__})
+    model = build_model(cfg.preset, **asdict(cfg.model))
     return Stage(STAGE, model, train_set, val_set, initialize=lambda m: load_pretrained(m, cfg))
 
 

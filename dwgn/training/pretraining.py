@@ -15,7 +15,7 @@ fine-tuning and, for resume, `generators` = {"model": generator weights, "optimi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
@@ -138,7 +138,7 @@ def build_stage(cfg: PretrainingConfig, train_set: Dataset) -> Stage:
     # the network's initial weights depend on --seed alone, not on whatever used the global RNG before
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.preset, **{k: getattr(cfg.model, k) for k in cfg.model.__dataclass_fields__})
+        model = build_model(cfg.preset, **asdict(cfg.model))
     hooks = AdversarialDecomposition(cfg) if cfg.degradation == "adversarial" else NoGenerators()
     return Stage(STAGE, model, train_set, hooks=hooks)
 
