@@ -1,6 +1,8 @@
 """`python dataset/prepare.py`: build the demo set, draw the weather figure, check downloaded sets.
 
-  --demo [--out DIR] [--seed S]   build the embedded synthetic all-weather set (default datasets/demo)
+  --demo [--out DIR] [--seed S]   build the embedded synthetic all-weather set (default datasets/demo);
+    [--train-per-weather N]       N training pairs per weather, F of all training pairs clean -> clean
+    [--clean-share F]
   --figure [PATH]                 draw figures/weather_examples.png
   --check DIR [--json] [--decode] check one set or a parent of several: pairs per set, missing,
     [--write-lists]               unpaired, size-mismatched (and with --decode, unreadable) files,
@@ -122,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true", help="build the embedded synthetic all-weather set")
     parser.add_argument("--out", type=Path, default=None, help=f"demo set folder (default {DEMO_ROOT})")
     parser.add_argument("--seed", type=int, default=0, help="demo set seed")
+    parser.add_argument("--train-per-weather", type=int, default=None, metavar="N",
+                        help="with --demo: training pairs per weather (default 400 with the fetched photos, else 120)")
+    parser.add_argument("--clean-share", type=float, default=None, metavar="F",
+                        help="with --demo: fraction of the training pairs that are clean -> clean (default 0.15)")
     parser.add_argument("--figure", nargs="?", const=REPO / "figures" / "weather_examples.png", type=Path,
                         default=None, help="draw the weather examples figure (default figures/weather_examples.png)")
     parser.add_argument("--check", type=Path, default=None, metavar="DIR", help="check one set or a parent of several")
@@ -135,12 +141,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --demo, --figure or --check DIR")
     if (args.json or args.decode or args.write_lists) and not args.check:
         parser.error("--json, --decode and --write-lists go with --check DIR")
+    if (args.train_per_weather is not None or args.clean_share is not None) and not args.demo:
+        parser.error("--train-per-weather and --clean-share go with --demo")
+    if args.train_per_weather is not None and args.train_per_weather < 1:
+        parser.error(f"--train-per-weather must be at least 1, got {args.train_per_weather}")
+    if args.clean_share is not None and not 0.0 <= args.clean_share < 1.0:
+        parser.error(f"--clean-share must be in [0, 1), got {args.clean_share}")
     status = 0
     if args.demo:
-        from dwgn.data.demo import build_demo
+        from dwgn.data.demo import CLEAN_SHARE, build_demo
 
         out = args.out if args.out is not None else DEMO_ROOT
-        build_demo(out, seed=args.seed)
+        share = CLEAN_SHARE if args.clean_share is None else args.clean_share
+        build_demo(out, seed=args.seed, train_per_weather=args.train_per_weather, clean_share=share)
         print(f"built the SYNTHETIC demo set in {out} (manifest.json lists its contents)")
     if args.figure:
         from dwgn.data.demo import make_figure
