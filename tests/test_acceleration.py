@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import dwgn
-from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveGroupConv3x3, _GLGFStack
+from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveGroupConv3x3, _GLGFStack, _SpatiallyCompensatedProduct, gain_matrices, mixing_matrices
 from dwgn.models.hdfn import _Mix
 from dwgn.models.hdmc import WindowCrossAttention, shifted_window_mask
 from dwgn.models.network import DwGNBlock, LayerNorm2d
@@ -24,10 +24,70 @@ def test_glgf_stack_backward_matches_numerical_gradient(r):
     torch.manual_seed(0)
     g, b, k = 4, 3, 3
     c = g * k
-    heads = [torch.randn(c, 5), torch.randn(c), torch.randn(c, 1), torch.randn(c)][:2 * r]
-    args = [torch.randn(b, c), torch.eye(g), torch.randn(r, g, k, k), torch.randn(r, g, k), torch.randn(r, c, g), *heads]
-    args = [a.double().requires_grad_(i != 1) for i, a in enumerate(args)]  # args[1], the identity: no gradient
-    assert torch.autograd.gradcheck(_GLGFStack.apply, args)
+    heads = [torch.randn(c, 5), torch.randn(c)] + ([torch.randn(c, c)] if r == 2 else [])  # r = 2: the gain matrix
+    for source in (torch.randn(b, c, 1, 1), torch.randn(b, c, 2, 3)):  # pooled already, or pooled inside
+        args = [a.double().requires_grad_() for a in (source, torch.randn(r * c, c), *heads)]
+        assert torch.autograd.gradcheck(_GLGFStack.apply, args)
+
+
+def test_spatially_compensated_product_backward_matches_numerical_gradient():
+    """Its hand-written backward (the gate's two uses sharing one tensor) against finite differences, with the two
+    3x3 kernels given per image as ``hoisted_weights`` gives them (expanded to the batch)."""
+    torch.manual_seed(0)
+    b, c_out, c_in = 2, 5, 3
+    args = [torch.randn(b, c_out, c_in), torch.randn(b, c_in, 4, 5), torch.randn(b, 1, 3, 3), torch.randn(b, 1, 3, 3)]
+    assert torch.autograd.gradcheck(_SpatiallyCompensatedProduct.apply, [a.double().requires_grad_() for a in args])
+
+
+def test_mixing_matrix_is_the_grouped_first_stage():
+    """p M^T equals GLGF's first stage written with its own grouped convs, for one GLGF and for a stack of two."""
+    torch.manual_seed(0)
+    glgfs = [GLGF(12, 24, groups=4) for _ in range(2)]
+    for m in glgfs:
+        for prm in m.parameters():
+            torch.nn.init.normal_(prm)
+    pooled = torch.randn(3, 12, 1, 1)
+    for chosen in (glgfs[:1], glgfs):
+        mixing = mixing_matrices(chosen)
+        assert mixing.shape == (len(chosen), 12, 12)
+        for m, matrix in zip(chosen, mixing):
+            expected = (m.local(pooled) + m.expand(m.squeeze(pooled))).flatten(1)
+            torch.testing.assert_close(pooled.flatten(1) @ matrix.t(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gain_matrix_is_the_one_weight_per_channel_second_stage():
+    torch.manual_seed(0)
+    glgfs = [GLGF(12, 12, groups=4) for _ in range(2)]
+    for m in glgfs:
+        for prm in m.parameters():
+            torch.nn.init.normal_(prm)
+    z = torch.rand(3, 12, 1, 1)
+    gains = gain_matrices(glgfs)
+    assert gains.shape == (2, 12, 12)
+    for m, matrix in zip(glgfs, gains):
+        torch.testing.assert_close(z.flatten(1) @ matrix, (m.per_channel(z) + m.shared(z)).flatten(1))
+    with pytest.raises(ValueError, match="one generated weight per channel"):
+        gain_matrices([GLGF(12, 24, groups=4)])
+
+
+@pytest.mark.parametrize("dynamic", ["half", "full"])
+def test_hoisted_weights_give_the_same_outputs_and_gradients(dynamic):
+    """The network's forward makes the parameter-only terms once (hoisted_weights); each conv alone (the convs'
+    own path, no hoisting) gives the same output and the same gradient for every parameter."""
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny", dynamic=dynamic)
+    for prm in model.parameters():
+        torch.nn.init.normal_(prm, std=0.2)
+    x = torch.rand(2, 3, 32, 32)
+    out = model(x)
+    grads = torch.autograd.grad(out.square().mean(), list(model.parameters()))
+    plain = model._forward(x)  # the blocks without hoisted_weights: every conv makes its own terms
+    plain_grads = torch.autograd.grad(plain.square().mean(), list(model.parameters()))
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-6)
+    for (name, _), got, want in zip(model.named_parameters(), grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    convs = [m for m in model.modules() if hasattr(m, "_mixing")]
+    assert convs and all(m._mixing is None for m in convs)  # nothing left behind after the forward
 
 
 def test_hdfn_mix_backward_matches_numerical_gradient_and_lerp():

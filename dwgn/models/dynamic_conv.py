@@ -12,6 +12,9 @@ same output alone or in a batch (the authors' code skips the spatial compensatio
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,6 +31,11 @@ class GlobalPool(nn.Module):
         super().__init__()
         self.fixed: Tensor | None = None      # replayed value, (1 or B, C, 1, 1)
         self.record: list[Tensor] | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Neither recording nor replaying: a plain mean, which a consumer may take itself (``_glgf_stack``)."""
+        return self.fixed is None and self.record is None
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fixed is not None:
@@ -65,91 +73,115 @@ class GLGF(nn.Module):
         return _glgf_stack(pooled, (self,)).view(pooled.shape[0], -1)                           # (B, N)
 
 
-def _glgf_stack(pooled: Tensor, glgfs: tuple[GLGF, ...]) -> Tensor:
-    """Run R GLGFs of one pooled input (B, C, 1, 1) through _GLGFStack: (B, C, N_1 / C), see there for R = 2.
+def _glgf_stack(source: Tensor, glgfs: tuple[GLGF, ...], mixing: Tensor | None = None,
+                gain: Tensor | None = None) -> Tensor:
+    """Run one GLGF, or a grouped 3x3's generator and compensation, on the global average of `source` through
+    _GLGFStack: (B, C, N_1 / C), see there.
 
-    GLGF is a few small products on pooled vectors: run in float32 whatever the autocast, in one autograd
-    function with a hand-written backward (6 aten ops forward, 13 backward for one GLGF)."""
-    b, c = pooled.shape[:2]
-    heads = [w for m in glgfs for w in (m.per_channel.weight.view(c, -1), m.shared.weight.view(c))]
-    with torch.autocast(pooled.device.type, enabled=False):
-        (out,) = _GLGFStack.apply(pooled.float().view(b, c), *_mixing_weights(glgfs), *heads)
+    `source`: the feature map (B, C, H, W), averaged inside the function (its gradient is then one product), or
+    a pooled (B, C, 1, 1) when a GlobalPool records or replays (tiled inference). `mixing` (R C, C) and `gain`
+    (C, C): the parameter-only matrices if the caller made them already (``hoisted_weights``), else they are
+    made here. GLGF is a few small products on pooled vectors: run in float32 whatever the autocast, in one
+    autograd function with a hand-written backward (5 aten ops forward, 8 backward for one GLGF, the pool
+    included)."""
+    c = source.shape[1]
+    first = glgfs[0]
+    heads = [first.per_channel.weight.view(c, -1), first.shared.weight.view(c)]
+    with torch.autocast(source.device.type, enabled=False):
+        if mixing is None:
+            mixing = mixing_matrices(glgfs).view(-1, c)
+        if len(glgfs) == 2:
+            heads.append(gain_matrices(glgfs[1:])[0] if gain is None else gain)
+        (out,) = _GLGFStack.apply(source, mixing, *heads)
     return out
 
 
-def _mixing_weights(glgfs: tuple[GLGF, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """eye (g, g), local (R, g, C/g, C/g), squeeze (R, g, C/g), expand (R, C, g) of R GLGFs with the same C and g."""
-    g = glgfs[0].squeeze.out_channels
-    c = glgfs[0].local.in_channels
+def mixing_matrices(glgfs: tuple[GLGF, ...] | list[GLGF]) -> Tensor:
+    """The first stage of R GLGFs with the same C and g as dense matrices: (R, C, C), made with autograd ops.
+
+    GLGF's first stage is linear in the pooled vector p: z = sigmoid(p M^T), M = blockdiag(local) + expand . squeeze,
+    M[c, l C/g + m] = expand[c, l] squeeze[l, m] + [c // (C/g) = l] local[l, c % (C/g), m]. M depends on the
+    parameters only, so the network makes all its matrices of one shape at once (``hoisted_weights``)."""
+    first = glgfs[0]
+    g, c = first.squeeze.out_channels, first.local.in_channels
     r, k = len(glgfs), c // g
     if r == 1:
-        m = glgfs[0]
-        return m.group_eye, m.local.weight.view(1, g, k, k), m.squeeze.weight.view(1, g, k), m.expand.weight.view(1, c, g)
-    return (glgfs[0].group_eye, torch.stack([m.local.weight.view(g, k, k) for m in glgfs]),
-            torch.stack([m.squeeze.weight.view(g, k) for m in glgfs]),
-            torch.stack([m.expand.weight.view(c, g) for m in glgfs]))
+        local, squeeze, expand = first.local.weight, first.squeeze.weight, first.expand.weight
+    else:
+        local = torch.stack([m.local.weight for m in glgfs])
+        squeeze = torch.stack([m.squeeze.weight for m in glgfs])
+        expand = torch.stack([m.expand.weight for m in glgfs])
+    outer = expand.view(r, g, k, g, 1) * squeeze.view(r, 1, 1, g, k)                           # (R, g, k, g, k)
+    # plus local on the diagonal blocks: mixing[r, i, j, l, m] += [i = l] local[r, i, j, m]
+    eye = first.group_eye.to(outer.dtype)
+    return torch.addcmul(outer, local.view(r, g, k, 1, k), eye.view(1, g, 1, g, 1)).view(r, c, c)
+
+
+def gain_matrices(glgfs: tuple[GLGF, ...] | list[GLGF]) -> Tensor:
+    """The second stage of R one-weight-per-channel GLGFs (channel compensation) as matrices: (R, C, C).
+
+    With N = C, out[b, c] = z[b, c] per_channel[c] + z[b] . shared = (z G)[b, c] for G = diag(per_channel) +
+    shared 1^T: one product instead of two, and G depends on the parameters only (``hoisted_weights``)."""
+    c = glgfs[0].local.in_channels
+    if any(m.per_channel.weight.shape[0] != c for m in glgfs):
+        raise ValueError("gain_matrices needs GLGFs with one generated weight per channel (N = C)")
+    per_channel = torch.stack([m.per_channel.weight.view(1, c) for m in glgfs])                  # (R, 1, C)
+    shared = torch.stack([m.shared.weight.view(c, 1) for m in glgfs])                           # (R, C, 1)
+    eye = torch.eye(c, dtype=per_channel.dtype, device=per_channel.device)
+    return torch.addcmul(shared, eye, per_channel)                                              # (R, C, C)
 
 
 class _GLGFStack(torch.autograd.Function):
-    """R GLGFs that read the same pooled vector p (B, C), with a hand-written backward.
+    """One GLGF, or a grouped 3x3's kernel generator and its channel compensation, with a hand-written backward.
 
-    The first stage is linear in p, so it is one dense matrix per GLGF: M = blockdiag(local) + expand . squeeze
-    (C, C) with M[c, l C/g + m] = expand[c, l] squeeze[l, m] + [c // (C/g) = l] local[l, c % (C/g), m], and
-    z_r = sigmoid(p M_r^T) for all R at once (one product). Head r: out_r[b, c, :] = z_r[b, c] per_channel_r[c]
-    + z_r[b] . shared_r. R = 1: one GLGF, output out_1. R = 2: the grouped 3x3's kernel generator and its
-    channel compensation (head 2 of width 1), output out_1 * out_2, the kernel with the per-channel gain folded in.
-    Inputs: p, eye (g, g) the identity, local (R, g, k, k), squeeze (R, g, k), expand (R, C, g), per_channel_1
-    (C, N_1 / C), shared_1 (C), and for R = 2 the gain's per_channel_2 (C, 1), shared_2 (C). Output: a 1-tuple,
-    out_1 (B, C, N_1 / C) or the folded kernel (B, C, N_1 / C).
+    p = mean over (H, W) of the input x (B, C, H, W), in float32; its gradient reaches x as one (B, C) product
+    broadcast over the image (autograd's mean backward would make a full-size division). z = sigmoid(p M^T) for
+    both GLGFs at once (one product; `mixing` = M, (C, C), or [M_1; M_2], (2 C, C), see ``mixing_matrices``).
+    Generator head: out[b, c, :] = z_1[b, c] per_channel[c] + z_1[b] . shared. Inputs: x, mixing, per_channel
+    (C, N / C), shared (C), and with two GLGFs the compensation's `gain` matrix (C, C) (``gain_matrices``):
+    gain = z_2 G, the output is then out * gain, the kernel with the per-channel gain folded into filter c.
+    Output: a 1-tuple, (B, C, N / C). The gradients of `mixing` and `gain` are one product each; the caller's
+    autograd takes them back to the GLGFs' parameters.
     """
 
     @staticmethod
-    def forward(ctx, p: Tensor, eye: Tensor, local: Tensor, squeeze: Tensor, expand: Tensor, per_channel: Tensor, shared: Tensor,
-                gain_per_channel: Tensor | None = None, gain_shared: Tensor | None = None):
-        r, g, k, _ = local.shape
-        heads = (per_channel, shared, gain_per_channel, gain_shared)
-        c = g * k
-        outer = expand.view(r, g, k, g, 1) * squeeze.view(r, 1, 1, g, k)                       # (R, g, k, g, k)
-        # plus local on the diagonal blocks: mixing[r, i, j, l, m] += [i = l] local[r, i, j, m]
-        mixing = torch.addcmul(outer, local.view(r, g, k, 1, k), eye.view(1, g, 1, g, 1)).view(r * c, c)
+    def forward(ctx, x: Tensor, mixing: Tensor, per_channel: Tensor, shared: Tensor, gain: Tensor | None = None):
+        b, c, h, w = x.shape
+        ctx.source = (h, w, x.dtype)
+        p = x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32))             # (B, C)
         z = torch.sigmoid(torch.mm(p, mixing.t()))                                              # (B, R C)
-        outs = []
-        for i in range(r):
-            zi, weight, bias = z[:, i * c:(i + 1) * c], heads[2 * i], heads[2 * i + 1]
-            outs.append(torch.addcmul(torch.mv(zi, bias).view(-1, 1, 1), zi.unsqueeze(-1), weight))
-        ctx.save_for_backward(p, squeeze, expand, mixing, z, *heads[:2 * r], *(outs if r == 2 else ()))
-        return (outs[0] * outs[1],) if r == 2 else (outs[0],)                                   # (B, C, N_1 / C)
+        z1 = z[:, :c]
+        out = torch.addcmul(torch.mv(z1, shared).view(-1, 1, 1), z1.unsqueeze(-1), per_channel)  # (B, C, N / C)
+        if gain is None:
+            ctx.save_for_backward(p, mixing, z, per_channel, shared)
+            return (out,)
+        gains = torch.mm(z[:, c:], gain)                                                        # (B, C)
+        ctx.save_for_backward(p, mixing, z, per_channel, shared, gain, out, gains)
+        return (out * gains.unsqueeze(-1),)
 
     @staticmethod
-    def backward(ctx, *grads: Tensor):
-        p, squeeze, expand, mixing, z, *rest = ctx.saved_tensors
-        r, g, k = squeeze.shape
+    def backward(ctx, grad: Tensor):
+        p, mixing, z, per_channel, shared, *folded = ctx.saved_tensors
         b, c = p.shape
-        heads = rest[:2 * r]
-        if r == 2:
-            gen, gain = rest[2 * r:]
-            grad = grads[0].to(z.dtype)
-            grads = (grad * gain, torch.bmm(grad.view(b * c, 1, -1), gen.view(b * c, -1, 1)).view(b, c, 1))
-        grad_heads, grad_z = [], []
-        for i in range(r):
-            zi, per_channel, shared = z[:, i * c:(i + 1) * c], heads[2 * i], heads[2 * i + 1]
-            grad = grads[i].to(z.dtype)                                                         # (B, C, N_r / C)
-            total = grad.sum(dim=(1, 2))                                                        # (B,): shared term
-            grad_heads.append(torch.bmm(grad.permute(1, 2, 0), zi.t().unsqueeze(-1)).view(c, -1))
-            grad_heads.append(torch.mv(zi.t(), total))
-            grad_z.append(torch.addr(torch.bmm(grad.transpose(0, 1), per_channel.unsqueeze(-1)).view(c, b).t(),
-                                     total, shared))                                            # (B, C)
-        grad_pre = torch.ops.aten.sigmoid_backward(torch.cat(grad_z, dim=1) if r > 1 else grad_z[0], z)
-        grad_p = torch.mm(grad_pre, mixing)                                                     # (B, C)
-        # d mixing = grad_pre^T p is never formed (R C^2 values): its three parts as products over the batch
-        grad_pre = grad_pre.view(b, r, c)
-        pg = p.view(b, g, k)
-        grad_local = (grad_pre.view(b, r, g, k, 1) * pg.view(b, 1, g, 1, k)).sum(dim=0)         # (R, g, k, k)
-        squeezed = torch.bmm(pg.transpose(0, 1), squeeze.permute(1, 2, 0))                      # (g, B, R)
-        grad_expand = torch.bmm(grad_pre.permute(1, 2, 0), squeezed.permute(2, 1, 0))            # (R, C, g)
-        through_expand = torch.bmm(grad_pre.transpose(0, 1), expand)                            # (R, B, g)
-        grad_squeeze = (through_expand.transpose(0, 1).unsqueeze(-1) * pg.unsqueeze(1)).sum(dim=0)  # (R, g, k)
-        return grad_p, None, grad_local, grad_squeeze, grad_expand, *grad_heads
+        h, w, dtype = ctx.source
+        grad = grad.to(z.dtype)                                                                 # (B, C, N / C)
+        if folded:
+            gain, out, gains = folded
+            grad_gains = torch.bmm(grad.view(b * c, 1, -1), out.view(b * c, -1, 1)).view(b, c)  # (B, C)
+            grad = grad * gains.unsqueeze(-1)
+        z1 = z[:, :c]
+        total = grad.sum(dim=(1, 2))                                                            # (B,): shared term
+        grad_params = [torch.bmm(grad.permute(1, 2, 0), z1.t().unsqueeze(-1)).view(c, -1), torch.mv(z1.t(), total)]
+        grad_z = torch.addr(torch.bmm(grad.transpose(0, 1), per_channel.unsqueeze(-1)).view(c, b).t(), total, shared)
+        if folded:
+            z2 = z[:, c:]
+            grad_params.append(torch.mm(z2.t(), grad_gains))                                    # d gain (C, C)
+            grad_z = torch.cat((grad_z, torch.mm(grad_gains, gain.t())), dim=1)                 # (B, 2 C)
+        grad_pre = torch.ops.aten.sigmoid_backward(grad_z, z)
+        # d x = (grad_pre M) / (H W) on every pixel: one product (beta = 0: p only lends its shape), broadcast
+        grad_x = torch.addmm(p, grad_pre, mixing, beta=0, alpha=1 / (h * w)).to(dtype).view(b, c, 1, 1)
+        grad_mixing = torch.mm(grad_pre.t(), p)                                                 # (R C, C)
+        return grad_x.expand(b, c, h, w), grad_mixing, *grad_params
 
 
 class WeightAdaptiveConv1x1(nn.Module):
@@ -162,26 +194,42 @@ class WeightAdaptiveConv1x1(nn.Module):
         self.generator = GLGF(in_channels, out_channels * in_channels, glgf_groups)
         self.spatial1 = nn.Conv2d(1, 1, 3, padding=1, bias=False)
         self.spatial2 = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+        # set for one forward by ``hoisted_weights``: the GLGF mixing matrix (C_in, C_in) and the two spatial
+        # kernels expanded to the batch, (B, 1, 3, 3) each, made for all such convs of the network at once
+        self._mixing: Tensor | None = None
+        self._spatial: tuple[Tensor, Tensor] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
         # the generated vector is read row-major as (C_out, C_in), the authors' layout: weight j is
         # kernel[j // C_in, j % C_in] (a transposed (C_in, C_out) reading is a different function)
-        kernel = self.generator(self.pool(x)).view(b, self.out_channels, self.in_channels)
+        if self.generator._forward_hooks or self.generator._forward_pre_hooks:
+            kernel = self.generator(self.pool(x))  # someone records the generated kernels: call it, so hooks run
+        else:  # the pool inside the GLGF function, unless it records or replays
+            kernel = _glgf_stack(x if self.pool.plain else self.pool(x), (self.generator,), self._mixing)
+        kernel = kernel.view(b, self.out_channels, self.in_channels)
+        if self._spatial is not None and self._spatial[0].shape[0] == b:
+            spatial = self._spatial
+        else:
+            spatial = (self.spatial1.weight.expand(b, 1, 3, 3), self.spatial2.weight.expand(b, 1, 3, 3))
         # one dtype inside the autograd function: autocast's if it is on, else the input's
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         with torch.autocast(device, enabled=False):
-            return _SpatiallyCompensatedProduct.apply(kernel.to(dtype), x.to(dtype), self.spatial1.weight.to(dtype),
-                                                      self.spatial2.weight.to(dtype))
+            return _SpatiallyCompensatedProduct.apply(kernel.to(dtype), x.to(dtype), spatial[0].to(dtype),
+                                                      spatial[1].to(dtype))
 
 
 class _SpatiallyCompensatedProduct(torch.autograd.Function):
     """out = gate * (K x) per image, gate = conv2(sigmoid(conv1(mean_o K x))), with a hand-written backward.
 
-    Both steps are linear in y = K x, so they are done on the C_in-channel input: mean_o y = (mean_o K) x and
-    gate * (K x) = K (gate * x); the C_out-channel output is formed once, by the last product. The two 1->1 convs
+    The two 3x3 kernels come expanded to the batch, (B, 1, 3, 3), and get their gradient per image: summed over
+    the batch by autograd (once for the whole network when ``hoisted_weights`` expanded them). The two 1->1 convs
     run as one depthwise conv over the batch (batch as channels): far faster on the CPU than over B images.
+
+    Fewest kernels: u = K x is formed once and both the gate's input (a channel mean of u) and the output
+    (u * gate) read it. In the backward, with G = grad * gate + d m / C_out (one fused op), d x = K^T G and
+    d K = G x^T: the gate's two uses share one tensor (6 aten ops forward, 8 backward).
     """
 
     @staticmethod
@@ -189,35 +237,31 @@ class _SpatiallyCompensatedProduct(torch.autograd.Function):
         b, c_out, c_in = kernel.shape
         h, w = x.shape[-2:]
         flat = x.reshape(b, c_in, h * w)                                                           # (B, C_in, HW)
-        mean = kernel.mean(dim=1, keepdim=True)                                                    # (B, 1, C_in)
-        m = torch.bmm(mean, flat).view(1, b, h, w)                                                 # (1, B, H, W)
-        a = torch.sigmoid(F.conv2d(m, weight1.expand(b, 1, 3, 3), padding=1, groups=b))
-        gate = F.conv2d(a, weight2.expand(b, 1, 3, 3), padding=1, groups=b).view(b, 1, h * w)
-        gated = flat * gate                                                                        # (B, C_in, HW)
-        ctx.save_for_backward(kernel, flat, mean, m, a, gate, gated, weight1, weight2)
-        return torch.bmm(kernel, gated).view(b, c_out, h, w)                                       # (B, C_out, H, W)
+        u = torch.bmm(kernel, flat)                                                                # (B, C_out, HW)
+        m = u.mean(dim=1).view(1, b, h, w)                                                         # (1, B, H, W)
+        a = torch.sigmoid(F.conv2d(m, weight1, padding=1, groups=b))
+        gate = F.conv2d(a, weight2, padding=1, groups=b).view(b, 1, h * w)
+        ctx.save_for_backward(kernel, flat, u, m, a, gate, weight1, weight2)
+        return (u * gate).view(b, c_out, h, w)                                                     # (B, C_out, H, W)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        kernel, flat, mean, m, a, gate, gated, weight1, weight2 = ctx.saved_tensors
+        kernel, flat, u, m, a, gate, weight1, weight2 = ctx.saved_tensors
         b, c_out, c_in = kernel.shape
         hw = flat.shape[-1]
         grad = grad.reshape(b, c_out, hw)
-        grad_gated = torch.bmm(kernel.transpose(1, 2), grad)                                       # (B, C_in, HW)
-        grad_gate = (grad_gated * flat).sum(dim=1).view(1, b, *m.shape[-2:])                       # (1, B, H, W)
+        grad_gate = (grad * u).sum(dim=1).view(1, b, *m.shape[-2:])                               # (1, B, H, W)
         conv = dict(stride=[1, 1], padding=[1, 1], dilation=[1, 1], transposed=False, output_padding=[0, 0], groups=b)
-        grad_a, grad_w2, _ = torch.ops.aten.convolution_backward(grad_gate, a, weight2.expand(b, 1, 3, 3), None,
+        grad_a, grad_w2, _ = torch.ops.aten.convolution_backward(grad_gate, a, weight2, None,
                                                                  output_mask=[True, True, False], **conv)
         grad_pre = torch.ops.aten.sigmoid_backward(grad_a, a)
-        grad_m, grad_w1, _ = torch.ops.aten.convolution_backward(grad_pre, m, weight1.expand(b, 1, 3, 3), None,
+        grad_m, grad_w1, _ = torch.ops.aten.convolution_backward(grad_pre, m, weight1, None,
                                                                  output_mask=[True, True, False], **conv)
-        grad_m = grad_m.view(b, 1, hw)
-        grad_mean = torch.bmm(grad_m, flat.transpose(1, 2))                                        # (B, 1, C_in)
-        # d kernel: from the product, plus the mean's share 1/C_out on every output row
-        grad_kernel = torch.baddbmm(grad_mean.expand(b, c_out, c_in), grad, gated.transpose(1, 2), beta=1 / c_out)
-        grad_x = torch.baddbmm(grad_gated * gate, mean.transpose(1, 2), grad_m)                    # (B, C_in, HW)
-        return (grad_kernel, grad_x.view(b, c_in, *m.shape[-2:]), grad_w1.sum(0, keepdim=True),
-                grad_w2.sum(0, keepdim=True))
+        # d u = grad * gate + d m / C_out: kept as C_out d u (one op), the 1 / C_out goes into the two products
+        scaled = torch.addcmul(grad_m.view(b, 1, hw), grad, gate, value=c_out)                     # (B, C_out, HW)
+        grad_kernel = torch.baddbmm(kernel, scaled, flat.transpose(1, 2), beta=0, alpha=1 / c_out)
+        grad_x = torch.baddbmm(flat, kernel.transpose(1, 2), scaled, beta=0, alpha=1 / c_out)     # (B, C_in, HW)
+        return grad_kernel, grad_x.view(b, c_in, *m.shape[-2:]), grad_w1, grad_w2
 
 
 class WeightAdaptiveGroupConv3x3(nn.Module):
@@ -231,23 +275,75 @@ class WeightAdaptiveGroupConv3x3(nn.Module):
         self.pool = GlobalPool()
         self.generator = GLGF(channels, 9 * channels * channels // groups, glgf_groups)
         self.compensation = GLGF(channels, channels, glgf_groups)
+        # set for one forward by ``hoisted_weights``: both GLGFs' mixing matrices (2 C, C) and the gain matrix (C, C)
+        self._mixing: Tensor | None = None
+        self._gain: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        pooled = self.pool(x)
         # channel compensation scales output channel o by a per-image gain: folded into filter o of the kernel
         if self.generator._forward_hooks or self.generator._forward_pre_hooks or self.compensation._forward_hooks \
                 or self.compensation._forward_pre_hooks:
             # someone records the generated kernels (dwgn.analysis): call the modules so that their hooks run
+            pooled = self.pool(x)
             gain = self.compensation(pooled).view(b, c, 1, 1, 1)
             kernel = self.generator(pooled).view(b, c, c // self.groups, 3, 3) * gain
         else:
             # both GLGFs read the same pooled vector: one fused function, gain folded in (same values)
-            kernel = _glgf_stack(pooled, (self.generator, self.compensation))
+            kernel = _glgf_stack(x if self.pool.plain else self.pool(x), (self.generator, self.compensation),
+                                 self._mixing, self._gain)
         kernel = kernel.reshape(b * c, c // self.groups, 3, 3)
         # fold the batch into the groups: image i only ever meets its own kernel
         out = F.conv2d(x.reshape(1, b * c, h, w), kernel, padding=1, groups=b * self.groups)
         return out.view(b, c, h, w)
+
+
+@contextmanager
+def hoisted_weights(model: nn.Module, batch: int) -> Iterator[None]:
+    """For one forward of `model` on `batch` images: every parameter-only term of its weight-adaptive convs, made
+    once for all of them instead of once per conv (far fewer, larger kernels; the same function).
+
+    * GLGF mixing matrices (``mixing_matrices``): one stack per (C, g), split among the convs;
+    * the grouped 3x3s' gain matrices (``gain_matrices``): one stack per width;
+    * the 1x1s' spatial-compensation kernels, expanded to the batch: their gradients are summed over the batch
+      once for the network, not once per conv.
+    The convs read these for the forward (`_mixing`, `_spatial`) and compute their own outside this context."""
+    convs1 = [m for m in model.modules() if isinstance(m, WeightAdaptiveConv1x1)]
+    convs3 = [m for m in model.modules() if isinstance(m, WeightAdaptiveGroupConv3x3)]
+    try:
+        with torch.autocast(next(model.parameters()).device.type, enabled=False):
+            groups: dict[tuple, list[nn.Module]] = {}
+            for conv in convs1 + convs3:
+                glgf = conv.generator
+                groups.setdefault((glgf.local.in_channels, glgf.squeeze.out_channels), []).append(conv)
+            for (c, _), convs in groups.items():
+                glgfs = [g for conv in convs for g in _stacked_glgfs(conv)]
+                parts = mixing_matrices(glgfs).split([len(_stacked_glgfs(conv)) for conv in convs])
+                for conv, part in zip(convs, parts):
+                    conv._mixing = part.view(-1, c)
+            by_width: dict[int, list[nn.Module]] = {}
+            for conv in convs3:
+                by_width.setdefault(conv.channels, []).append(conv)
+            for convs in by_width.values():
+                for conv, gain in zip(convs, gain_matrices([conv.compensation for conv in convs]).unbind(0)):
+                    conv._gain = gain
+            if convs1:
+                kernels = torch.stack([w for m in convs1 for w in (m.spatial1.weight, m.spatial2.weight)])
+                kernels = kernels.expand(-1, batch, -1, -1, -1).unbind(0)            # each (B, 1, 3, 3)
+                for i, conv in enumerate(convs1):
+                    conv._spatial = (kernels[2 * i], kernels[2 * i + 1])
+        yield
+    finally:
+        for conv in convs1 + convs3:
+            conv._mixing = None
+        for conv in convs3:
+            conv._gain = None
+        for conv in convs1:
+            conv._spatial = None
+
+
+def _stacked_glgfs(conv: nn.Module) -> tuple[GLGF, ...]:
+    return (conv.generator,) if isinstance(conv, WeightAdaptiveConv1x1) else (conv.generator, conv.compensation)
 
 
 def conv1x1(in_channels: int, out_channels: int, dynamic: bool, glgf_groups: int = 16) -> nn.Module:
