@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import dwgn
-from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveGroupConv3x3, _GLGFStack, _SpatiallyCompensatedProduct, gain_matrices, mixing_matrices
-from dwgn.models.hdfn import _Mix
+from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveGroupConv3x3, _GLGFStack, _SpatiallyCompensatedProduct, _WeightAdaptive1x1, gain_matrices, mixing_matrices
+from dwgn.models.hdfn import HDFN, _Mix
 from dwgn.models.hdmc import WindowCrossAttention, shifted_window_mask
 from dwgn.models.network import DwGNBlock, LayerNorm2d
 from dwgn.training.acceleration import compile_blocks
@@ -37,6 +37,33 @@ def test_spatially_compensated_product_backward_matches_numerical_gradient():
     b, c_out, c_in = 2, 5, 3
     args = [torch.randn(b, c_out, c_in), torch.randn(b, c_in, 4, 5), torch.randn(b, 1, 3, 3), torch.randn(b, 1, 3, 3)]
     assert torch.autograd.gradcheck(_SpatiallyCompensatedProduct.apply, [a.double().requires_grad_() for a in args])
+
+
+@pytest.mark.parametrize("extra", [0, 2])
+def test_weight_adaptive_1x1_function_backward_matches_numerical_gradient(extra):
+    """The whole weight-adaptive 1x1 as one function (pool, GLGF, product; `extra` rows sharing the pool)."""
+    torch.manual_seed(0)
+    b, c_in, c_out = 2, 4, 3
+    args = [torch.randn(b, c_in, 3, 4), torch.randn(c_in + extra, c_in), torch.randn(c_in, c_out), torch.randn(c_in),
+            torch.randn(b, 1, 3, 3), torch.randn(b, 1, 3, 3)]
+    args = [a.double().requires_grad_() for a in args]
+    assert torch.autograd.gradcheck(lambda *t: _WeightAdaptive1x1.apply(*t, c_out, torch.float64), args)
+
+
+def test_hdfn_alpha_inside_the_generator_product_equals_its_own_path():
+    """HDFN's alpha as an extra row of the dynamic 1x1's generator product gives the output and every gradient of
+    alpha from its own pool and two 1x1s."""
+    torch.manual_seed(0)
+    hdfn = HDFN(32, static_dynamic=False, dynamic_dynamic=True, glgf_groups=8)
+    for prm in hdfn.parameters():
+        torch.nn.init.normal_(prm, std=0.3)
+    x = torch.randn(2, 32, 8, 8)
+    fused = hdfn(x)
+    grads = torch.autograd.grad(fused.square().sum(), list(hdfn.parameters()))
+    own = hdfn.project(_Mix.apply(hdfn.static(x), hdfn.dynamic(x), hdfn.mixing_weight(x)))
+    torch.testing.assert_close(fused, own)
+    for got, want in zip(grads, torch.autograd.grad(own.square().sum(), list(hdfn.parameters()))):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_mixing_matrix_is_the_grouped_first_stage():
@@ -72,8 +99,8 @@ def test_gain_matrix_is_the_one_weight_per_channel_second_stage():
 
 @pytest.mark.parametrize("dynamic", ["half", "full"])
 def test_hoisted_weights_give_the_same_outputs_and_gradients(dynamic):
-    """The network's forward makes the parameter-only terms once (hoisted_weights); each conv alone (the convs'
-    own path, no hoisting) gives the same output and the same gradient for every parameter."""
+    """The network's forward makes the parameter-only terms once (hoisted_weights, hoisted_biases); each conv and
+    attention alone (their own path, no hoisting) gives the same output and the same gradient for every parameter."""
     torch.manual_seed(0)
     model = dwgn.build_model("tiny", dynamic=dynamic)
     for prm in model.parameters():
@@ -86,8 +113,10 @@ def test_hoisted_weights_give_the_same_outputs_and_gradients(dynamic):
     torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-6)
     for (name, _), got, want in zip(model.named_parameters(), grads, plain_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
-    convs = [m for m in model.modules() if hasattr(m, "_mixing")]
-    assert convs and all(m._mixing is None for m in convs)  # nothing left behind after the forward
+    held = [(m, name) for m in model.modules() for name in ("_mixing", "_gain", "_spatial", "_bias", "_alpha_row")
+            if hasattr(m, name)]
+    assert len({name for _, name in held}) == 5
+    assert all(getattr(m, name) is None for m, name in held)  # nothing left behind after the forward
 
 
 def test_hdfn_mix_backward_matches_numerical_gradient_and_lerp():

@@ -34,8 +34,9 @@ class GlobalPool(nn.Module):
 
     @property
     def plain(self) -> bool:
-        """Neither recording nor replaying: a plain mean, which a consumer may take itself (``_glgf_stack``)."""
-        return self.fixed is None and self.record is None
+        """Neither recording, replaying nor hooked: a plain mean, which a consumer may take itself (the GLGF
+        functions average their input inside)."""
+        return self.fixed is None and self.record is None and not (self._forward_hooks or self._forward_pre_hooks)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fixed is not None:
@@ -81,19 +82,22 @@ def _glgf_stack(source: Tensor, glgfs: tuple[GLGF, ...], mixing: Tensor | None =
     `source`: the feature map (B, C, H, W), averaged inside the function (its gradient is then one product), or
     a pooled (B, C, 1, 1) when a GlobalPool records or replays (tiled inference). `mixing` (R C, C) and `gain`
     (C, C): the parameter-only matrices if the caller made them already (``hoisted_weights``), else they are
-    made here. GLGF is a few small products on pooled vectors: run in float32 whatever the autocast, in one
-    autograd function with a hand-written backward (5 aten ops forward, 8 backward for one GLGF, the pool
-    included)."""
+    made here."""
     c = source.shape[1]
+    with torch.autocast(source.device.type, enabled=False):
+        mixing, heads = _generator_inputs(glgfs, c, mixing, gain)
+        return _GLGFStack.apply(source, mixing, *heads)[0]
+
+
+def _generator_inputs(glgfs: tuple[GLGF, ...], c: int, mixing: Tensor | None, gain: Tensor | None):
+    """(mixing (R C, C), [per_channel, shared(, gain)]) for _GLGFStack; the matrices made here unless given."""
     first = glgfs[0]
     heads = [first.per_channel.weight.view(c, -1), first.shared.weight.view(c)]
-    with torch.autocast(source.device.type, enabled=False):
-        if mixing is None:
-            mixing = mixing_matrices(glgfs).view(-1, c)
-        if len(glgfs) == 2:
-            heads.append(gain_matrices(glgfs[1:])[0] if gain is None else gain)
-        (out,) = _GLGFStack.apply(source, mixing, *heads)
-    return out
+    if mixing is None:
+        mixing = mixing_matrices(glgfs).view(-1, c)
+    if len(glgfs) == 2:
+        heads.append(gain_matrices(glgfs[1:])[0] if gain is None else gain)
+    return mixing, heads
 
 
 def mixing_matrices(glgfs: tuple[GLGF, ...] | list[GLGF]) -> Tensor:
@@ -131,56 +135,75 @@ def gain_matrices(glgfs: tuple[GLGF, ...] | list[GLGF]) -> Tensor:
     return torch.addcmul(shared, eye, per_channel)                                              # (R, C, C)
 
 
+def _generate(x: Tensor, mixing: Tensor, per_channel: Tensor, shared: Tensor, gain: Tensor | None):
+    """GLGF forward (see _GLGFStack): p, z, the generator head's output, the gains (or None), the kernel."""
+    c = x.shape[1]
+    p = x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32))                 # (B, C)
+    z = torch.sigmoid(torch.mm(p, mixing.t()))                                                  # (B, rows)
+    z1 = z[:, :c]
+    out = torch.addcmul(torch.mv(z1, shared).view(-1, 1, 1), z1.unsqueeze(-1), per_channel)      # (B, C, N / C)
+    if gain is None:
+        return p, z, out, None, out
+    gains = torch.mm(z[:, c:2 * c], gain)                                                       # (B, C)
+    return p, z, out, gains, out * gains.unsqueeze(-1)
+
+
+def _generate_backward(grad: Tensor, grad_extra: Tensor | None, p: Tensor, z: Tensor, per_channel: Tensor,
+                       shared: Tensor, gain: Tensor | None, out: Tensor, gains: Tensor | None):
+    """GLGF backward from d kernel (B, C, N / C) and d extra rows (B, q) or None: (d pre-sigmoid (B, rows),
+    [d per_channel, d shared(, d gain)])."""
+    b, c = p.shape
+    grad = grad.to(z.dtype)
+    if gain is not None:
+        grad_gains = torch.bmm(grad.view(b * c, 1, -1), out.view(b * c, -1, 1)).view(b, c)      # (B, C)
+        grad = grad * gains.unsqueeze(-1)
+    z1 = z[:, :c]
+    total = grad.sum(dim=(1, 2))                                                                # (B,): shared term
+    grad_params = [torch.bmm(grad.permute(1, 2, 0), z1.t().unsqueeze(-1)).view(c, -1), torch.mv(z1.t(), total)]
+    grad_z = [torch.addr(torch.bmm(grad.transpose(0, 1), per_channel.unsqueeze(-1)).view(c, b).t(), total, shared)]
+    if gain is not None:
+        grad_params.append(torch.mm(z[:, c:2 * c].t(), grad_gains))                             # d gain (C, C)
+        grad_z.append(torch.mm(grad_gains, gain.t()))
+    if z.shape[1] > len(grad_z) * c:  # extra rows
+        grad_z.append(grad_extra.to(z.dtype) if grad_extra is not None else z.new_zeros(b, z.shape[1] - len(grad_z) * c))
+    grad_pre = torch.ops.aten.sigmoid_backward(torch.cat(grad_z, dim=1) if len(grad_z) > 1 else grad_z[0], z)
+    return grad_pre, grad_params
+
+
 class _GLGFStack(torch.autograd.Function):
     """One GLGF, or a grouped 3x3's kernel generator and its channel compensation, with a hand-written backward.
 
     p = mean over (H, W) of the input x (B, C, H, W), in float32; its gradient reaches x as one (B, C) product
     broadcast over the image (autograd's mean backward would make a full-size division). z = sigmoid(p M^T) for
-    both GLGFs at once (one product; `mixing` = M, (C, C), or [M_1; M_2], (2 C, C), see ``mixing_matrices``).
+    both GLGFs at once (one product; `mixing` = M, (C, C), or [M_1; M_2], (2 C, C), see ``mixing_matrices``,
+    optionally followed by q extra rows whose sigmoids are a second output, (B, q)).
     Generator head: out[b, c, :] = z_1[b, c] per_channel[c] + z_1[b] . shared. Inputs: x, mixing, per_channel
     (C, N / C), shared (C), and with two GLGFs the compensation's `gain` matrix (C, C) (``gain_matrices``):
     gain = z_2 G, the output is then out * gain, the kernel with the per-channel gain folded into filter c.
-    Output: a 1-tuple, (B, C, N / C). The gradients of `mixing` and `gain` are one product each; the caller's
-    autograd takes them back to the GLGFs' parameters.
+    Outputs: the kernel (B, C, N / C) and the extra rows' sigmoids (B, q). The gradients of `mixing` and `gain`
+    are one product each; the caller's autograd takes them back to the GLGFs' parameters.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, mixing: Tensor, per_channel: Tensor, shared: Tensor, gain: Tensor | None = None):
         b, c, h, w = x.shape
+        ctx.set_materialize_grads(False)
         ctx.source = (h, w, x.dtype)
-        p = x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32))             # (B, C)
-        z = torch.sigmoid(torch.mm(p, mixing.t()))                                              # (B, R C)
-        z1 = z[:, :c]
-        out = torch.addcmul(torch.mv(z1, shared).view(-1, 1, 1), z1.unsqueeze(-1), per_channel)  # (B, C, N / C)
-        if gain is None:
-            ctx.save_for_backward(p, mixing, z, per_channel, shared)
-            return (out,)
-        gains = torch.mm(z[:, c:], gain)                                                        # (B, C)
+        p, z, out, gains, kernel = _generate(x, mixing, per_channel, shared, gain)
         ctx.save_for_backward(p, mixing, z, per_channel, shared, gain, out, gains)
-        return (out * gains.unsqueeze(-1),)
+        return kernel, z[:, (1 if gain is None else 2) * c:]
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        p, mixing, z, per_channel, shared, *folded = ctx.saved_tensors
+    def backward(ctx, grad: Tensor | None, grad_extra: Tensor | None):
+        p, mixing, z, per_channel, shared, gain, out, gains = ctx.saved_tensors
         b, c = p.shape
         h, w, dtype = ctx.source
-        grad = grad.to(z.dtype)                                                                 # (B, C, N / C)
-        if folded:
-            gain, out, gains = folded
-            grad_gains = torch.bmm(grad.view(b * c, 1, -1), out.view(b * c, -1, 1)).view(b, c)  # (B, C)
-            grad = grad * gains.unsqueeze(-1)
-        z1 = z[:, :c]
-        total = grad.sum(dim=(1, 2))                                                            # (B,): shared term
-        grad_params = [torch.bmm(grad.permute(1, 2, 0), z1.t().unsqueeze(-1)).view(c, -1), torch.mv(z1.t(), total)]
-        grad_z = torch.addr(torch.bmm(grad.transpose(0, 1), per_channel.unsqueeze(-1)).view(c, b).t(), total, shared)
-        if folded:
-            z2 = z[:, c:]
-            grad_params.append(torch.mm(z2.t(), grad_gains))                                    # d gain (C, C)
-            grad_z = torch.cat((grad_z, torch.mm(grad_gains, gain.t())), dim=1)                 # (B, 2 C)
-        grad_pre = torch.ops.aten.sigmoid_backward(grad_z, z)
+        if grad is None:
+            grad = out.new_zeros(out.shape)
+        grad_pre, grad_params = _generate_backward(grad, grad_extra, p, z, per_channel, shared, gain, out, gains)
         # d x = (grad_pre M) / (H W) on every pixel: one product (beta = 0: p only lends its shape), broadcast
         grad_x = torch.addmm(p, grad_pre, mixing, beta=0, alpha=1 / (h * w)).to(dtype).view(b, c, 1, 1)
-        grad_mixing = torch.mm(grad_pre.t(), p)                                                 # (R C, C)
+        grad_mixing = torch.mm(grad_pre.t(), p)                                                 # (rows, C)
         return grad_x.expand(b, c, h, w), grad_mixing, *grad_params
 
 
@@ -199,25 +222,68 @@ class WeightAdaptiveConv1x1(nn.Module):
         self._mixing: Tensor | None = None
         self._spatial: tuple[Tensor, Tensor] | None = None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, extra_rows: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, C_in, H, W) -> (B, C_out, H, W). With `extra_rows` (q, C_in): also sigmoid(pooled x . row) for each
+        row, (B, q), from the same pool and product as the generator's first stage (HDFN's alpha)."""
         b, _, h, w = x.shape
-        # the generated vector is read row-major as (C_out, C_in), the authors' layout: weight j is
-        # kernel[j // C_in, j % C_in] (a transposed (C_in, C_out) reading is a different function)
-        if self.generator._forward_hooks or self.generator._forward_pre_hooks:
-            kernel = self.generator(self.pool(x))  # someone records the generated kernels: call it, so hooks run
-        else:  # the pool inside the GLGF function, unless it records or replays
-            kernel = _glgf_stack(x if self.pool.plain else self.pool(x), (self.generator,), self._mixing)
-        kernel = kernel.view(b, self.out_channels, self.in_channels)
         if self._spatial is not None and self._spatial[0].shape[0] == b:
             spatial = self._spatial
         else:
             spatial = (self.spatial1.weight.expand(b, 1, 3, 3), self.spatial2.weight.expand(b, 1, 3, 3))
-        # one dtype inside the autograd function: autocast's if it is on, else the input's
+        # one dtype for the product: autocast's if it is on, else the input's (the generator runs in float32)
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        hooked = self.generator._forward_hooks or self.generator._forward_pre_hooks
+        if not hooked and self.pool.plain:  # one function for all of it
+            with torch.autocast(device, enabled=False):
+                mixing, heads = _generator_inputs((self.generator,), self.in_channels, self._mixing, None)
+                if extra_rows is not None:
+                    mixing = torch.cat((mixing, extra_rows.to(mixing.dtype)))
+                out, extra = _WeightAdaptive1x1.apply(x, mixing, *heads, *spatial, self.out_channels, dtype)
+            return out if extra_rows is None else (out, extra)
+        # the generated vector is read row-major as (C_out, C_in), the authors' layout: weight j is
+        # kernel[j // C_in, j % C_in] (a transposed (C_in, C_out) reading is a different function)
+        pooled = self.pool(x)
+        if hooked:
+            kernel = self.generator(pooled)  # someone records the generated kernels: call it, so hooks run
+        else:  # a GlobalPool that records or replays (tiled inference)
+            kernel = _glgf_stack(pooled, (self.generator,), self._mixing)
+        kernel = kernel.view(b, self.out_channels, self.in_channels)
         with torch.autocast(device, enabled=False):
-            return _SpatiallyCompensatedProduct.apply(kernel.to(dtype), x.to(dtype), spatial[0].to(dtype),
-                                                      spatial[1].to(dtype))
+            out = _SpatiallyCompensatedProduct.apply(kernel.to(dtype), x.to(dtype), spatial[0].to(dtype),
+                                                     spatial[1].to(dtype))
+            if extra_rows is None:
+                return out
+            return out, torch.sigmoid(pooled.float().flatten(1) @ extra_rows.float().t())
+
+
+def _product(kernel: Tensor, flat: Tensor, weight1: Tensor, weight2: Tensor, h: int, w: int):
+    """Forward of the spatially compensated product on flat (B, C_in, HW): (u, m, a, gate, out (B, C_out, HW))."""
+    b = kernel.shape[0]
+    u = torch.bmm(kernel, flat)                                                                    # (B, C_out, HW)
+    m = u.mean(dim=1).view(1, b, h, w)                                                             # (1, B, H, W)
+    a = torch.sigmoid(F.conv2d(m, weight1, padding=1, groups=b))
+    gate = F.conv2d(a, weight2, padding=1, groups=b).view(b, 1, h * w)
+    return u, m, a, gate, u * gate
+
+
+def _product_backward(grad: Tensor, kernel: Tensor, flat: Tensor, u: Tensor, m: Tensor, a: Tensor, gate: Tensor,
+                      weight1: Tensor, weight2: Tensor):
+    """(C_out d u, d kernel, d weight1, d weight2); d x = K^T (C_out d u) / C_out is the caller's (one product)."""
+    b, c_out, _ = kernel.shape
+    hw = flat.shape[-1]
+    grad = grad.reshape(b, c_out, hw)
+    grad_gate = (grad * u).sum(dim=1).view(1, b, *m.shape[-2:])                                   # (1, B, H, W)
+    conv = dict(stride=[1, 1], padding=[1, 1], dilation=[1, 1], transposed=False, output_padding=[0, 0], groups=b)
+    grad_a, grad_w2, _ = torch.ops.aten.convolution_backward(grad_gate, a, weight2, None,
+                                                             output_mask=[True, True, False], **conv)
+    grad_pre = torch.ops.aten.sigmoid_backward(grad_a, a)
+    grad_m, grad_w1, _ = torch.ops.aten.convolution_backward(grad_pre, m, weight1, None,
+                                                             output_mask=[True, True, False], **conv)
+    # d u = grad * gate + d m / C_out: kept as C_out d u (one op), the 1 / C_out goes into the two products
+    scaled = torch.addcmul(grad_m.view(b, 1, hw), grad, gate, value=c_out)                         # (B, C_out, HW)
+    grad_kernel = torch.baddbmm(kernel, scaled, flat.transpose(1, 2), beta=0, alpha=1 / c_out)
+    return scaled, grad_kernel, grad_w1, grad_w2
 
 
 class _SpatiallyCompensatedProduct(torch.autograd.Function):
@@ -237,31 +303,55 @@ class _SpatiallyCompensatedProduct(torch.autograd.Function):
         b, c_out, c_in = kernel.shape
         h, w = x.shape[-2:]
         flat = x.reshape(b, c_in, h * w)                                                           # (B, C_in, HW)
-        u = torch.bmm(kernel, flat)                                                                # (B, C_out, HW)
-        m = u.mean(dim=1).view(1, b, h, w)                                                         # (1, B, H, W)
-        a = torch.sigmoid(F.conv2d(m, weight1, padding=1, groups=b))
-        gate = F.conv2d(a, weight2, padding=1, groups=b).view(b, 1, h * w)
+        u, m, a, gate, out = _product(kernel, flat, weight1, weight2, h, w)
         ctx.save_for_backward(kernel, flat, u, m, a, gate, weight1, weight2)
-        return (u * gate).view(b, c_out, h, w)                                                     # (B, C_out, H, W)
+        return out.view(b, c_out, h, w)                                                            # (B, C_out, H, W)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        kernel, flat, u, m, a, gate, weight1, weight2 = ctx.saved_tensors
+        kernel, flat, *rest = ctx.saved_tensors
         b, c_out, c_in = kernel.shape
-        hw = flat.shape[-1]
-        grad = grad.reshape(b, c_out, hw)
-        grad_gate = (grad * u).sum(dim=1).view(1, b, *m.shape[-2:])                               # (1, B, H, W)
-        conv = dict(stride=[1, 1], padding=[1, 1], dilation=[1, 1], transposed=False, output_padding=[0, 0], groups=b)
-        grad_a, grad_w2, _ = torch.ops.aten.convolution_backward(grad_gate, a, weight2, None,
-                                                                 output_mask=[True, True, False], **conv)
-        grad_pre = torch.ops.aten.sigmoid_backward(grad_a, a)
-        grad_m, grad_w1, _ = torch.ops.aten.convolution_backward(grad_pre, m, weight1, None,
-                                                                 output_mask=[True, True, False], **conv)
-        # d u = grad * gate + d m / C_out: kept as C_out d u (one op), the 1 / C_out goes into the two products
-        scaled = torch.addcmul(grad_m.view(b, 1, hw), grad, gate, value=c_out)                     # (B, C_out, HW)
-        grad_kernel = torch.baddbmm(kernel, scaled, flat.transpose(1, 2), beta=0, alpha=1 / c_out)
+        scaled, grad_kernel, grad_w1, grad_w2 = _product_backward(grad, kernel, flat, *rest)
         grad_x = torch.baddbmm(flat, kernel.transpose(1, 2), scaled, beta=0, alpha=1 / c_out)     # (B, C_in, HW)
-        return grad_kernel, grad_x.view(b, c_in, *m.shape[-2:]), grad_w1, grad_w2
+        return grad_kernel, grad_x.view(b, c_in, *rest[1].shape[-2:]), grad_w1, grad_w2
+
+
+class _WeightAdaptive1x1(torch.autograd.Function):
+    """The whole weight-adaptive 1x1 in one function: pool, GLGF (as _GLGFStack, float32) and the spatially
+    compensated product (as _SpatiallyCompensatedProduct, in `dtype`). One function, so that the pool's gradient
+    joins d x inside the last product (no separate addition). Inputs: x (B, C_in, H, W), mixing (C_in + q, C_in),
+    per_channel, shared, the two spatial kernels (B, 1, 3, 3), C_out, dtype. Outputs: (B, C_out, H, W) and the q
+    extra rows' sigmoids (B, q) (HDFN's alpha reads one)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mixing: Tensor, per_channel: Tensor, shared: Tensor, weight1: Tensor, weight2: Tensor,
+                c_out: int, dtype: torch.dtype):
+        b, c_in, h, w = x.shape
+        ctx.set_materialize_grads(False)
+        p, z, out, _, _ = _generate(x, mixing, per_channel, shared, None)
+        kernel = out.view(b, c_out, c_in).to(dtype)
+        flat = x.reshape(b, c_in, h * w).to(dtype)
+        u, m, a, gate, y = _product(kernel, flat, weight1.to(dtype), weight2.to(dtype), h, w)
+        ctx.x_dtype = x.dtype
+        ctx.save_for_backward(p, mixing, z, per_channel, shared, out, kernel, flat, u, m, a, gate, weight1, weight2)
+        return y.view(b, c_out, h, w), z[:, c_in:]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor | None, grad_extra: Tensor | None):
+        p, mixing, z, per_channel, shared, out, kernel, flat, u, m, a, gate, weight1, weight2 = ctx.saved_tensors
+        b, c_out, c_in = kernel.shape
+        h, w = m.shape[-2:]
+        if grad is None:
+            grad = u.new_zeros(u.shape)
+        scaled, grad_kernel, grad_w1, grad_w2 = _product_backward(grad, kernel, flat, u, m, a, gate,
+                                                                  weight1.to(kernel.dtype), weight2.to(kernel.dtype))
+        grad_pre, (grad_per_channel, grad_shared) = _generate_backward(
+            grad_kernel.view(b, c_in, -1), grad_extra, p, z, per_channel, shared, None, out, None)
+        # the pool's share of d x, (grad_pre M) / (H W) per channel, is the starting value of the last product
+        pooled = torch.addmm(p, grad_pre, mixing, beta=0, alpha=1 / (h * w)).to(kernel.dtype).view(b, c_in, 1)
+        grad_x = torch.baddbmm(pooled.expand(b, c_in, h * w), kernel.transpose(1, 2), scaled, alpha=1 / c_out)
+        return (grad_x.view(b, c_in, h, w).to(ctx.x_dtype), torch.mm(grad_pre.t(), p), grad_per_channel, grad_shared,
+                grad_w1.to(weight1.dtype), grad_w2.to(weight2.dtype), None, None)
 
 
 class WeightAdaptiveGroupConv3x3(nn.Module):

@@ -7,6 +7,9 @@ inside 8x8 windows (plain or shifted), with one relative-position bias table sha
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -37,6 +40,11 @@ class WindowCrossAttention(nn.Module):
         rel = coords[:, :, None] - coords[:, None, :] + window - 1  # (2, N, N), each in [0, 2w-2]
         self.register_buffer("bias_index", rel[0] * (2 * window - 1) + rel[1], persistent=False)
         self._masks: dict[tuple, Tensor] = {}
+        self._bias: Tensor | None = None  # (heads, N, N), set for one forward by ``hoisted_biases``
+
+    def relative_bias(self) -> Tensor:
+        """(heads, N, N): the bias table read at each pair's relative position (its gradient reaches the table)."""
+        return self.bias_table.flatten(1)[:, self.bias_index]
 
     def _shift_mask(self, height: int, width: int, device: torch.device) -> Tensor:
         """(nW, 1, 1, N, N) -100/0 mask of the shifted windows, made once per image size and device."""
@@ -50,7 +58,7 @@ class WindowCrossAttention(nn.Module):
         ws, s, heads, n = self.window, self.shift, self.heads, self.window ** 2
         nh, nw = h // ws, w // ws
         t = torch.stack((static_qkv, dynamic_qkv), dim=1)  # (B, 2, 3C, H, W)
-        bias = self.bias_table.flatten(1)[:, self.bias_index]  # (heads, N, N): its gradient reaches the table
+        bias = self.relative_bias() if self._bias is None else self._bias  # (heads, N, N)
         # One copy into windows. Attention "heads" are (branch, head), and (window, branch, head) when shifted, so
         # the additive mask -- bias, plus the shift mask that differs per window -- broadcasts over the batch.
         if s:
@@ -70,6 +78,25 @@ class WindowCrossAttention(nn.Module):
             return torch.roll(out, shifts=(s, s), dims=(2, 3))
         return rearrange(out, "(b nh nw) (r m) (wh ww) d -> b (r m d) (nh wh) (nw ww)", nh=nh, nw=nw, r=2, wh=ws)
         # (B, 2C, H, W): [static queries | dynamic queries]
+
+
+@contextmanager
+def hoisted_biases(model: nn.Module) -> Iterator[None]:
+    """For one forward of `model`: the relative-position biases of all its window attentions, read from their
+    tables at once (one gather per heads/window shape instead of one per block; the same values)."""
+    attentions = [m for m in model.modules() if isinstance(m, WindowCrossAttention)]
+    groups: dict[tuple[int, int], list[WindowCrossAttention]] = {}
+    for m in attentions:
+        groups.setdefault((m.heads, m.window), []).append(m)
+    try:
+        for group in groups.values():
+            tables = torch.stack([m.bias_table.flatten(1) for m in group])                 # (n, heads, (2w-1)^2)
+            for m, bias in zip(group, tables[:, :, group[0].bias_index].unbind(0)):
+                m._bias = bias
+        yield
+    finally:
+        for m in attentions:
+            m._bias = None
 
 
 class HDMC(nn.Module):

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dwgn.models.dynamic_conv import GlobalPool, hoisted_weights
-from dwgn.models.hdfn import HDFN
-from dwgn.models.hdmc import HDMC, WindowCrossAttention
+from dwgn.models.hdfn import HDFN, hoisted_alpha_rows
+from dwgn.models.hdmc import HDMC, WindowCrossAttention, hoisted_biases
 
 DYNAMIC_MODES = ("half", "none", "full")
 
@@ -140,7 +140,8 @@ class DwGN(nn.Module):
             nn.init.trunc_normal_(module.bias_table, std=0.02, a=-0.04, b=0.04)
 
     def forward(self, x: Tensor) -> Tensor:
-        with hoisted_weights(self, x.shape[0]):  # parameter-only terms, made once for all the blocks
+        # parameter-only terms, made once for all the blocks (fewer, larger kernels; the same function)
+        with hoisted_weights(self, x.shape[0]), hoisted_biases(self), hoisted_alpha_rows(self):
             return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:
