@@ -257,6 +257,14 @@ class WeightAdaptiveConv1x1(nn.Module):
             return out, torch.sigmoid(pooled.float().flatten(1) @ extra_rows.float().t())
 
 
+def _flat(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, C, HW) without a copy for a contiguous or a channels-last x (the products take either)."""
+    b, c, h, w = x.shape
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return x.reshape(b, c, h * w)
+    return x.permute(0, 2, 3, 1).view(b, h * w, c).transpose(1, 2)
+
+
 def _product(kernel: Tensor, flat: Tensor, weight1: Tensor, weight2: Tensor, h: int, w: int):
     """Forward of the spatially compensated product on flat (B, C_in, HW): (u, m, a, gate, out (B, C_out, HW))."""
     b = kernel.shape[0]
@@ -302,7 +310,7 @@ class _SpatiallyCompensatedProduct(torch.autograd.Function):
     def forward(ctx, kernel: Tensor, x: Tensor, weight1: Tensor, weight2: Tensor) -> Tensor:
         b, c_out, c_in = kernel.shape
         h, w = x.shape[-2:]
-        flat = x.reshape(b, c_in, h * w)                                                           # (B, C_in, HW)
+        flat = _flat(x)                                                                            # (B, C_in, HW)
         u, m, a, gate, out = _product(kernel, flat, weight1, weight2, h, w)
         ctx.save_for_backward(kernel, flat, u, m, a, gate, weight1, weight2)
         return out.view(b, c_out, h, w)                                                            # (B, C_out, H, W)
@@ -330,7 +338,7 @@ class _WeightAdaptive1x1(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         p, z, out, _, _ = _generate(x, mixing, per_channel, shared, None)
         kernel = out.view(b, c_out, c_in).to(dtype)
-        flat = x.reshape(b, c_in, h * w).to(dtype)
+        flat = _flat(x).to(dtype)
         u, m, a, gate, y = _product(kernel, flat, weight1.to(dtype), weight2.to(dtype), h, w)
         ctx.x_dtype = x.dtype
         ctx.save_for_backward(p, mixing, z, per_channel, shared, out, kernel, flat, u, m, a, gate, weight1, weight2)
