@@ -198,7 +198,7 @@ def test_window_attention_backward_matches_numerical_gradient(shift):
     differences, for the qkv of both branches and for the bias."""
     torch.manual_seed(0)
     heads, d, ws = 2, 2, 4
-    t = torch.randn(1, 2, 3 * heads * d, 8, 8, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(2, 1, 3 * heads * d, 8, 8, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(heads, ws * ws, ws * ws, dtype=torch.float64, requires_grad=True)
     mask = shifted_window_mask(8, 8, ws, shift).double()[:, None, None] if shift else None
     assert torch.autograd.gradcheck(lambda t, bias: _WindowCrossAttention.apply(t, bias, mask, ws, shift, heads, 0.7),

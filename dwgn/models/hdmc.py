@@ -57,7 +57,7 @@ class WindowCrossAttention(nn.Module):
         b, _, h, w = static_qkv.shape
         bias = self.relative_bias() if self._bias is None else self._bias                   # (heads, N, N)
         shift = self._shift_mask(h, w, static_qkv.device) if self.shift else None           # (nW, 1, 1, N, N)
-        t = torch.stack((static_qkv, dynamic_qkv), dim=1)                                   # (B, 2, 3C, H, W)
+        t = torch.stack((static_qkv, dynamic_qkv))  # (2, B, 3C, H, W): each branch's gradient is contiguous
         return _WindowCrossAttention.apply(t, bias, shift, self.window, self.shift, self.heads, self.scale)
         # (B, 2C, H, W): [static queries | dynamic queries]
 
@@ -65,7 +65,7 @@ class WindowCrossAttention(nn.Module):
 class _WindowCrossAttention(torch.autograd.Function):
     """The window attention of both branches with swapped values, with a hand-written backward.
 
-    t (B, 2, 3C, H, W): [q | k | v] of the static (0) and dynamic (1) branch. Rolled by -shift (if any), cut into
+    t (2, B, 3C, H, W): [q | k | v] of the static (0) and dynamic (1) branch. Rolled by -shift (if any), cut into
     windows with one copy, laid out (x, branch, B, window, head, N, d); out_r = softmax(scale q_r k_r^T + bias
     (+ the shift mask)) v_{1-r}; back to (B, 2C, H, W) with one copy (rolled back). The bias (heads, N, N) gets
     the gradient of every logit that it was added to (one sum). 7 aten ops forward, 10 backward without a shift.
@@ -74,10 +74,10 @@ class _WindowCrossAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, t: Tensor, bias: Tensor, shift_mask: Tensor | None, window: int, shift: int, heads: int,
                 scale: float) -> Tensor:
-        b, _, _, h, w = t.shape
+        _, b, _, h, w = t.shape
         if shift:
             t = torch.roll(t, shifts=(-shift, -shift), dims=(3, 4))
-        win = rearrange(t, "b r (x m d) (nh wh) (nw ww) -> x r b (nh nw) m (wh ww) d", x=3, m=heads, wh=window,
+        win = rearrange(t, "r b (x m d) (nh wh) (nw ww) -> x r b (nh nw) m (wh ww) d", x=3, m=heads, wh=window,
                         ww=window).contiguous()
         q, k, v = win.unbind(0)                                             # each (2, B, nW, heads, N, d)
         n, d = q.shape[-2:]
@@ -109,7 +109,7 @@ class _WindowCrossAttention(torch.autograd.Function):
         torch.baddbmm(flat(q), flat(grad_logits), flat(k), beta=0, alpha=scale, out=flat(grad_win[0]))
         torch.baddbmm(flat(k), flat(grad_logits).transpose(1, 2), flat(q), beta=0, alpha=scale,
                       out=flat(grad_win[1]))
-        grad_t = rearrange(grad_win, "x r b (nh nw) m (wh ww) d -> b r (x m d) (nh wh) (nw ww)", nh=h // window,
+        grad_t = rearrange(grad_win, "x r b (nh nw) m (wh ww) d -> r b (x m d) (nh wh) (nw ww)", nh=h // window,
                            wh=window)
         grad_t = torch.roll(grad_t, shifts=(shift, shift), dims=(3, 4)) if shift else grad_t.contiguous()
         return grad_t, grad_bias, None, None, None, None, None
