@@ -47,7 +47,7 @@ class HDFN(nn.Module):
             row = self.alpha_row() if self._alpha_row is None else self._alpha_row
             y, alpha = first(x, extra_rows=row)
             dynamic = self.dynamic[2](self.dynamic[1](y))
-            alpha = alpha.view(-1, 1, 1, 1)
+            alpha = alpha.view(-1, 1, 1, 1).to(dynamic.dtype)  # float32 from the generator; bf16 under autocast
         else:
             alpha, dynamic = self.mixing_weight(x), self.dynamic(x)
         return self.project(_Mix.apply(self.static(x), dynamic, alpha))
