@@ -27,6 +27,7 @@ VIEW_OPS = frozenset((
     "view", "_unsafe_view", "reshape", "expand", "unsqueeze", "squeeze", "transpose", "t", "permute", "slice",
     "select", "detach", "alias", "as_strided", "unflatten", "flatten", "split", "chunk", "unbind", "narrow",
     "lift_fresh",
+    "split_with_sizes",  # Tensor.split with a list of sizes: `split` of the list above, also views
 ))
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import dwgn
-from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveGroupConv3x3, _GLGFStack, _SpatiallyCompensatedProduct, _WeightAdaptive1x1, gain_matrices, mixing_matrices
+from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveGroupConv3x3, _GainMatrices, _GLGFStack, _MixingMatrices, _SpatiallyCompensatedProduct, _WeightAdaptive1x1, gain_matrices, mixing_matrices
 from dwgn.models.hdfn import HDFN, _Mix
 from dwgn.models.hdmc import WindowCrossAttention, _WindowCrossAttention, shifted_window_mask
 from dwgn.models.network import DwGNBlock, LayerNorm2d
@@ -64,6 +64,16 @@ def test_hdfn_alpha_inside_the_generator_product_equals_its_own_path():
     torch.testing.assert_close(fused, own)
     for got, want in zip(grads, torch.autograd.grad(own.square().sum(), list(hdfn.parameters()))):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_mixing_and_gain_matrix_backwards_match_numerical_gradient():
+    torch.manual_seed(0)
+    r, g, k = 2, 3, 2
+    args = [torch.randn(r, g, k, k), torch.randn(r, g, k), torch.randn(r, g * k, g)]
+    args = [a.double().requires_grad_() for a in args]
+    eye = torch.eye(g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda *t: _MixingMatrices.apply(*t, eye), args)
+    assert torch.autograd.gradcheck(_GainMatrices.apply, [torch.randn(r, 5).double().requires_grad_() for _ in range(2)])
 
 
 def test_mixing_matrix_is_the_grouped_first_stage():

@@ -115,10 +115,34 @@ def mixing_matrices(glgfs: tuple[GLGF, ...] | list[GLGF]) -> Tensor:
         local = torch.stack([m.local.weight for m in glgfs])
         squeeze = torch.stack([m.squeeze.weight for m in glgfs])
         expand = torch.stack([m.expand.weight for m in glgfs])
-    outer = expand.view(r, g, k, g, 1) * squeeze.view(r, 1, 1, g, k)                           # (R, g, k, g, k)
-    # plus local on the diagonal blocks: mixing[r, i, j, l, m] += [i = l] local[r, i, j, m]
-    eye = first.group_eye.to(outer.dtype)
-    return torch.addcmul(outer, local.view(r, g, k, 1, k), eye.view(1, g, 1, g, 1)).view(r, c, c)
+    return _MixingMatrices.apply(local.view(r, g, k, k), squeeze.view(r, g, k), expand.view(r, c, g),
+                                 first.group_eye.to(local.dtype))
+
+
+class _MixingMatrices(torch.autograd.Function):
+    """M = blockdiag(local) + expand . squeeze for R GLGFs, (R, C, C), with a hand-written backward (5 aten ops:
+    the diagonal blocks read once as a strided view, two weighted sums)."""
+
+    @staticmethod
+    def forward(ctx, local: Tensor, squeeze: Tensor, expand: Tensor, eye: Tensor) -> Tensor:
+        r, g, k, _ = local.shape
+        outer = expand.view(r, g, k, g, 1) * squeeze.view(r, 1, 1, g, k)                       # (R, g, k, g, k)
+        ctx.save_for_backward(squeeze, expand)
+        # plus local on the diagonal blocks: mixing[r, i, j, l, m] += [i = l] local[r, i, j, m]
+        return torch.addcmul(outer, local.view(r, g, k, 1, k), eye.view(1, g, 1, g, 1)).view(r, g * k, g * k)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        squeeze, expand = ctx.saved_tensors
+        r, g, k = squeeze.shape
+        c = g * k
+        grad = grad.contiguous()
+        # d local[r, i, j, m] = grad[r, i k + j, i k + m]
+        grad_local = grad.as_strided((r, g, k, k), (c * c, k * c + k, c, 1)).contiguous()
+        blocks = grad.view(r, c, g, k)                                                          # [r, c, l, m]
+        grad_expand = (blocks * squeeze.view(r, 1, g, k)).sum(dim=-1)                           # (R, C, g)
+        grad_squeeze = (blocks * expand.view(r, c, g, 1)).sum(dim=1)                            # (R, g, k)
+        return grad_local, grad_squeeze, grad_expand, None
 
 
 def gain_matrices(glgfs: tuple[GLGF, ...] | list[GLGF]) -> Tensor:
@@ -129,16 +153,45 @@ def gain_matrices(glgfs: tuple[GLGF, ...] | list[GLGF]) -> Tensor:
     c = glgfs[0].local.in_channels
     if any(m.per_channel.weight.shape[0] != c for m in glgfs):
         raise ValueError("gain_matrices needs GLGFs with one generated weight per channel (N = C)")
-    per_channel = torch.stack([m.per_channel.weight.view(1, c) for m in glgfs])                  # (R, 1, C)
-    shared = torch.stack([m.shared.weight.view(c, 1) for m in glgfs])                           # (R, C, 1)
-    eye = torch.eye(c, dtype=per_channel.dtype, device=per_channel.device)
-    return torch.addcmul(shared, eye, per_channel)                                              # (R, C, C)
+    per_channel = torch.stack([m.per_channel.weight.view(c) for m in glgfs])                    # (R, C)
+    shared = torch.stack([m.shared.weight.view(c) for m in glgfs])                              # (R, C)
+    return _GainMatrices.apply(per_channel, shared)
+
+
+_EYES: dict[tuple, Tensor] = {}
+
+
+def _eye(c: int, like: Tensor) -> Tensor:
+    """The C x C identity, made once per size, device and dtype (not under torch.compile: made in the graph)."""
+    if torch.compiler.is_compiling():
+        return torch.eye(c, dtype=like.dtype, device=like.device)
+    key = (c, like.device, like.dtype)
+    if key not in _EYES:
+        _EYES[key] = torch.eye(c, dtype=like.dtype, device=like.device)
+    return _EYES[key]
+
+
+class _GainMatrices(torch.autograd.Function):
+    """G = diag(per_channel) + shared 1^T for R GLGFs, (R, C, C), with a hand-written backward (2 aten ops)."""
+
+    @staticmethod
+    def forward(ctx, per_channel: Tensor, shared: Tensor) -> Tensor:
+        r, c = per_channel.shape
+        return torch.addcmul(shared.view(r, c, 1), _eye(c, per_channel), per_channel.view(r, 1, c))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        r, c, _ = grad.shape
+        grad = grad.contiguous()
+        diagonal = grad.as_strided((r, c), (c * c, c + 1)).contiguous()
+        return diagonal, grad.sum(dim=-1)
 
 
 def _generate(x: Tensor, mixing: Tensor, per_channel: Tensor, shared: Tensor, gain: Tensor | None):
     """GLGF forward (see _GLGFStack): p, z, the generator head's output, the gains (or None), the kernel."""
     c = x.shape[1]
-    p = x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32))                 # (B, C)
+    # float32 (float64 for a float64 x); a Python choice: torch.promote_types would be an aten call per GLGF
+    p = x.mean(dim=(2, 3), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)  # (B, C)
     z = torch.sigmoid(torch.mm(p, mixing.t()))                                                  # (B, rows)
     z1 = z[:, :c]
     out = torch.addcmul(torch.mv(z1, shared).view(-1, 1, 1), z1.unsqueeze(-1), per_channel)      # (B, C, N / C)

@@ -115,6 +115,18 @@ class _WindowCrossAttention(torch.autograd.Function):
         return grad_t, grad_bias, None, None, None, None, None
 
 
+_ONE_HOTS: dict[tuple, Tensor] = {}
+
+
+def _one_hot(index: Tensor, like: Tensor) -> Tensor:
+    """((2w-1)^2, N^2) 0/1 matrix: column i picks table entry index[i]; made once per window, device and dtype."""
+    key = (tuple(index.shape), like.device, like.dtype)
+    if key not in _ONE_HOTS:
+        table = like.shape[-1]
+        _ONE_HOTS[key] = F.one_hot(index.flatten().to(like.device), table).t().to(like.dtype).contiguous()
+    return _ONE_HOTS[key]
+
+
 @contextmanager
 def hoisted_biases(model: nn.Module) -> Iterator[None]:
     """For one forward of `model`: the relative-position biases of all its window attentions, read from their
@@ -125,8 +137,12 @@ def hoisted_biases(model: nn.Module) -> Iterator[None]:
         groups.setdefault((m.heads, m.window), []).append(m)
     try:
         for group in groups.values():
-            tables = torch.stack([m.bias_table.flatten(1) for m in group])                 # (n, heads, (2w-1)^2)
-            for m, bias in zip(group, tables[:, :, group[0].bias_index].unbind(0)):
+            first = group[0]
+            n, heads, window = len(group), first.heads, first.window
+            tables = torch.stack([m.bias_table.view(heads, -1) for m in group])            # (n, heads, (2w-1)^2)
+            # the gather as one product with a 0/1 matrix: its backward is one product too
+            biases = torch.mm(tables.view(n * heads, -1), _one_hot(first.bias_index, tables))
+            for m, bias in zip(group, biases.view(n, heads, window ** 2, window ** 2).unbind(0)):
                 m._bias = bias
         yield
     finally:
