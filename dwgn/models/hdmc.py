@@ -58,7 +58,13 @@ class WindowCrossAttention(nn.Module):
         bias = self.relative_bias() if self._bias is None else self._bias                   # (heads, N, N)
         shift = self._shift_mask(h, w, static_qkv.device) if self.shift else None           # (nW, 1, 1, N, N)
         t = torch.stack((static_qkv, dynamic_qkv))  # (2, B, 3C, H, W): each branch's gradient is contiguous
-        return _WindowCrossAttention.apply(t, bias, shift, self.window, self.shift, self.heads, self.scale)
+        # products in autocast's dtype if it is on (else the input's), logits and softmax in float32
+        device = t.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
+        logits = torch.float64 if dtype == torch.float64 else torch.float32
+        with torch.autocast(device, enabled=False):
+            return _WindowCrossAttention.apply(t.to(dtype), bias.to(logits), None if shift is None else shift.to(logits),
+                                               self.window, self.shift, self.heads, self.scale)
         # (B, 2C, H, W): [static queries | dynamic queries]
 
 
@@ -83,28 +89,31 @@ class _WindowCrossAttention(torch.autograd.Function):
         n, d = q.shape[-2:]
         mask = bias if shift_mask is None else (shift_mask.view(-1, 1, n, n) + bias)  # (heads | nW heads, N, N)
         scores = torch.matmul(q, k.transpose(-2, -1))                                   # (2, B, nW, heads, N, N)
-        attn = torch.softmax(torch.add(mask.to(scores.dtype), scores, alpha=scale), dim=-1)
+        # logits in the mask's float32 whatever the products' dtype (the add promotes; no extra cast)
+        attn = torch.softmax(torch.add(mask, scores, alpha=scale), dim=-1)
+        low = attn.to(q.dtype)                                                          # a no-op in float32
         swapped = v.flip(0)                                                             # branch r meets v_{1-r}
-        out = torch.matmul(attn, swapped)                                               # (2, B, nW, heads, N, d)
-        ctx.save_for_backward(q, k, attn, swapped)
+        out = torch.matmul(low, swapped)                                                # (2, B, nW, heads, N, d)
+        ctx.save_for_backward(q, k, attn, low, swapped)
         ctx.shape = (b, h, w, window, shift, heads, scale, bias.dtype)
         out = rearrange(out, "r b (nh nw) m (wh ww) d -> b (r m d) (nh wh) (nw ww)", nh=h // window, wh=window)
         return torch.roll(out, shifts=(shift, shift), dims=(2, 3)) if shift else out.contiguous()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        q, k, attn, swapped = ctx.saved_tensors
+        q, k, attn, low, swapped = ctx.saved_tensors
         b, h, w, window, shift, heads, scale, bias_dtype = ctx.shape
         if shift:
             grad = torch.roll(grad, shifts=(-shift, -shift), dims=(2, 3))
         grad = rearrange(grad, "b (r m d) (nh wh) (nw ww) -> r b (nh nw) m (wh ww) d", r=2, m=heads, wh=window,
                          ww=window).contiguous()                                        # (2, B, nW, heads, N, d)
-        grad_attn = torch.matmul(grad, swapped.transpose(-2, -1))
+        grad_attn = torch.matmul(grad.to(q.dtype), swapped.transpose(-2, -1)).to(attn.dtype)
         grad_win = q.new_empty((3, *q.shape))                                           # d [q | k | v], windows
         for r in range(2):  # d v_{1-r} = attn_r^T grad_r, written in place: no flip back
-            torch.matmul(attn[r].transpose(-2, -1), grad[r], out=grad_win[2, 1 - r])
-        grad_logits = torch._softmax_backward_data(grad_attn, attn, -1, attn.dtype)
+            torch.matmul(low[r].transpose(-2, -1), grad[r].to(q.dtype), out=grad_win[2, 1 - r])
+        grad_logits = torch._softmax_backward_data(grad_attn, attn, -1, attn.dtype)   # float32
         grad_bias = grad_logits.sum(dim=(0, 1, 2)).to(bias_dtype)                        # (heads, N, N)
+        grad_logits = grad_logits.to(q.dtype)
         flat = lambda x: x.view(-1, *x.shape[-2:])  # noqa: E731  (2 B nW heads, rows, cols) for baddbmm
         torch.baddbmm(flat(q), flat(grad_logits), flat(k), beta=0, alpha=scale, out=flat(grad_win[0]))
         torch.baddbmm(flat(k), flat(grad_logits).transpose(1, 2), flat(q), beta=0, alpha=scale,
