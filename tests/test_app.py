@@ -158,3 +158,17 @@ def test_app_command_user_errors_are_one_line(capsys, tmp_path):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("python -m dwgn.app: error: checkpoint ") and "missing.pt not found" in err
+
+
+def test_exif_orientation_is_applied_like_test_py(restorer, model, tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6 is restored upright, as `test.py --input` does."""
+    upright = np.random.default_rng(3).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    stored = np.ascontiguousarray(np.rot90(upright, 1))  # (80, 48): what a camera rotated by 90 degrees stores
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    Image.fromarray(stored).save(tmp_path / "phone.png", exif=exif)
+    result = restorer(tmp_path / "phone.png", "auto")
+    assert result.input.shape == (48, 80, 3)
+    np.testing.assert_array_equal(result.input, upright)
+    np.testing.assert_array_equal(result.output, restore(model, upright))
+    assert any("EXIF orientation" in n for n in result.notes)

@@ -322,7 +322,7 @@ def test_the_readme_own_photos_command_runs_as_written(tmp_path, monkeypatch, ru
 def test_16_bit_colour_photos_follow_exif_orientation_like_pillow(tmp_path):
     from PIL import ImageOps
 
-    from dwgn.data.images import _orient
+    from dwgn.data.images import orient
 
     image = _image(3, 5, 0)
     for orientation in range(1, 9):
@@ -330,4 +330,4 @@ def test_16_bit_colour_photos_follow_exif_orientation_like_pillow(tmp_path):
         exif[0x0112] = orientation
         Image.fromarray(image).save(tmp_path / "o.png", exif=exif)
         with Image.open(tmp_path / "o.png") as im:
-            np.testing.assert_array_equal(_orient(image, orientation), np.asarray(ImageOps.exif_transpose(im)))
+            np.testing.assert_array_equal(orient(image, orientation), np.asarray(ImageOps.exif_transpose(im)))

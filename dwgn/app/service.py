@@ -2,7 +2,8 @@
 
 Every problem with an upload is an `UploadError` whose message the page shows; the server never dies of a
 bad file. What is accepted: any image Pillow reads, up to `max_pixels`. 16-bit images are scaled to 8 bits,
-grayscale ones restored as three equal channels and returned in gray; fully transparent pixels are refused
+grayscale ones restored as three equal channels and returned in gray, EXIF orientation applied (as
+`test.py --input` does); fully transparent pixels are refused
 (the colour under them is undefined) -- each conversion is reported in `Restoration.notes`.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from dwgn.data.images import read_image
+from dwgn.data.images import orient, read_image
 from dwgn.evaluation.restore import AUTO_TILE_PIXELS, DEFAULT_TILE, restore
 
 # mode shown on the page -> `restore`'s tile argument (None: tiles of DEFAULT_TILE above AUTO_TILE_PIXELS)
@@ -63,6 +64,7 @@ def read_upload(path: str | Path, max_pixels: int) -> tuple[np.ndarray, list[str
         with Image.open(path) as im:  # reads the header only: the size is checked before decoding
             width, height, mode = im.width, im.height, im.mode
             sixteen = _bit_depth_16(path, im)
+            orientation = im.getexif().get(0x0112, 1)  # EXIF orientation: phones store photos sideways
     except Image.DecompressionBombError:
         raise UploadError(f"{name} is far too large to decode safely; the page takes up to "
                           f"{max_pixels / 1e6:.0f} megapixels") from None
@@ -76,7 +78,10 @@ def read_upload(path: str | Path, max_pixels: int) -> tuple[np.ndarray, list[str
         rgb = read_image(path)  # 16-bit scaled to 8 bits, gray/palette/CMYK converted, transparency refused
     except ValueError as err:
         raise UploadError(str(err).replace(str(path), name).split(" (corrupt")[0]) from None
+    rgb = orient(rgb, orientation)  # upright, as test.py --input and every photo viewer show it
     notes = []
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        notes.append("EXIF orientation applied: restored upright")
     if sixteen:
         notes.append("16-bit image: scaled to 8 bits per channel (the network works on 8-bit photos)")
     if mode in _GRAY_MODES:

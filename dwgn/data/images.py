@@ -74,7 +74,7 @@ def read_photo(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             if _is_16bit_colour(path, im):
-                return _orient(_read_16bit_colour(path), im.getexif().get(0x0112, 1))
+                return orient(_read_16bit_colour(path), im.getexif().get(0x0112, 1))
             return _photo_array(ImageOps.exif_transpose(im), path)
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e} (corrupt, truncated or not an image)") from e
@@ -116,7 +116,7 @@ def _read_16bit_colour(path: Path) -> np.ndarray:
     return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
-def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+def orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1-8) to an (H,W,...) array, as Pillow's exif_transpose does."""
     transforms = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
                   5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
