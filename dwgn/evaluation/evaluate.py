@@ -27,7 +27,7 @@ from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.errors import DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
 from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore
-from dwgn.io import write_text_atomic
+from dwgn.io import atomic_path, write_text_atomic
 
 PROTOCOL = "Y BT.601, 8-bit, native size"
 PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -154,13 +154,14 @@ def write_metrics(results: dict[str, dict], results_dir: Path, rows: list[dict])
     results_dir.mkdir(parents=True, exist_ok=True)
     clean = {k: {f: v for f, v in e.items() if not f.startswith("_")} for k, e in results.items()}
     write_text_atomic(results_dir / "metrics.json", json.dumps(clean, indent=2) + "\n")
-    with open(results_dir / "metrics.csv", "w", newline="") as f:
+    # every file written whole or not at all: a killed run never leaves a half table next to a full one
+    with atomic_path(results_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["set", "n", *METRIC_KEYS, "input_psnr_y", "skipped", "synthetic", "protocol"])
         for key, e in clean.items():
             w.writerow([key, e["n"], *(e[k] for k in METRIC_KEYS), e["input_psnr_y"], len(e["skipped"]),
                         e["synthetic"], e["protocol"]])
-    with open(results_dir / PER_IMAGE_CSV, "w", newline="") as f:
+    with atomic_path(results_dir / PER_IMAGE_CSV) as tmp, open(tmp, "w", newline="") as f:
         fields = ["set", "name", "input", "gt", *METRIC_KEYS, "input_psnr_y"]
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
