@@ -166,9 +166,12 @@ def _eye(c: int, like: Tensor) -> Tensor:
     if torch.compiler.is_compiling():
         return torch.eye(c, dtype=like.dtype, device=like.device)
     key = (c, like.device, like.dtype)
-    if key not in _EYES:
-        _EYES[key] = torch.eye(c, dtype=like.dtype, device=like.device)
-    return _EYES[key]
+    if key in _EYES:
+        return _EYES[key]
+    eye = torch.eye(c, dtype=like.dtype, device=like.device)
+    if type(eye) is torch.Tensor:  # not a traced stand-in (torch.export, FX): those must not be kept
+        _EYES[key] = eye
+    return eye
 
 
 class _GainMatrices(torch.autograd.Function):

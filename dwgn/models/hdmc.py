@@ -49,9 +49,12 @@ class WindowCrossAttention(nn.Module):
     def _shift_mask(self, height: int, width: int, device: torch.device) -> Tensor:
         """(nW, 1, 1, N, N) -100/0 mask of the shifted windows, made once per image size and device."""
         key = (height, width, str(device))
-        if key not in self._masks:
-            self._masks[key] = shifted_window_mask(height, width, self.window, self.shift, device)[:, None, None]
-        return self._masks[key]
+        if key in self._masks:
+            return self._masks[key]
+        mask = shifted_window_mask(height, width, self.window, self.shift, device)[:, None, None]
+        if type(mask) is torch.Tensor:  # not a traced stand-in (torch.export, FX): those must not be kept
+            self._masks[key] = mask
+        return mask
 
     def forward(self, static_qkv: Tensor, dynamic_qkv: Tensor) -> Tensor:
         b, _, h, w = static_qkv.shape
@@ -130,10 +133,12 @@ _ONE_HOTS: dict[tuple, Tensor] = {}
 def _one_hot(index: Tensor, like: Tensor) -> Tensor:
     """((2w-1)^2, N^2) 0/1 matrix: column i picks table entry index[i]; made once per window, device and dtype."""
     key = (tuple(index.shape), like.device, like.dtype)
-    if key not in _ONE_HOTS:
-        table = like.shape[-1]
-        _ONE_HOTS[key] = F.one_hot(index.flatten().to(like.device), table).t().to(like.dtype).contiguous()
-    return _ONE_HOTS[key]
+    if key in _ONE_HOTS:
+        return _ONE_HOTS[key]
+    one_hot = F.one_hot(index.flatten().to(like.device), like.shape[-1]).t().to(like.dtype).contiguous()
+    if type(one_hot) is torch.Tensor:  # not a traced stand-in (torch.export, FX): those must not be kept
+        _ONE_HOTS[key] = one_hot
+    return one_hot
 
 
 @contextmanager
