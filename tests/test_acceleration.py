@@ -76,13 +76,19 @@ def test_mixing_and_gain_matrix_backwards_match_numerical_gradient():
     assert torch.autograd.gradcheck(_GainMatrices.apply, [torch.randn(r, 5).double().requires_grad_() for _ in range(2)])
 
 
-def test_mixing_matrix_is_the_grouped_first_stage():
-    """p M^T equals GLGF's first stage written with its own grouped convs, for one GLGF and for a stack of two."""
+def _random_glgfs(num_weights: int) -> list[GLGF]:
+    """Two GLGFs on 12 channels (groups 4) with N(0, 1) weights, so that every term matters."""
     torch.manual_seed(0)
-    glgfs = [GLGF(12, 24, groups=4) for _ in range(2)]
+    glgfs = [GLGF(12, num_weights, groups=4) for _ in range(2)]
     for m in glgfs:
         for prm in m.parameters():
             torch.nn.init.normal_(prm)
+    return glgfs
+
+
+def test_mixing_matrix_is_the_grouped_first_stage():
+    """p M^T equals GLGF's first stage written with its own grouped convs, for one GLGF and for a stack of two."""
+    glgfs = _random_glgfs(24)
     pooled = torch.randn(3, 12, 1, 1)
     for chosen in (glgfs[:1], glgfs):
         mixing = mixing_matrices(chosen)
@@ -93,11 +99,7 @@ def test_mixing_matrix_is_the_grouped_first_stage():
 
 
 def test_gain_matrix_is_the_one_weight_per_channel_second_stage():
-    torch.manual_seed(0)
-    glgfs = [GLGF(12, 12, groups=4) for _ in range(2)]
-    for m in glgfs:
-        for prm in m.parameters():
-            torch.nn.init.normal_(prm)
+    glgfs = _random_glgfs(12)
     z = torch.rand(3, 12, 1, 1)
     gains = gain_matrices(glgfs)
     assert gains.shape == (2, 12, 12)
