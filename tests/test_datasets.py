@@ -389,3 +389,18 @@ def test_demo_trains_on_fetched_photos_when_present(tmp_path, monkeypatch):
     assert ensure_demo(root) == root  # same photos: not rebuilt
     with pytest.raises(ValueError, match="clean_share"):
         build_demo(tmp_path / "bad", clean_share=1.0)
+
+
+def test_prepare_demo_flags_set_pairs_per_weather_and_clean_share(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(dwgn.data.demo, "fetched_photos", lambda split: [])  # the packaged photos only
+    out = tmp_path / "demo"
+    assert prepare_main(["--demo", "--out", str(out), "--train-per-weather", "2", "--clean-share", "0.5"]) == 0
+    manifest = read_manifest(out)
+    assert manifest["train_per_weather"] == 2 and manifest["clean_share"] == 0.5
+    assert manifest["clean_pairs"] == clean_pairs(2, 0.5) == 10 and manifest["train_pairs"] == 10 + 10
+    for argv, message in [(["--demo", "--clean-share", "1.0"], "--clean-share must be in [0, 1)"),
+                          (["--demo", "--train-per-weather", "0"], "--train-per-weather must be at least 1"),
+                          (["--check", str(out), "--clean-share", "0.2"], "go with --demo")]:
+        with pytest.raises(SystemExit):
+            prepare_main(argv)
+        assert message in capsys.readouterr().err
