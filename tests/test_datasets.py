@@ -404,3 +404,16 @@ def test_prepare_demo_flags_set_pairs_per_weather_and_clean_share(tmp_path, monk
         with pytest.raises(SystemExit):
             prepare_main(argv)
         assert message in capsys.readouterr().err
+
+
+def test_demo_rainfog_training_names_never_use_the_outdoor_rain_test_scenes():
+    """Past 900 rain+fog pairs the scene numbers would reach 301-350, which every training scan removes (they
+    are Outdoor-Rain's test scenes): the builder skips them, so a large demo set loses no pairs."""
+    from dwgn.data.demo import _train_name
+    from dwgn.data.layouts import OUTDOOR_RAIN_TEST_SCENES
+
+    names = [_train_name("rainfog", j) for j in range(1600)]
+    scenes = {int(n[3:7]) for n in names}
+    assert len(set(names)) == 1600 and not scenes & set(OUTDOOR_RAIN_TEST_SCENES)
+    assert names[0] == "im_0001_s80_a04.png" and names[899] == "im_0300_s100_a06.png"  # as before up to 900
+    assert names[900] == "im_0351_s80_a04.png"

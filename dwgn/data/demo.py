@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dwgn.data.images import read_image
+from dwgn.data.layouts import OUTDOOR_RAIN_TEST_SCENES
 from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import WEATHERS, synthesize
@@ -90,8 +91,11 @@ def _write(path: Path, img: np.ndarray) -> None:
 
 
 def _train_name(weather: str, j: int) -> str:
-    if weather == "rainfog":  # Outdoor-Rain training naming; scenes 1..N never reach the test scenes 301-350
-        return f"im_{j // 3 + 1:04d}_s{80 + 10 * (j % 3)}_a{4 + j % 3:02d}.png"
+    if weather == "rainfog":  # Outdoor-Rain training naming, 3 pairs per scene
+        scene = j // 3 + 1
+        if scene >= OUTDOOR_RAIN_TEST_SCENES.start:  # past 900 pairs: skip the test scenes 301-350, which every
+            scene += len(OUTDOOR_RAIN_TEST_SCENES)   # training scan removes (they would be built, then dropped)
+        return f"im_{scene:04d}_s{80 + 10 * (j % 3)}_a{4 + j % 3:02d}.png"
     return f"{weather}_{j:04d}.png"
 
 
