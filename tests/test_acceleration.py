@@ -1,5 +1,7 @@
-"""Issue 13's fast paths compute the same function: GLGF's hand-written backward, the fused LayerNorm, SDPA window
-attention (its gradient reaches the bias table), torch.compile of the blocks (fullgraph), the GPU check's CPU path."""
+"""Issue 13's fast paths compute the same function: the hand-written backwards (GLGF, the weight-adaptive 1x1, the
+window attention, the hoisted matrices) against finite differences and the equations, the hoisted parameter terms
+against each module's own path, the fused LayerNorm, bf16 autocast, torch.compile of the blocks (fullgraph), the
+GPU check's CPU path."""
 import subprocess
 import sys
 from pathlib import Path
