@@ -5,6 +5,8 @@
 * ``WeightAdaptiveGroupConv3x3`` -- a grouped 3x3 conv whose kernel GLGF generates per image, with channel
   compensation.
 * ``conv1x1`` / ``group_conv3x3`` -- pick the weight-adaptive conv or its static twin.
+* ``hoisted_weights`` -- the parameter-only terms of all of a network's weight-adaptive convs, made once per
+  forward (docs/DESIGN.md §1.10); the autograd functions below have hand-written backwards.
 
 Every generated kernel is applied to the whole batch in one call: the 1x1 as a batched matmul, the 3x3 by
 folding the batch into the groups of a single conv. Nothing depends on the batch size, so an image gives the
@@ -101,7 +103,7 @@ def _generator_inputs(glgfs: tuple[GLGF, ...], c: int, mixing: Tensor | None, ga
 
 
 def mixing_matrices(glgfs: tuple[GLGF, ...] | list[GLGF]) -> Tensor:
-    """The first stage of R GLGFs with the same C and g as dense matrices: (R, C, C), made with autograd ops.
+    """The first stage of R GLGFs with the same C and g as dense matrices: (R, C, C) (_MixingMatrices).
 
     GLGF's first stage is linear in the pooled vector p: z = sigmoid(p M^T), M = blockdiag(local) + expand . squeeze,
     M[c, l C/g + m] = expand[c, l] squeeze[l, m] + [c // (C/g) = l] local[l, c % (C/g), m]. M depends on the
