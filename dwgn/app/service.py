@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from dwgn.data.images import orient, read_image
-from dwgn.evaluation.restore import AUTO_TILE_PIXELS, DEFAULT_TILE, restore
+from dwgn.evaluation.restore import AUTO_TILE_PIXELS, DEFAULT_TILE, auto_tile, restore
 
 # mode shown on the page -> `restore`'s tile argument (None: tiles of DEFAULT_TILE above AUTO_TILE_PIXELS)
 MODES: dict[str, int | None] = {"auto": None, "whole image": 0, "tiled": DEFAULT_TILE}
@@ -113,7 +113,7 @@ class Restorer:
         h, w = image.shape[:2]
         tile = MODES[mode]
         if tile is None:  # auto: what restore() does by default, made explicit to report it
-            tile = DEFAULT_TILE if h * w > AUTO_TILE_PIXELS else 0
+            tile = auto_tile(h, w)
         if tile == 0 and h * w > WHOLE_IMAGE_MAX_PIXELS:
             raise UploadError(f"{w}x{h} is too large to restore as a whole image (above "
                               f"{WHOLE_IMAGE_MAX_PIXELS / 2 ** 20:.0f} megapixels): pick 'tiled' or 'auto'")

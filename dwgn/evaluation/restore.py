@@ -212,13 +212,18 @@ def _to_dtype(x: Tensor, dtype: np.dtype) -> np.ndarray:
     return x[0].clamp(0, 1).mul(65535).round().to(torch.int32).permute(1, 2, 0).cpu().numpy().astype(np.uint16)
 
 
+def auto_tile(h: int, w: int) -> int:
+    """The tile that tile=None picks for an h x w image: DEFAULT_TILE above AUTO_TILE_PIXELS, else 0 (whole)."""
+    return DEFAULT_TILE if h * w > AUTO_TILE_PIXELS else 0
+
+
 def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
                    self_ensemble: bool = False, amp: bool = False, refine: int = 0,
                    progress: bool = False) -> Tensor:
     """x (1,3,H,W) float in [0,1] on the model's device -> restored (1,3,H,W), not clipped."""
     h, w = x.shape[-2:]
     if tile is None:
-        tile = DEFAULT_TILE if h * w > AUTO_TILE_PIXELS else 0
+        tile = auto_tile(h, w)
     elif tile:
         multiple = getattr(model, "multiple", 1)
         tile = -(-tile // multiple) * multiple  # round up: a padded tile sees zeros where image should be
