@@ -331,3 +331,20 @@ def test_16_bit_colour_photos_follow_exif_orientation_like_pillow(tmp_path):
         Image.fromarray(image).save(tmp_path / "o.png", exif=exif)
         with Image.open(tmp_path / "o.png") as im:
             np.testing.assert_array_equal(orient(image, orientation), np.asarray(ImageOps.exif_transpose(im)))
+
+
+def test_both_readers_refuse_float_and_out_of_range_gray_images_naming_the_file(tmp_path):
+    """Dataset images (read_image) and user photos (read_photo) share the 16-bit gray check and its message."""
+    from dwgn.data.images import read_image, read_photo
+    from dwgn.errors import DataError
+
+    Image.fromarray(np.full((4, 5), 0.5, np.float32), mode="F").save(tmp_path / "float.tif")
+    Image.fromarray(np.full((4, 5), 70000, np.int32), mode="I").save(tmp_path / "wide.tif")
+    Image.fromarray(np.full((4, 5), 65535, np.uint16)).save(tmp_path / "ok16.png")
+    for reader in (read_image, read_photo):
+        with pytest.raises(DataError, match=r"float\.tif is floating-point; save it as an 8- or 16-bit PNG"):
+            reader(tmp_path / "float.tif")
+        with pytest.raises(DataError, match=r"wide\.tif: I values outside 0\.\.65535"):
+            reader(tmp_path / "wide.tif")
+    assert read_photo(tmp_path / "ok16.png").dtype == np.uint16 and read_photo(tmp_path / "ok16.png").max() == 65535
+    assert read_image(tmp_path / "ok16.png").dtype == np.uint8 and read_image(tmp_path / "ok16.png").max() == 255

@@ -33,15 +33,12 @@ def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
+    if mode in _SIXTEEN_BIT_GRAY:
         # 16-bit gray (PIL reads 16-bit RGB as 8-bit already): scale the 0..65535 range to 0..255.
-        arr = np.asarray(im).astype(np.float64)
-        if arr.min() < 0 or arr.max() > 65535:
-            raise DataError(f"image {path}: {mode} values outside 0..65535; save it as 8- or 16-bit PNG")
-        gray = np.round(arr / 257.0).astype(np.uint8)
+        gray = np.round(_gray16(im, path) / 257.0).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
     if mode == "F":
-        raise DataError(f"image {path} is floating-point ({mode}); save it as an 8- or 16-bit PNG")
+        raise DataError(f"image {path} is floating-point; save it as an 8- or 16-bit PNG")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         alpha = np.asarray(im.getchannel("A"))
         if alpha.min() < 255:
@@ -51,6 +48,14 @@ def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
     elif mode != "RGB":
         im = im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV: well-defined conversions
     return np.array(im, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
+
+
+def _gray16(im: Image.Image, path: Path) -> np.ndarray:
+    """A 16-bit gray image (Pillow mode I;16* or I) as (H, W) uint16; values outside 0..65535 are refused."""
+    arr = np.asarray(im)
+    if arr.min() < 0 or arr.max() > 65535:
+        raise DataError(f"image {path}: {im.mode} values outside 0..65535; save it as an 8- or 16-bit PNG")
+    return arr.astype(np.uint16)
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -82,10 +87,7 @@ def read_photo(path: str | Path) -> np.ndarray:
 
 def _photo_array(im: Image.Image, path: Path) -> np.ndarray:
     if im.mode in _SIXTEEN_BIT_GRAY:
-        arr = np.asarray(im)
-        if arr.min() < 0 or arr.max() > 65535:
-            raise DataError(f"image {path}: {im.mode} values outside 0..65535; save it as an 8- or 16-bit PNG")
-        return arr.astype(np.uint16)  # (H,W)
+        return _gray16(im, path)  # (H,W)
     if im.mode == "F":
         raise DataError(f"image {path} is floating-point; save it as an 8- or 16-bit PNG")
     if im.mode in ("L", "1"):
