@@ -15,7 +15,7 @@ same output alone or in a batch (the authors' code skips the spatial compensatio
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +88,7 @@ def _glgf_stack(source: Tensor, glgfs: tuple[GLGF, ...], mixing: Tensor | None =
     c = source.shape[1]
     with torch.autocast(source.device.type, enabled=False):
         mixing, heads = _generator_inputs(glgfs, c, mixing, gain)
-        return _GLGFStack.apply(source, mixing, *heads)[0]
+        return _GLGFStack.apply(source, mixing, *heads)
 
 
 def _generator_inputs(glgfs: tuple[GLGF, ...], c: int, mixing: Tensor | None, gain: Tensor | None):
@@ -160,20 +160,25 @@ def gain_matrices(glgfs: tuple[GLGF, ...] | list[GLGF]) -> Tensor:
     return _GainMatrices.apply(per_channel, shared)
 
 
+def cached_constant(cache: dict, key: tuple, make: Callable[[], Tensor]) -> Tensor:
+    """cache[key], made by make() on first use: constant tensors (identities, masks) are made once, not in every
+    forward. Under torch.compile, or when make() returns a traced stand-in (torch.export, FX), nothing is kept:
+    such a tensor lives in one trace only."""
+    if key in cache:
+        return cache[key]
+    value = make()
+    if type(value) is torch.Tensor and not torch.compiler.is_compiling():
+        cache[key] = value
+    return value
+
+
 _EYES: dict[tuple, Tensor] = {}
 
 
 def _eye(c: int, like: Tensor) -> Tensor:
-    """The C x C identity, made once per size, device and dtype (not under torch.compile: made in the graph)."""
-    if torch.compiler.is_compiling():
-        return torch.eye(c, dtype=like.dtype, device=like.device)
-    key = (c, like.device, like.dtype)
-    if key in _EYES:
-        return _EYES[key]
-    eye = torch.eye(c, dtype=like.dtype, device=like.device)
-    if type(eye) is torch.Tensor:  # not a traced stand-in (torch.export, FX): those must not be kept
-        _EYES[key] = eye
-    return eye
+    """The C x C identity, made once per size, device and dtype."""
+    return cached_constant(_EYES, (c, like.device, like.dtype),
+                           lambda: torch.eye(c, dtype=like.dtype, device=like.device))
 
 
 class _GainMatrices(torch.autograd.Function):
@@ -228,41 +233,39 @@ def _generate_backward(grad: Tensor, grad_extra: Tensor | None, p: Tensor, z: Te
     return grad_pre, grad_params
 
 
+def _pool_gradient(p: Tensor, grad_pre: Tensor, mixing: Tensor, pixels: int) -> Tensor:
+    """d x per pixel from the pool, (grad_pre M) / (H W), (B, C): one product (beta = 0: p only lends its shape)."""
+    return torch.addmm(p, grad_pre, mixing, beta=0, alpha=1 / pixels)
+
+
 class _GLGFStack(torch.autograd.Function):
     """One GLGF, or a grouped 3x3's kernel generator and its channel compensation, with a hand-written backward.
 
     p = mean over (H, W) of the input x (B, C, H, W), in float32; its gradient reaches x as one (B, C) product
     broadcast over the image (autograd's mean backward would make a full-size division). z = sigmoid(p M^T) for
-    both GLGFs at once (one product; `mixing` = M, (C, C), or [M_1; M_2], (2 C, C), see ``mixing_matrices``,
-    optionally followed by q extra rows whose sigmoids are a second output, (B, q)).
+    both GLGFs at once (one product; `mixing` = M, (C, C), or [M_1; M_2], (2 C, C), see ``mixing_matrices``).
     Generator head: out[b, c, :] = z_1[b, c] per_channel[c] + z_1[b] . shared. Inputs: x, mixing, per_channel
     (C, N / C), shared (C), and with two GLGFs the compensation's `gain` matrix (C, C) (``gain_matrices``):
     gain = z_2 G, the output is then out * gain, the kernel with the per-channel gain folded into filter c.
-    Outputs: the kernel (B, C, N / C) and the extra rows' sigmoids (B, q). The gradients of `mixing` and `gain`
-    are one product each; the caller's autograd takes them back to the GLGFs' parameters.
+    Output: the kernel (B, C, N / C). The gradients of `mixing` and `gain` are one product each; the caller's
+    autograd takes them back to the GLGFs' parameters.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, mixing: Tensor, per_channel: Tensor, shared: Tensor, gain: Tensor | None = None):
-        b, c, h, w = x.shape
-        ctx.set_materialize_grads(False)
-        ctx.source = (h, w, x.dtype)
+        ctx.source = (*x.shape[-2:], x.dtype)
         p, z, out, gains, kernel = _generate(x, mixing, per_channel, shared, gain)
         ctx.save_for_backward(p, mixing, z, per_channel, shared, gain, out, gains)
-        return kernel, z[:, (1 if gain is None else 2) * c:]
+        return kernel
 
     @staticmethod
-    def backward(ctx, grad: Tensor | None, grad_extra: Tensor | None):
+    def backward(ctx, grad: Tensor):
         p, mixing, z, per_channel, shared, gain, out, gains = ctx.saved_tensors
         b, c = p.shape
         h, w, dtype = ctx.source
-        if grad is None:
-            grad = out.new_zeros(out.shape)
-        grad_pre, grad_params = _generate_backward(grad, grad_extra, p, z, per_channel, shared, gain, out, gains)
-        # d x = (grad_pre M) / (H W) on every pixel: one product (beta = 0: p only lends its shape), broadcast
-        grad_x = torch.addmm(p, grad_pre, mixing, beta=0, alpha=1 / (h * w)).to(dtype).view(b, c, 1, 1)
-        grad_mixing = torch.mm(grad_pre.t(), p)                                                 # (rows, C)
-        return grad_x.expand(b, c, h, w), grad_mixing, *grad_params
+        grad_pre, grad_params = _generate_backward(grad, None, p, z, per_channel, shared, gain, out, gains)
+        grad_x = _pool_gradient(p, grad_pre, mixing, h * w).to(dtype).view(b, c, 1, 1)  # the same on every pixel
+        return grad_x.expand(b, c, h, w), torch.mm(grad_pre.t(), p), *grad_params
 
 
 class WeightAdaptiveConv1x1(nn.Module):
@@ -280,6 +283,11 @@ class WeightAdaptiveConv1x1(nn.Module):
         self._mixing: Tensor | None = None
         self._spatial: tuple[Tensor, Tensor] | None = None
 
+    @property
+    def generators(self) -> tuple[GLGF, ...]:
+        """The GLGFs that read this conv's pooled input, in _GLGFStack's order."""
+        return (self.generator,)
+
     def forward(self, x: Tensor, extra_rows: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """(B, C_in, H, W) -> (B, C_out, H, W). With `extra_rows` (q, C_in): also sigmoid(pooled x . row) for each
         row, (B, q), from the same pool and product as the generator's first stage (HDFN's alpha)."""
@@ -294,7 +302,7 @@ class WeightAdaptiveConv1x1(nn.Module):
         hooked = self.generator._forward_hooks or self.generator._forward_pre_hooks
         if not hooked and self.pool.plain:  # one function for all of it
             with torch.autocast(device, enabled=False):
-                mixing, heads = _generator_inputs((self.generator,), self.in_channels, self._mixing, None)
+                mixing, heads = _generator_inputs(self.generators, self.in_channels, self._mixing, None)
                 if extra_rows is not None:
                     mixing = torch.cat((mixing, extra_rows.to(mixing.dtype)))
                 out, extra = _WeightAdaptive1x1.apply(x, mixing, *heads, *spatial, self.out_channels, dtype)
@@ -305,7 +313,7 @@ class WeightAdaptiveConv1x1(nn.Module):
         if hooked:
             kernel = self.generator(pooled)  # someone records the generated kernels: call it, so hooks run
         else:  # a GlobalPool that records or replays (tiled inference)
-            kernel = _glgf_stack(pooled, (self.generator,), self._mixing)
+            kernel = _glgf_stack(pooled, self.generators, self._mixing)
         kernel = kernel.view(b, self.out_channels, self.in_channels)
         with torch.autocast(device, enabled=False):
             out = _SpatiallyCompensatedProduct.apply(kernel.to(dtype), x.to(dtype), spatial[0].to(dtype),
@@ -313,14 +321,6 @@ class WeightAdaptiveConv1x1(nn.Module):
             if extra_rows is None:
                 return out
             return out, torch.sigmoid(pooled.float().flatten(1) @ extra_rows.float().t())
-
-
-def _flat(x: Tensor) -> Tensor:
-    """(B, C, H, W) -> (B, C, HW) without a copy for a contiguous or a channels-last x (the products take either)."""
-    b, c, h, w = x.shape
-    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
-        return x.reshape(b, c, h * w)
-    return x.permute(0, 2, 3, 1).view(b, h * w, c).transpose(1, 2)
 
 
 def _product(kernel: Tensor, flat: Tensor, weight1: Tensor, weight2: Tensor, h: int, w: int):
@@ -368,7 +368,7 @@ class _SpatiallyCompensatedProduct(torch.autograd.Function):
     def forward(ctx, kernel: Tensor, x: Tensor, weight1: Tensor, weight2: Tensor) -> Tensor:
         b, c_out, c_in = kernel.shape
         h, w = x.shape[-2:]
-        flat = _flat(x)                                                                            # (B, C_in, HW)
+        flat = x.reshape(b, c_in, h * w)                                                           # (B, C_in, HW)
         u, m, a, gate, out = _product(kernel, flat, weight1, weight2, h, w)
         ctx.save_for_backward(kernel, flat, u, m, a, gate, weight1, weight2)
         return out.view(b, c_out, h, w)                                                            # (B, C_out, H, W)
@@ -396,7 +396,7 @@ class _WeightAdaptive1x1(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         p, z, out, _, _ = _generate(x, mixing, per_channel, shared, None)
         kernel = out.view(b, c_out, c_in).to(dtype)
-        flat = _flat(x).to(dtype)
+        flat = x.reshape(b, c_in, h * w).to(dtype)
         u, m, a, gate, y = _product(kernel, flat, weight1.to(dtype), weight2.to(dtype), h, w)
         ctx.x_dtype = x.dtype
         ctx.save_for_backward(p, mixing, z, per_channel, shared, out, kernel, flat, u, m, a, gate, weight1, weight2)
@@ -414,7 +414,7 @@ class _WeightAdaptive1x1(torch.autograd.Function):
         grad_pre, (grad_per_channel, grad_shared) = _generate_backward(
             grad_kernel.view(b, c_in, -1), grad_extra, p, z, per_channel, shared, None, out, None)
         # the pool's share of d x, (grad_pre M) / (H W) per channel, is the starting value of the last product
-        pooled = torch.addmm(p, grad_pre, mixing, beta=0, alpha=1 / (h * w)).to(kernel.dtype).view(b, c_in, 1)
+        pooled = _pool_gradient(p, grad_pre, mixing, h * w).to(kernel.dtype).view(b, c_in, 1)
         grad_x = torch.baddbmm(pooled.expand(b, c_in, h * w), kernel.transpose(1, 2), scaled, alpha=1 / c_out)
         return (grad_x.view(b, c_in, h, w).to(ctx.x_dtype), torch.mm(grad_pre.t(), p), grad_per_channel, grad_shared,
                 grad_w1.to(weight1.dtype), grad_w2.to(weight2.dtype), None, None)
@@ -435,6 +435,11 @@ class WeightAdaptiveGroupConv3x3(nn.Module):
         self._mixing: Tensor | None = None
         self._gain: Tensor | None = None
 
+    @property
+    def generators(self) -> tuple[GLGF, ...]:
+        """The GLGFs that read this conv's pooled input, in _GLGFStack's order (kernel generator, compensation)."""
+        return (self.generator, self.compensation)
+
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         # channel compensation scales output channel o by a per-image gain: folded into filter o of the kernel
@@ -446,8 +451,7 @@ class WeightAdaptiveGroupConv3x3(nn.Module):
             kernel = self.generator(pooled).view(b, c, c // self.groups, 3, 3) * gain
         else:
             # both GLGFs read the same pooled vector: one fused function, gain folded in (same values)
-            kernel = _glgf_stack(x if self.pool.plain else self.pool(x), (self.generator, self.compensation),
-                                 self._mixing, self._gain)
+            kernel = _glgf_stack(x if self.pool.plain else self.pool(x), self.generators, self._mixing, self._gain)
         kernel = kernel.reshape(b * c, c // self.groups, 3, 3)
         # fold the batch into the groups: image i only ever meets its own kernel
         out = F.conv2d(x.reshape(1, b * c, h, w), kernel, padding=1, groups=b * self.groups)
@@ -473,8 +477,8 @@ def hoisted_weights(model: nn.Module, batch: int) -> Iterator[None]:
                 glgf = conv.generator
                 groups.setdefault((glgf.local.in_channels, glgf.squeeze.out_channels), []).append(conv)
             for (c, _), convs in groups.items():
-                glgfs = [g for conv in convs for g in _stacked_glgfs(conv)]
-                parts = mixing_matrices(glgfs).split([len(_stacked_glgfs(conv)) for conv in convs])
+                glgfs = [g for conv in convs for g in conv.generators]
+                parts = mixing_matrices(glgfs).split([len(conv.generators) for conv in convs])
                 for conv, part in zip(convs, parts):
                     conv._mixing = part.view(-1, c)
             by_width: dict[int, list[nn.Module]] = {}
@@ -496,10 +500,6 @@ def hoisted_weights(model: nn.Module, batch: int) -> Iterator[None]:
             conv._gain = None
         for conv in convs1:
             conv._spatial = None
-
-
-def _stacked_glgfs(conv: nn.Module) -> tuple[GLGF, ...]:
-    return (conv.generator,) if isinstance(conv, WeightAdaptiveConv1x1) else (conv.generator, conv.compensation)
 
 
 def conv1x1(in_channels: int, out_channels: int, dynamic: bool, glgf_groups: int = 16) -> nn.Module:

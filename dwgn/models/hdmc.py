@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from dwgn.models.dynamic_conv import conv1x1, group_conv3x3
+from dwgn.models.dynamic_conv import cached_constant, conv1x1, group_conv3x3
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int, device=None) -> Tensor:
@@ -48,13 +48,8 @@ class WindowCrossAttention(nn.Module):
 
     def _shift_mask(self, height: int, width: int, device: torch.device) -> Tensor:
         """(nW, 1, 1, N, N) -100/0 mask of the shifted windows, made once per image size and device."""
-        key = (height, width, str(device))
-        if key in self._masks:
-            return self._masks[key]
-        mask = shifted_window_mask(height, width, self.window, self.shift, device)[:, None, None]
-        if type(mask) is torch.Tensor:  # not a traced stand-in (torch.export, FX): those must not be kept
-            self._masks[key] = mask
-        return mask
+        return cached_constant(self._masks, (height, width, str(device)), lambda: shifted_window_mask(
+            height, width, self.window, self.shift, device)[:, None, None])
 
     def forward(self, static_qkv: Tensor, dynamic_qkv: Tensor) -> Tensor:
         b, _, h, w = static_qkv.shape
@@ -132,13 +127,8 @@ _ONE_HOTS: dict[tuple, Tensor] = {}
 
 def _one_hot(index: Tensor, like: Tensor) -> Tensor:
     """((2w-1)^2, N^2) 0/1 matrix: column i picks table entry index[i]; made once per window, device and dtype."""
-    key = (tuple(index.shape), like.device, like.dtype)
-    if key in _ONE_HOTS:
-        return _ONE_HOTS[key]
-    one_hot = F.one_hot(index.flatten().to(like.device), like.shape[-1]).t().to(like.dtype).contiguous()
-    if type(one_hot) is torch.Tensor:  # not a traced stand-in (torch.export, FX): those must not be kept
-        _ONE_HOTS[key] = one_hot
-    return one_hot
+    return cached_constant(_ONE_HOTS, (tuple(index.shape), like.device, like.dtype), lambda: F.one_hot(
+        index.flatten().to(like.device), like.shape[-1]).t().to(like.dtype).contiguous())
 
 
 @contextmanager
