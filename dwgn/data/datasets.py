@@ -219,15 +219,22 @@ class CleanImageDataset(Dataset):
 
 class SyntheticWeatherDataset(Dataset):
     """(degraded, clean) pairs made on the fly: a random crop (and flip/rotation) of a clean image,
-    degraded by one weather chosen uniformly from `weathers` (dwgn.data.weather)."""
+    degraded by one weather chosen uniformly from `weathers` (dwgn.data.weather); with probability
+    `clean_share` the pair is clean -> clean instead (the model learns to leave clean photos alone).
+
+    Every sample is fresh (its crop, weather and weather parameters come from the sample's seed), so a
+    few dozen photos give as many distinct pairs as training asks for (`train.py --online-weather`)."""
 
     def __init__(self, paths: list[Path], crop: int = 128, weathers: tuple[str, ...] = WEATHERS,
-                 length: int | None = None):
+                 length: int | None = None, clean_share: float = 0.0):
         unknown = [w for w in weathers if w not in WEATHERS]
         if unknown or not weathers:
             raise ValueError(f"unknown weathers {unknown}; choose from {', '.join(WEATHERS)}")
+        if not 0.0 <= clean_share < 1.0:
+            raise ValueError(f"clean_share must be in [0, 1), got {clean_share}")
         self.clean = CleanImageDataset(paths, crop=crop, length=length)
         self.weathers = tuple(weathers)
+        self.clean_share = clean_share
 
     def __len__(self) -> int:
         return len(self.clean)
@@ -238,6 +245,8 @@ class SyntheticWeatherDataset(Dataset):
             raise IndexError(f"index {i} out of range for {len(self.clean)} samples")
         img = self.clean._cache.get(self.clean.paths[i % len(self.clean.paths)])
         crop = random_dihedral(random_crop([img], self.clean.crop, rng), rng)[0]
+        if self.clean_share > 0 and rng.random() < self.clean_share:
+            return to_tensor(crop), to_tensor(crop)
         # Weather is added after the rotation so rain still falls downwards.
         weather = self.weathers[int(rng.integers(0, len(self.weathers)))]
         degraded = synthesize(crop, weather, rng)

@@ -36,6 +36,8 @@ class ModelConfig:
 PRESETS = {
     "paper": ModelConfig(),
     "tiny": ModelConfig(width=16, enc_blocks=(1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1), head_dim=16),
+    # tiny's depth at paper's width: the GPU-trained demo model (6.6 MB in float16)
+    "small": ModelConfig(width=32, enc_blocks=(1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1), head_dim=16),
 }
 
 

@@ -100,11 +100,16 @@ class FinetuneConfig(TrainConfig):
                                "without --data), a test-set name or folder, or none (no validation)")
     val_images: int = opt(5, "pairs used for validation (spread over the sets)")
     val_crop: int | None = opt(128, "center crop of validation pairs; none = whole images")
+    online_weather: bool = opt(False, "train on SYNTHETIC weather made on the fly (a fresh degradation per sample) "
+                               "from clean photos: the demo's training photos, or the clean images of --data")
+    clean_share: float = opt(0.15, "with --online-weather: share of clean -> clean training pairs")
 
     def validate(self) -> None:
         super().validate()
         if self.val_images <= 0:
             raise ConfigError(f"val_images must be positive, got {self.val_images}")
+        if not 0.0 <= self.clean_share < 1.0:
+            raise ConfigError(f"clean_share must be in [0, 1), got {self.clean_share}")
 
 
 @dataclass

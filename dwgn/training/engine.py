@@ -76,8 +76,7 @@ def optimizer_step(loss: Tensor, model: nn.Module, optimizer: torch.optim.Optimi
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)  # one launch, not one per tensor
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
 

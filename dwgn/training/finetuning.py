@@ -106,6 +106,32 @@ def split_data(cfg: FinetuneConfig) -> tuple[list[tuple[Path, Path]], list[tuple
     return pairs, validation_pairs(cfg), "the demo test sets" if cfg.val_data == "auto" else str(cfg.val_data)
 
 
+ONLINE_SAMPLES_PER_PHOTO = 1000  # --online-weather: an "epoch" visits each photo this many times (fresh crops)
+
+
+def online_training_set(cfg: FinetuneConfig) -> Dataset:
+    """--online-weather: weather made on the fly from clean photos (the demo's training photos without
+    --data, else the clean images under --data); validation stays on the demo test sets (`auto`)."""
+    from dwgn.data.datasets import SyntheticWeatherDataset
+    from dwgn.data.demo import train_photo_paths
+    from dwgn.data.imagenet import scan_images
+
+    if cfg.data is None:
+        paths, source = train_photo_paths(), "the demo's training photos"
+    else:
+        data = Path(cfg.data)
+        if not data.is_dir():
+            raise DataError(f"--online-weather --data {data}: give a folder of clean photos "
+                            "(the weather is synthesised from them), or drop --data for the demo's photos")
+        paths, source = scan_images(data), str(data)
+    if not paths:
+        raise DataError(f"--online-weather: no images found in {cfg.data}")
+    print(f"data: SYNTHETIC weather made on the fly from {len(paths)} clean photos ({source}), "
+          f"{cfg.clean_share:.0%} clean -> clean pairs")
+    return SyntheticWeatherDataset(paths, crop=cfg.crop, length=ONLINE_SAMPLES_PER_PHOTO * len(paths),
+                                   clean_share=cfg.clean_share)
+
+
 def build_stage(cfg: FinetuneConfig, train_set: Dataset, val_set: Dataset | None) -> Stage:
     model = build_model(cfg.preset, **asdict(cfg.model))
     return Stage(STAGE, model, train_set, val_set, initialize=lambda m: load_pretrained(m, cfg))
@@ -118,14 +144,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(FinetuneConfig, argv, prog="train.py")
     if cfg.restart or not (run_dir_for(cfg, STAGE) / "last.pt").exists():
         check_init(cfg)
-    pairs, val, val_source = split_data(cfg)
-    if cfg.data is not None:  # the embedded default announces itself
-        print(f"data: {len(pairs)} training pairs from {cfg.data}")
+    if cfg.online_weather:
+        train_set: Dataset = online_training_set(cfg)
+        val, val_source = validation_pairs(cfg), "the demo test sets" if cfg.val_data == "auto" else str(cfg.val_data)
+    else:
+        pairs, val, val_source = split_data(cfg)
+        if cfg.data is not None:  # the embedded default announces itself
+            print(f"data: {len(pairs)} training pairs from {cfg.data}")
+        train_set = PairedDataset(pairs, crop=cfg.crop, augment=True)
     if val:
         print(f"validation: {len(val)} pairs from {val_source}"
               f"{f', center {cfg.val_crop}px' if cfg.val_crop else ', whole images'}")
-    stage = build_stage(cfg, PairedDataset(pairs, crop=cfg.crop, augment=True),
-                        CenterCropPairs(val, cfg.val_crop) if val else None)
+    stage = build_stage(cfg, train_set, CenterCropPairs(val, cfg.val_crop) if val else None)
     train(cfg, stage)
     return 0
 

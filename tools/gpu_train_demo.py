@@ -1,0 +1,203 @@
+"""Train the demo model on one GPU within a fixed wall-clock budget, then measure the GPU (one prepared run).
+
+    python tools/gpu_train_demo.py --out OUT [--budget 540]     # on a CUDA machine
+    python tools/gpu_train_demo.py --out OUT --dry-run          # the same path on the CPU, a few steps each
+
+What it runs, each as a subprocess with a time limit, printing the exact command first:
+1. the CUDA-graph equality test (tests/test_acceleration.py); the training uses CUDA graphs only if it passes;
+2. Stage 1, `pre-training.py` (adversarial decomposition on the fetched training photos), a fixed step count;
+3. a 30-step calibration of Stage 2's exact command (its log's images/s), which sizes the real run:
+   Stage 2 gets as many steps as fit in what is left of --budget, rounded down to a multiple of 100;
+4. Stage 2, `train.py --online-weather` (weather made on the fly from the demo's 40 training photos);
+5. the releases (`python -m dwgn.export`) and the run logs, into --out;
+6. `benchmarks/gpu_check.py` (the `paper` network's GPU table) with whatever time is left.
+Everything it ran, with step counts, rates and exit codes, goes to OUT/summary.json; the commands it printed are
+the recipe (checkpoints/make_demo_checkpoint.sh). It stops early and says why when a step fails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+STAGE1 = ["pre-training.py", "--config", "configs/pretrain_demo.yaml", "--preset", "small",
+          "--data", "datasets/photos/train", "--batch-size", "16", "--crop", "128", "--lr", "4e-4",
+          "--log-every", "10", "--save-every", "50"]
+STAGE2 = ["train.py", "--config", "configs/finetune_demo.yaml", "--preset", "small", "--online-weather",
+          "--clean-share", "0.2", "--batch-size", "32", "--crop", "128", "--lr", "4e-4", "--ema-decay", "0.995",
+          "--val-images", "10"]
+RESERVE_S = 25.0   # export and packing after Stage 2
+CALIB_STEPS = 30
+
+
+class Session:
+    def __init__(self, out: Path, budget: float, dry: bool):
+        self.out, self.budget, self.dry = out, budget, dry
+        self.t0 = time.monotonic()
+        self.record: dict = {"budget_s": budget, "dry_run": dry, "steps": []}
+        self.log = open(out / "session.log", "a", buffering=1)
+
+    def left(self) -> float:
+        return self.budget - (time.monotonic() - self.t0)
+
+    def say(self, text: str) -> None:
+        line = f"[{time.monotonic() - self.t0:6.1f} s] {text}"
+        print(line, flush=True)
+        self.log.write(line + "\n")
+
+    def run(self, name: str, args: list[str], timeout: float) -> int:
+        """Run `python args...` in the repository root; output to the console and session.log."""
+        cmd = [PYTHON, *args]
+        self.say(f"{name}: $ {shlex.join(['python', *args])}   (limit {timeout:.0f} s)")
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            deadline = start + max(timeout, 1.0)
+            assert proc.stdout is not None
+            for line in proc.stdout:  # tqdm's redraws arrive as \r-joined lines: keep their last state
+                self.log.write(line.rsplit("\r", 1)[-1])
+                if "\r" not in line:
+                    print(line, end="", flush=True)
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    break
+            rc = proc.wait(timeout=30)
+            if time.monotonic() > deadline:
+                rc, note = 124, "killed at its time limit"
+            else:
+                note = ""
+        except Exception as err:  # a step that cannot even start is recorded, not fatal to the session
+            rc, note = -1, f"{type(err).__name__}: {err}"
+        seconds = time.monotonic() - start
+        self.record["steps"].append({"name": name, "command": shlex.join(["python", *args]), "rc": rc,
+                                     "seconds": round(seconds, 1), **({"note": note} if note else {})})
+        self.say(f"{name}: exit {rc} after {seconds:.0f} s {note}")
+        self.save()
+        return rc
+
+    def save(self) -> None:
+        self.record["elapsed_s"] = round(time.monotonic() - self.t0, 1)
+        (self.out / "summary.json").write_text(json.dumps(self.record, indent=2) + "\n")
+
+
+def last_rate(run_dir: Path) -> float | None:
+    """images/s of the last training line of a run's log.jsonl (the calibration's steady steps)."""
+    rates = []
+    log = run_dir / "log.jsonl"
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            row = json.loads(line)
+            if "images_per_s" in row:
+                rates.append(row["images_per_s"])
+    return rates[-1] if rates else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="where the releases, logs and summary go")
+    parser.add_argument("--budget", type=float, default=540.0, help="seconds for everything")
+    parser.add_argument("--stage1-steps", type=int, default=400)
+    parser.add_argument("--gpu-check", type=float, default=75.0, help="seconds kept for gpu_check at the end")
+    parser.add_argument("--runs", type=Path, default=Path("runs/gpu-demo"), help="run directories go here")
+    parser.add_argument("--dry-run", action="store_true", help="CPU, a few steps per stage: checks the path only")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    s = Session(args.out, args.budget, args.dry_run)
+    runs = args.runs
+    workers = ["--num-workers", "2" if args.dry_run else "12"]
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    s.record["torch"] = torch.__version__
+    s.record["device"] = torch.cuda.get_device_name() if cuda else "cpu"
+    s.say(f"torch {torch.__version__}, device {s.record['device']}")
+    if not cuda and not args.dry_run:
+        s.say("no CUDA device: nothing trained (use --dry-run to check the path on the CPU)")
+        return 1
+
+    # 1. CUDA graphs only if the equality test passes here
+    graphs = False
+    if cuda:
+        rc = s.run("cuda-graph test", ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                                       "tests/test_acceleration.py::test_cuda_graph_step_equals_eager_steps"], 120)
+        graphs = rc == 0
+    s.record["cuda_graphs"] = graphs
+
+    # 2. Stage 1
+    n1 = 4 if args.dry_run else args.stage1_steps
+    small = ["--batch-size", "2", "--crop", "64"] if args.dry_run else []
+    stage1 = [*STAGE1, *workers, *small, "--steps", str(n1), "--out", str(runs / "pretrain")]
+    init = runs / "pretrain" / "last.pt"
+    if s.run("stage 1", stage1, min(150.0, s.left() * 0.3)) not in (0, 124) and cuda:
+        s.say("stage 1 failed under bf16 autocast: once more in float32")  # a fresh run directory, same steps
+        stage1 = [*stage1[:-1], str(runs / "pretrain-fp32"), "--amp", "none"]
+        init = runs / "pretrain-fp32" / "last.pt"
+        s.run("stage 1 (fp32)", stage1, min(120.0, s.left() * 0.25))
+    s.record["stage1_init"] = str(init)
+    if not (ROOT / init).is_file():
+        s.say(f"stage 1 left no {init}: stopping")
+        return 1
+
+    # 3. calibrate Stage 2's command (same flags, a throw-away run directory)
+    stage2 = [*STAGE2, *workers, "--init", str(init)]
+    if args.dry_run:
+        stage2 += ["--batch-size", "2", "--crop", "64", "--val-images", "2"]
+    rate = None
+    for use_graphs in ([True, False] if graphs else [False]):
+        flags = ["--cuda-graphs", "--grad-clip", "0"] if use_graphs else []
+        calib = runs / ("calib-graphs" if use_graphs else "calib-eager")
+        rc = s.run(f"stage 2 calibration ({'cuda graphs' if use_graphs else 'eager'})",
+                   [*stage2, *flags, "--steps", str(CALIB_STEPS), "--log-every", "10", "--val-data", "none",
+                    "--save-every", "1000", "--out", str(calib)], 120)
+        rate = last_rate(ROOT / calib) if rc == 0 else None
+        if rate:
+            s.record["stage2_mode"] = "cuda graphs" if use_graphs else "eager"
+            stage2 += flags
+            break
+    if not rate:
+        s.say("stage 2 calibration failed in every mode: stopping")
+        return 1
+    batch = int(stage2[len(stage2) - 1 - stage2[::-1].index("--batch-size") + 1])
+    steps_per_s = rate / batch
+    startup = 20.0
+    room = s.left() - RESERVE_S - (args.gpu_check if cuda else 0.0) - startup - 5.0
+    n2 = 6 if args.dry_run else max(100, int(steps_per_s * room * 0.97) // 100 * 100)
+    s.record.update(stage2_calibrated_images_per_s=round(rate, 1), stage2_steps=n2)
+    s.say(f"stage 2: {rate:.0f} images/s at batch {batch} -> {n2} steps in ~{room:.0f} s")
+
+    # 4. Stage 2
+    every = max(n2 // 10, 1)
+    out2 = runs / "finetune"
+    s.run("stage 2", [*stage2, "--steps", str(n2), "--val-every", str(every), "--save-every", str(every),
+                      "--out", str(out2)],
+          max(s.left() - RESERVE_S - (args.gpu_check if cuda else 0.0) + 15.0, 30.0))
+
+    # 5. releases and logs
+    if (ROOT / out2 / "last.pt").is_file():
+        s.run("export stage 2", ["-m", "dwgn.export", str(out2 / "last.pt"), str(args.out / "dwgn-small-demo.pt")], 60)
+    if (ROOT / init).is_file():
+        s.run("export stage 1", ["-m", "dwgn.export", str(init), str(args.out / "pretrain-small.pt")], 60)
+    with tarfile.open(args.out / "runs.tar.gz", "w:gz") as tar:
+        for path in sorted((ROOT / runs).rglob("*")):
+            if path.is_file() and path.suffix != ".pt":
+                tar.add(path, arcname=str(path.relative_to(ROOT / runs)))
+    s.save()
+
+    # 6. the paper network's GPU table with what is left
+    if cuda and s.left() > 40:
+        s.run("gpu_check", ["benchmarks/gpu_check.py", "--batches", "32", "--budget", str(int(s.left() - 20))], s.left() - 5)
+    s.say("done")
+    s.save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
