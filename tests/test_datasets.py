@@ -417,3 +417,33 @@ def test_demo_rainfog_training_names_never_use_the_outdoor_rain_test_scenes():
     assert len(set(names)) == 1600 and not scenes & set(OUTDOOR_RAIN_TEST_SCENES)
     assert names[0] == "im_0001_s80_a04.png" and names[899] == "im_0300_s100_a06.png"  # as before up to 900
     assert names[900] == "im_0351_s80_a04.png"
+
+
+def test_synthetic_weather_clean_share(tmp_path):
+    p = [img(tmp_path / "a.png", 120, 150, seed=3)]
+    sw = SyntheticWeatherDataset(p, crop=48, weathers=("haze",), length=200, clean_share=0.3)
+    clean = [torch.equal(*sw[(i, 1000 + i)]) for i in range(200)]
+    assert 0.2 < sum(clean) / len(clean) < 0.4  # about clean_share of the pairs are clean -> clean
+    assert [torch.equal(*sw[(i, 1000 + i)]) for i in range(200)] == clean  # the same seeds, the same choice
+    assert not any(torch.equal(*SyntheticWeatherDataset(p, crop=48, weathers=("haze",), length=50)[(i, i)])
+                   for i in range(50))  # the default keeps every pair degraded
+    with pytest.raises(ValueError, match=r"clean_share must be in \[0, 1\), got 1.0"):
+        SyntheticWeatherDataset(p, clean_share=1.0)
+
+
+def test_online_weather_training_set(tmp_path, capsys):
+    from dwgn.errors import DataError
+    from dwgn.training.config import ConfigError, FinetuneConfig
+    from dwgn.training.finetuning import ONLINE_SAMPLES_PER_PHOTO, online_training_set
+
+    for name in ("a.png", "b.png"):
+        img(tmp_path / "photos" / name, 90, 100, seed=len(name))
+    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
+                                            clean_share=0.25))
+    assert len(ds) == 2 * ONLINE_SAMPLES_PER_PHOTO and ds.clean_share == 0.25
+    assert ds[(5, 5)][0].shape == (3, 32, 32)
+    assert "SYNTHETIC weather made on the fly from 2 clean photos" in capsys.readouterr().out
+    with pytest.raises(DataError, match="give a folder of clean photos"):
+        online_training_set(FinetuneConfig(data=str(tmp_path / "photos" / "a.png"), online_weather=True))
+    with pytest.raises(ConfigError, match="clean_share must be in"):
+        FinetuneConfig(clean_share=-0.1).validate()

@@ -66,3 +66,53 @@ def test_row_major_reading_by_definition(ratio, gate_known):
         assert torch.equal(out, expected)
     else:
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the per-image grouped 3x3, both computations
+
+
+def _grouped3x3_reference(x: torch.Tensor, kernel: torch.Tensor, groups: int) -> torch.Tensor:
+    """From the definition: out[i, o, y, x] = sum over the input channels c of o's group and taps (dy, dx) of
+    kernel[i, o, c - first channel of o's group, dy, dx] * x_padded[i, c, y + dy, x + dx]."""
+    b, c, h, w = x.shape
+    per = c // groups
+    padded = F.pad(x, (1, 1, 1, 1))
+    out = torch.zeros_like(x)
+    for o in range(c):
+        first = (o // per) * per
+        for j in range(per):
+            for dy in range(3):
+                for dx in range(3):
+                    out[:, o] += kernel[:, o, j, dy, dx, None, None] * padded[:, first + j, dy:dy + h, dx:dx + w]
+    return out
+
+
+@pytest.mark.parametrize("via", ["conv", "bmm"])
+@pytest.mark.parametrize("channels,groups", [(12, 3), (8, 4), (6, 6)])
+def test_per_image_group_conv3x3_matches_its_definition(via, channels, groups):
+    from dwgn.models.dynamic_conv import per_image_group_conv3x3
+
+    torch.manual_seed(0)
+    x = torch.randn(3, channels, 5, 7, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(3, channels, channels // groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    out = per_image_group_conv3x3(x, kernel, groups, via)
+    ref = _grouped3x3_reference(x, kernel, groups)
+    torch.testing.assert_close(out, ref)
+    weights = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * weights).sum(), (x, kernel))
+    ref_grads = torch.autograd.grad((ref * weights).sum(), (x, kernel))
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_per_image_group_conv3x3_picks_the_grouped_conv_on_the_cpu(monkeypatch):
+    """The CPU keeps one grouped conv (fast there); the batched product is CUDA's (benchmarks/gpu_group_conv.py)."""
+    from dwgn.models import dynamic_conv
+
+    calls, unfold = [], F.unfold
+    monkeypatch.setattr(dynamic_conv.F, "unfold", lambda *a, **k: calls.append("unfold") or unfold(*a, **k))
+    x, kernel = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 2, 3, 3)
+    dynamic_conv.per_image_group_conv3x3(x, kernel, 2)
+    assert calls == []
+    dynamic_conv.per_image_group_conv3x3(x, kernel, 2, "bmm")
+    assert calls == ["unfold"]

@@ -22,6 +22,7 @@ import shlex
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,20 +60,18 @@ class Session:
         start = time.monotonic()
         try:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            deadline = start + max(timeout, 1.0)
+            # a timer, not a check per output line: a step that prints nothing is stopped on time too
+            watchdog = threading.Timer(max(timeout, 1.0), proc.kill)
+            watchdog.start()
             assert proc.stdout is not None
             for line in proc.stdout:  # tqdm's redraws arrive as \r-joined lines: keep their last state
                 self.log.write(line.rsplit("\r", 1)[-1])
                 if "\r" not in line:
                     print(line, end="", flush=True)
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    break
             rc = proc.wait(timeout=30)
-            if time.monotonic() > deadline:
-                rc, note = 124, "killed at its time limit"
-            else:
-                note = ""
+            timed_out = not watchdog.is_alive() and time.monotonic() - start >= timeout
+            watchdog.cancel()
+            rc, note = (124, "killed at its time limit") if timed_out else (rc, "")
         except Exception as err:  # a step that cannot even start is recorded, not fatal to the session
             rc, note = -1, f"{type(err).__name__}: {err}"
         seconds = time.monotonic() - start

@@ -452,10 +452,26 @@ class WeightAdaptiveGroupConv3x3(nn.Module):
         else:
             # both GLGFs read the same pooled vector: one fused function, gain folded in (same values)
             kernel = _glgf_stack(x if self.pool.plain else self.pool(x), self.generators, self._mixing, self._gain)
-        kernel = kernel.reshape(b * c, c // self.groups, 3, 3)
+        return per_image_group_conv3x3(x, kernel.reshape(b, c, c // self.groups, 3, 3), self.groups)
+
+
+def per_image_group_conv3x3(x: Tensor, kernel: Tensor, groups: int, via: str | None = None) -> Tensor:
+    """Grouped 3x3 conv (padding 1) of x (B, C, H, W) where image i has its own kernel[i] (C, C / groups, 3, 3).
+
+    Two computations of the same function (`via`; None picks by device):
+    * "conv" (CPU): one grouped conv with the batch folded into the groups (B * groups groups);
+    * "bmm" (CUDA): im2col (F.unfold) and one batched product per (image, group). cuDNN runs a conv with thousands
+      of groups as one small kernel per group (H100, bf16: 12,288 launches in one training step of the `small`
+      network); the batched product is a few large kernels (benchmarks/gpu_group_conv.py)."""
+    b, c, h, w = x.shape
+    per = c // groups
+    if (via or ("bmm" if x.is_cuda else "conv")) == "conv":
         # fold the batch into the groups: image i only ever meets its own kernel
-        out = F.conv2d(x.reshape(1, b * c, h, w), kernel, padding=1, groups=b * self.groups)
+        out = F.conv2d(x.reshape(1, b * c, h, w), kernel.reshape(b * c, per, 3, 3), padding=1, groups=b * groups)
         return out.view(b, c, h, w)
+    cols = F.unfold(x, 3, padding=1).view(b * groups, per * 9, h * w)  # rows: (input channel, tap) per group
+    out = torch.bmm(kernel.reshape(b * groups, per, per * 9).to(cols.dtype), cols)
+    return out.view(b, c, h, w)
 
 
 @contextmanager

@@ -1,0 +1,102 @@
+"""The per-image grouped 3x3 on CUDA: one grouped conv (batch folded into the groups) against im2col + bmm.
+
+    python benchmarks/gpu_group_conv.py             # a CUDA machine (about 1 minute)
+    python benchmarks/gpu_group_conv.py --dry-run   # the same code path on the CPU, tiny sizes (a smoke test)
+
+dwgn.models.dynamic_conv.per_image_group_conv3x3 computes the weight-adaptive grouped 3x3 either way (`via`);
+the network picks "bmm" on CUDA. This times whole training steps (forward, L1, backward, Adam) of the `small`
+and `paper` networks with each computation forced, eager in bf16 and fp32, and a CUDA-graph step, and prints
+conv/bmm ratios measured in the same run, plus the largest difference of the two in one fp32 forward.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
+import torch
+
+import dwgn.models.dynamic_conv as dynamic_conv
+from dwgn.models.network import build_model
+from dwgn.training.acceleration import CudaGraphStep, capturable_adam, l1_step_loss
+
+_ORIGINAL = dynamic_conv.per_image_group_conv3x3
+
+
+def force(via: str) -> None:
+    """Make every weight-adaptive grouped 3x3 compute `via` ("conv" or "bmm")."""
+    dynamic_conv.per_image_group_conv3x3 = lambda x, kernel, groups, _=None: _ORIGINAL(x, kernel, groups, via)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def step_ms(preset: str, batch: int, crop: int, amp: torch.dtype | None, device: torch.device, steps: int,
+            graph: bool = False) -> float:
+    torch.manual_seed(0)
+    model = build_model(preset).to(device).train()
+    x, y = torch.rand(batch, 3, crop, crop, device=device), torch.rand(batch, 3, crop, crop, device=device)
+    if graph:
+        captured = CudaGraphStep(model, capturable_adam(model, 1e-4, (0.9, 0.999), 0.0), x, y, amp)
+        step = lambda: captured(x, y)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            l1_step_loss(model, x, y, amp).backward()
+            optimizer.step()
+    for _ in range(2):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - start) / steps * 1e3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: checks the script only")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        device, bf16, crop = torch.device("cpu"), None, 64
+        cases = [("tiny", 2, None, 1, False)]
+    elif not torch.cuda.is_available():
+        print("gpu_group_conv: no CUDA device visible; run it on a GPU machine or pass --dry-run", file=sys.stderr)
+        return 1
+    else:
+        device, bf16, crop = torch.device("cuda"), torch.bfloat16, 128
+        cases = [("small", 32, bf16, 3, False), ("small", 32, None, 3, False), ("paper", 8, bf16, 2, False),
+                 ("paper", 8, None, 2, False), ("small", 32, bf16, 10, True)]
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (dry run, not a measurement)"
+    print(f"{name}, torch {torch.__version__}, {crop}x{crop} crops")
+    torch.manual_seed(0)
+    model = build_model("tiny" if args.dry_run else "small").to(device).eval()
+    x = torch.rand(2, 3, crop, crop, device=device)
+    with torch.no_grad():
+        force("conv")
+        a = model(x)
+        force("bmm")
+        b = model(x)
+    print(f"max |bmm - conv|, one fp32 forward: {(a - b).abs().max().item():.2e}")
+    print("| step | conv (ms) | bmm (ms) | conv / bmm |\n|---|---|---|---|")
+    for preset, batch, amp, steps, graph in cases:
+        times = {}
+        for via in ("conv", "bmm"):
+            force(via)
+            times[via] = step_ms(preset, batch, crop, amp, device, steps, graph)
+        label = f"{preset}, batch {batch}, {'bf16' if amp else 'fp32'}, {'CUDA graph' if graph else 'eager'}"
+        print(f"| {label} | {times['conv']:.1f} | {times['bmm']:.1f} | {times['conv'] / times['bmm']:.2f} |",
+              flush=True)
+    dynamic_conv.per_image_group_conv3x3 = _ORIGINAL
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
