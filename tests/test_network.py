@@ -15,6 +15,8 @@ BLOCK_TABLE = {32: (69_107, 12_052, 81_287), 64: (157_012, 37_654, 194_922),
 
 def test_paper_parameters_exact():
     assert count_parameters(dwgn.build_model("paper")) == 21_672_747
+    assert count_parameters(dwgn.build_model("tiny")) == 1_038_091
+    assert count_parameters(dwgn.build_model("small")) == 3_321_175  # docs/DESIGN.md §1.9's table
 
 
 @pytest.mark.parametrize("channels", sorted(BLOCK_TABLE))

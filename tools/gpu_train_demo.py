@@ -29,8 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 STAGE1 = ["pre-training.py", "--config", "configs/pretrain_demo.yaml", "--preset", "small",
-          "--data", "datasets/photos/train", "--batch-size", "16", "--crop", "128", "--lr", "4e-4",
-          "--log-every", "10", "--save-every", "50"]
+          "--batch-size", "16", "--crop", "128", "--lr", "4e-4", "--log-every", "10", "--save-every", "50"]
 STAGE2 = ["train.py", "--config", "configs/finetune_demo.yaml", "--preset", "small", "--online-weather",
           "--clean-share", "0.2", "--batch-size", "32", "--crop", "128", "--lr", "4e-4", "--ema-decay", "0.995",
           "--val-images", "10"]
@@ -133,7 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Stage 1
     n1 = 4 if args.dry_run else args.stage1_steps
     small = ["--batch-size", "2", "--crop", "64"] if args.dry_run else []
-    stage1 = [*STAGE1, *workers, *small, "--steps", str(n1), "--out", str(runs / "pretrain")]
+    from dwgn.data.photo_sources import fetched_photos
+
+    # the fetched training photos (dataset/fetch_photos.py), else pre-training.py's default, the packaged ones
+    photos = fetched_photos("train")
+    data = ["--data", str(photos[0].parent)] if photos else []
+    if not photos:
+        s.say("no fetched photos (python dataset/fetch_photos.py): Stage 1 pre-trains on the packaged photos")
+    stage1 = [*STAGE1, *data, *workers, *small, "--steps", str(n1), "--out", str(runs / "pretrain")]
     init = runs / "pretrain" / "last.pt"
     if s.run("stage 1", stage1, min(150.0, s.left() * 0.3)) not in (0, 124) and cuda:
         s.say("stage 1 failed under bf16 autocast: once more in float32")  # a fresh run directory, same steps

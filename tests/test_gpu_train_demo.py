@@ -1,0 +1,44 @@
+"""tools/gpu_train_demo.py, the one prepared GPU training run, on its CPU path (--dry-run): every step runs,
+the releases and the summary are written, the recipe's commands are recorded."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_dry_run_trains_both_stages_and_writes_the_releases(tmp_path, small_demo):
+    """Without fetched photos (DWGN_DATA elsewhere, as on a fresh clone): the packaged photos serve both stages."""
+    out, demo = tmp_path / "out", tmp_path / "demo"
+    shutil.copytree(small_demo, demo)  # a copy: with other photos than the shared set's, it is rebuilt
+    env = {**os.environ, "DWGN_DEMO": str(demo), "DWGN_DATA": str(tmp_path / "no-data"), "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_train_demo.py"), "--dry-run", "--budget", "400",
+                           "--out", str(out), "--runs", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    names = [s["name"] for s in summary["steps"]]
+    assert names == ["stage 1", "stage 2 calibration (eager)", "stage 2", "export stage 2", "export stage 1"]
+    assert all(s["rc"] == 0 for s in summary["steps"])
+    assert summary["stage2_steps"] == 6 and summary["cuda_graphs"] is False
+    stage2 = summary["steps"][2]["command"]
+    assert stage2.startswith("python train.py ") and "--online-weather" in stage2 and "--steps 6" in stage2
+    release = torch.load(out / "dwgn-small-demo.pt", weights_only=True)
+    assert release["step"] == 6 and release["config"]["model"]["width"] == 32
+    assert "--data" not in summary["steps"][0]["command"]  # no fetched photos: pre-training.py's default
+    assert (out / "runs.tar.gz").stat().st_size > 0 and (out / "session.log").read_text().count("exit 0") == 5
+
+
+def test_without_cuda_it_refuses_to_train(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_train_demo.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 1 and "no CUDA device: nothing trained" in proc.stdout
