@@ -54,7 +54,7 @@ def test_values_are_converted_to_the_field_types():
         parse_config(FinetuneConfig, ["extra"])
     with pytest.raises(ConfigError, match="batch_size must be positive, got 0"):
         parse_config(FinetuneConfig, ["--batch-size", "0"])
-    with pytest.raises(ConfigError, match="preset must be one of paper, tiny, got 'huge'"):
+    with pytest.raises(ConfigError, match="preset must be one of paper, tiny, small, got 'huge'"):
         parse_config(FinetuneConfig, ["--preset", "huge"])
 
 
@@ -188,7 +188,7 @@ def test_help_describes_every_key_and_its_allowed_values(capsys):
             row = rows[f"--{key.replace('_', '-')}"]
             assert len(row.split()) >= 4, f"no description for {key}: {row!r}"  # key, default, >= 2 words
     assert "{bf16, fp16, none}" in rows["--amp"] and "{half, none, full}" in rows["--model.dynamic"]
-    assert "{adversarial, weather}" in rows["--degradation"] and "{paper, tiny}" in rows["--preset"]
+    assert "{adversarial, weather}" in rows["--degradation"] and "{paper, tiny, small}" in rows["--preset"]
     assert "0.9,0.999" in rows["--betas"] and "two numbers" in rows["--betas"]
 
 
@@ -198,6 +198,6 @@ def test_the_preset_is_checked_in_one_place(monkeypatch):
     calls = []
     original = config._check_choices
     monkeypatch.setattr(config, "_check_choices", lambda cfg, prefix="": (calls.append(prefix), original(cfg, prefix)))
-    with pytest.raises(ConfigError, match="preset must be one of paper, tiny, got 'huge'"):
+    with pytest.raises(ConfigError, match="preset must be one of paper, tiny, small, got 'huge'"):
         parse_config(FinetuneConfig, ["--preset", "huge"])
     assert calls == [""]  # validate() once; parse_config itself does not check the preset
