@@ -106,10 +106,13 @@ def test_tiny_bare_state_dict_loads_everywhere_and_computes_the_same(tmp_path, c
 
 
 def test_another_width_converts_and_says_which_preset_it_resembles(tmp_path, capsys):
-    torch.save({"model": authors_tiny_state(width=32), "epoch": 1}, tmp_path / "wide.pth")
+    torch.save({"model": authors_tiny_state(width=48), "epoch": 1}, tmp_path / "wide.pth")
     code, out, _ = run(tmp_path / "wide.pth", tmp_path / "wide.pt", capsys)
-    assert code == 0 and "resembles 'tiny' except width 32 vs 16" in out
-    assert dwgn.load_model(tmp_path / "wide.pt").config == replace(PRESETS["tiny"], width=32)
+    assert code == 0 and "resembles 'tiny' except width 48 vs 16" in out
+    assert dwgn.load_model(tmp_path / "wide.pt").config == replace(PRESETS["tiny"], width=48)
+    torch.save({"model": authors_tiny_state(width=32), "epoch": 1}, tmp_path / "small.pth")
+    code, out, _ = run(tmp_path / "small.pth", tmp_path / "small.pt", capsys)
+    assert code == 0 and "train.py --preset small --init" in out and "resembles" not in out  # a preset exactly
 
 
 def test_missing_key_is_refused_by_name(tmp_path, capsys):
