@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_group_conv.py             # a CUDA machine (about 1 minute)
     python benchmarks/gpu_group_conv.py --dry-run   # the same code path on the CPU, tiny sizes (a smoke test)
+    python benchmarks/gpu_group_conv.py --profile conv   # also: the top kernels of one bf16 `small` step
 
 dwgn.models.dynamic_conv.per_image_group_conv3x3 computes the weight-adaptive grouped 3x3 either way (`via`);
 the network picks "bmm" on CUDA. This times whole training steps (forward, L1, backward, Adam) of the `small`
@@ -11,6 +12,7 @@ conv/bmm ratios measured in the same run, plus the largest difference of the two
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -63,6 +65,8 @@ def step_ms(preset: str, batch: int, crop: int, amp: torch.dtype | None, device:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: checks the script only")
+    parser.add_argument("--profile", choices=("conv", "bmm"), default=None,
+                        help="then print torch.profiler's top kernels of one training step computed this way")
     args = parser.parse_args(argv)
     if args.dry_run:
         device, bf16, crop = torch.device("cpu"), None, 64
@@ -94,8 +98,31 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{preset}, batch {batch}, {'bf16' if amp else 'fp32'}, {'CUDA graph' if graph else 'eager'}"
         print(f"| {label} | {times['conv']:.1f} | {times['bmm']:.1f} | {times['conv'] / times['bmm']:.2f} |",
               flush=True)
+    if args.profile:
+        profile_step(args.profile, "tiny" if args.dry_run else "small", 2 if args.dry_run else 32, crop, bf16, device)
     dynamic_conv.per_image_group_conv3x3 = _ORIGINAL
     return 0
+
+
+def profile_step(via: str, preset: str, batch: int, crop: int, amp: torch.dtype | None, device: torch.device) -> None:
+    """torch.profiler's table (by device time) of one warm training step with the grouped 3x3 computed `via`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    force(via)
+    torch.manual_seed(0)
+    model = build_model(preset).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+    x, y = torch.rand(batch, 3, crop, crop, device=device), torch.rand(batch, 3, crop, crop, device=device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for i in range(4):  # three warm steps, then the profiled one
+        with profile(activities=activities) if i == 3 else contextlib.nullcontext() as prof:
+            optimizer.zero_grad(set_to_none=True)
+            l1_step_loss(model, x, y, amp).backward()
+            optimizer.step()
+            _sync(device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(f"one {preset} step, batch {batch}, grouped 3x3 via {via}:")
+    print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 window attention, the hoisted matrices) against finite differences and the equations, the hoisted parameter terms
 against each module's own path, the fused LayerNorm, bf16 autocast, torch.compile of the blocks (fullgraph), the
 GPU check's CPU path."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -305,6 +306,16 @@ def test_gpu_check_dry_run_measures_every_row():
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "img/s" in out.stdout and "skipped" not in out.stdout and "failed" not in out.stdout
+
+
+@pytest.mark.slow
+def test_gpu_group_conv_dry_run_times_both_computations_and_profiles():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_group_conv.py"), "--dry-run", "--profile", "bmm"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    diff = float(out.stdout.split("max |bmm - conv|, one fp32 forward: ")[1].split()[0])
+    assert diff < 1e-5  # the two computations of the grouped 3x3 give the same network output
+    assert "| tiny, batch 2, fp32, eager |" in out.stdout and "grouped 3x3 via bmm" in out.stdout
 
 
 def test_test_py_refuses_compile_with_tiling(capsys):
