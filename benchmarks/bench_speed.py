@@ -1,6 +1,6 @@
 """Inference latency and peak memory of the demo model on the CPU, per image size, tiling the largest.
 
-    python benchmarks/bench_speed.py [--checkpoint checkpoints/dwgn-tiny-demo.pt] [--sizes 256,512,1024,3000x4000]
+    python benchmarks/bench_speed.py [--checkpoint checkpoints/dwgn-small-demo.safetensors] [--sizes 256,512,1024,3000x4000]
 
 Each size runs in a fresh child process, so "peak" is that process's own peak resident memory
 (ru_maxrss) and "extra" is the peak minus the resident memory after the model was loaded and warmed up.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_CHECKPOINT = Path("checkpoints/dwgn-tiny-demo.pt")
+DEFAULT_CHECKPOINT = Path("checkpoints/dwgn-small-demo.safetensors")
 
 
 def photo(h: int, w: int) -> np.ndarray:

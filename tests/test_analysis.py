@@ -207,8 +207,8 @@ def test_command_on_paired_folders(tmp_path: Path, paired_sets: list[Path], caps
 
 
 def test_missing_checkpoint_says_how_to_get_one(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(analysis, "DEFAULT_CHECKPOINT", tmp_path / "dwgn-tiny-demo.pt")
-    with pytest.raises(FileNotFoundError, match=r"dwgn-tiny-demo.pt not found: .*python train.py"):
+    monkeypatch.setattr(analysis, "DEFAULT_CHECKPOINT", tmp_path / "dwgn-small-demo.pt")
+    with pytest.raises(FileNotFoundError, match=r"dwgn-small-demo.pt not found: .*python train.py"):
         main([])
     with pytest.raises(FileNotFoundError, match="none.pt not found: check the path"):
         main(["--checkpoint", str(tmp_path / "none.pt")])

@@ -97,7 +97,7 @@ def test_readme_onnx_runtime_snippet_restores_like_pytorch(exported, tmp_path, m
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)
     Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=95)
-    (tmp_path / "dwgn-tiny-demo.onnx").symlink_to(path)
+    (tmp_path / "dwgn-small-demo.onnx").symlink_to(path)
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
     got = np.asarray(Image.open(tmp_path / "restored.png"))

@@ -12,7 +12,7 @@ from dwgn.models.dynamic_conv import GlobalPool
 from dwgn.evaluation.metrics import psnr
 from dwgn.evaluation.restore import restore, tiled_forward, to_uint8
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dwgn-tiny-demo.pt"
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dwgn-small-demo.safetensors"
 
 
 class CentreByMean(nn.Module):

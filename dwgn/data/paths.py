@@ -8,4 +8,4 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DATA_ROOT: Path = Path(os.environ.get("DWGN_DATA", REPO / "datasets"))
 DEMO_ROOT: Path = Path(os.environ.get("DWGN_DEMO", REPO / "datasets" / "demo"))
-DEMO_CHECKPOINT: Path = REPO / "checkpoints" / "dwgn-tiny-demo.pt"
+DEMO_CHECKPOINT: Path = REPO / "checkpoints" / "dwgn-small-demo.safetensors"
