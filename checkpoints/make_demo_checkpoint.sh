@@ -45,4 +45,4 @@ python -m dwgn.export runs/demo-small-cpu/last.pt checkpoints/dwgn-small-demo.sa
     --note "small preset; Stage 1: 400 adversarial steps on 33 fetched photos (GPU); Stage 2: 400 steps of batch 32 (GPU) then 1600 of batch 4 (CPU), 128px crops, weather made on the fly from 40 photos with 20 % clean pairs (checkpoints/make_demo_checkpoint.sh)"
 cp runs/demo-small-cpu/config.yaml checkpoints/dwgn-small-demo.yaml
 
-# The previous demo model (tiny, CPU only; git history up to commit c875e61 has it and its recipe).
+# The previous demo model (tiny, CPU only) and its recipe: git history before commit 102bd5f.
