@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
@@ -22,7 +21,8 @@ import torch
 
 import dwgn.models.dynamic_conv as dynamic_conv
 from dwgn.models.network import build_model
-from dwgn.training.acceleration import CudaGraphStep, capturable_adam, l1_step_loss
+from dwgn.training.acceleration import l1_step_loss
+from gpu_check import _sync, train_rate  # whole training steps, timed as benchmarks/gpu_check.py times them
 
 _ORIGINAL = dynamic_conv.per_image_group_conv3x3
 
@@ -32,34 +32,10 @@ def force(via: str) -> None:
     dynamic_conv.per_image_group_conv3x3 = lambda x, kernel, groups, _=None: _ORIGINAL(x, kernel, groups, via)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def step_ms(preset: str, batch: int, crop: int, amp: torch.dtype | None, device: torch.device, steps: int,
-            graph: bool = False) -> float:
-    torch.manual_seed(0)
-    model = build_model(preset).to(device).train()
-    x, y = torch.rand(batch, 3, crop, crop, device=device), torch.rand(batch, 3, crop, crop, device=device)
-    if graph:
-        captured = CudaGraphStep(model, capturable_adam(model, 1e-4, (0.9, 0.999), 0.0), x, y, amp)
-        step = lambda: captured(x, y)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), 1e-4)
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            l1_step_loss(model, x, y, amp).backward()
-            optimizer.step()
-    for _ in range(2):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return (time.perf_counter() - start) / steps * 1e3
+def step_ms(preset: str, batch: int, crop: int, mode: str, device: torch.device, steps: int) -> float:
+    """Milliseconds per training step in gpu_check's `mode` ("eager bf16", "eager fp32", "cuda graphs")."""
+    images_per_s, _, _ = train_rate(preset, mode, batch, crop, device, float("inf"), steps)
+    return batch / images_per_s * 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dry_run:
         device, bf16, crop = torch.device("cpu"), None, 64
-        cases = [("tiny", 2, None, 1, False)]
+        cases = [("tiny", 2, "eager fp32", 1)]
     elif not torch.cuda.is_available():
         print("gpu_group_conv: no CUDA device visible; run it on a GPU machine or pass --dry-run", file=sys.stderr)
         return 1
     else:
         device, bf16, crop = torch.device("cuda"), torch.bfloat16, 128
-        cases = [("small", 32, bf16, 3, False), ("small", 32, None, 3, False), ("paper", 8, bf16, 2, False),
-                 ("paper", 8, None, 2, False), ("small", 32, bf16, 10, True)]
+        cases = [("small", 32, "eager bf16", 3), ("small", 32, "eager fp32", 3), ("paper", 8, "eager bf16", 2),
+                 ("paper", 8, "eager fp32", 2), ("small", 32, "cuda graphs", 10)]
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (dry run, not a measurement)"
     print(f"{name}, torch {torch.__version__}, {crop}x{crop} crops")
     torch.manual_seed(0)
@@ -90,12 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         b = model(x)
     print(f"max |bmm - conv|, one fp32 forward: {(a - b).abs().max().item():.2e}")
     print("| step | conv (ms) | bmm (ms) | conv / bmm |\n|---|---|---|---|")
-    for preset, batch, amp, steps, graph in cases:
+    for preset, batch, mode, steps in cases:
         times = {}
         for via in ("conv", "bmm"):
             force(via)
-            times[via] = step_ms(preset, batch, crop, amp, device, steps, graph)
-        label = f"{preset}, batch {batch}, {'bf16' if amp else 'fp32'}, {'CUDA graph' if graph else 'eager'}"
+            times[via] = step_ms(preset, batch, crop, mode, device, steps)
+        label = (f"{preset}, batch {batch}, {'fp32' if mode == 'eager fp32' else 'bf16'}, "
+                 f"{'CUDA graph' if mode == 'cuda graphs' else 'eager'}")
         print(f"| {label} | {times['conv']:.1f} | {times['bmm']:.1f} | {times['conv'] / times['bmm']:.2f} |",
               flush=True)
     if args.profile:

@@ -27,12 +27,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's dwgn, also when run from elsewhere
+from dwgn.training.run_dir import read_log_lines  # noqa: E402
+
 PYTHON = sys.executable
 STAGE1 = ["pre-training.py", "--config", "configs/pretrain_demo.yaml", "--preset", "small",
           "--batch-size", "16", "--crop", "128", "--lr", "4e-4", "--log-every", "10", "--save-every", "50"]
 STAGE2 = ["train.py", "--config", "configs/finetune_demo.yaml", "--preset", "small", "--online-weather",
-          "--clean-share", "0.2", "--batch-size", "32", "--crop", "128", "--lr", "4e-4", "--ema-decay", "0.995",
+          "--clean-share", "0.2", "--crop", "128", "--lr", "4e-4", "--ema-decay", "0.995",
           "--val-images", "10"]
+STAGE2_BATCH = 32
 RESERVE_S = 25.0   # export and packing after Stage 2
 CALIB_STEPS = 30
 
@@ -60,7 +64,8 @@ class Session:
         try:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             # a timer, not a check per output line: a step that prints nothing is stopped on time too
-            watchdog = threading.Timer(max(timeout, 1.0), proc.kill)
+            killed = threading.Event()
+            watchdog = threading.Timer(max(timeout, 1.0), lambda: (killed.set(), proc.kill()))
             watchdog.start()
             assert proc.stdout is not None
             for line in proc.stdout:  # tqdm's redraws arrive as \r-joined lines: keep their last state
@@ -68,9 +73,8 @@ class Session:
                 if "\r" not in line:
                     print(line, end="", flush=True)
             rc = proc.wait(timeout=30)
-            timed_out = not watchdog.is_alive() and time.monotonic() - start >= timeout
             watchdog.cancel()
-            rc, note = (124, "killed at its time limit") if timed_out else (rc, "")
+            rc, note = (124, "killed at its time limit") if killed.is_set() else (rc, "")
         except Exception as err:  # a step that cannot even start is recorded, not fatal to the session
             rc, note = -1, f"{type(err).__name__}: {err}"
         seconds = time.monotonic() - start
@@ -87,13 +91,8 @@ class Session:
 
 def last_rate(run_dir: Path) -> float | None:
     """images/s of the last training line of a run's log.jsonl (the calibration's steady steps)."""
-    rates = []
     log = run_dir / "log.jsonl"
-    if log.is_file():
-        for line in log.read_text().splitlines():
-            row = json.loads(line)
-            if "images_per_s" in row:
-                rates.append(row["images_per_s"])
+    rates = [row["images_per_s"] for row in read_log_lines(log) if "images_per_s" in row] if log.is_file() else []
     return rates[-1] if rates else None
 
 
@@ -154,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     # 3. calibrate Stage 2's command (same flags, a throw-away run directory)
-    stage2 = [*STAGE2, *workers, "--init", str(init)]
+    batch = 2 if args.dry_run else STAGE2_BATCH
+    stage2 = [*STAGE2, "--batch-size", str(batch), *workers, "--init", str(init)]
     if args.dry_run:
-        stage2 += ["--batch-size", "2", "--crop", "64", "--val-images", "2"]
+        stage2 += ["--crop", "64", "--val-images", "2"]
     rate = None
     for use_graphs in ([True, False] if graphs else [False]):
         flags = ["--cuda-graphs", "--grad-clip", "0"] if use_graphs else []
@@ -172,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     if not rate:
         s.say("stage 2 calibration failed in every mode: stopping")
         return 1
-    batch = int(stage2[len(stage2) - 1 - stage2[::-1].index("--batch-size") + 1])
     steps_per_s = rate / batch
     startup = 20.0
     room = s.left() - RESERVE_S - (args.gpu_check if cuda else 0.0) - startup - 5.0

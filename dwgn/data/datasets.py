@@ -245,7 +245,7 @@ class SyntheticWeatherDataset(Dataset):
             raise IndexError(f"index {i} out of range for {len(self.clean)} samples")
         img = self.clean._cache.get(self.clean.paths[i % len(self.clean.paths)])
         crop = random_dihedral(random_crop([img], self.clean.crop, rng), rng)[0]
-        if self.clean_share > 0 and rng.random() < self.clean_share:
+        if self.clean_share > 0 and rng.random() < self.clean_share:  # no draw at 0: older samples unchanged
             return to_tensor(crop), to_tensor(crop)
         # Weather is added after the rotation so rain still falls downwards.
         weather = self.weathers[int(rng.integers(0, len(self.weathers)))]

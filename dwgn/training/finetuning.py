@@ -103,7 +103,12 @@ def split_data(cfg: FinetuneConfig) -> tuple[list[tuple[Path, Path]], list[tuple
     if cfg.data is not None and cfg.val_data == "auto":
         pairs, val = hold_out(pairs, cfg.val_images, cfg.seed)
         return pairs, val, f"held out of {cfg.data} (not trained on)"
-    return pairs, validation_pairs(cfg), "the demo test sets" if cfg.val_data == "auto" else str(cfg.val_data)
+    return pairs, *named_validation(cfg)
+
+
+def named_validation(cfg: FinetuneConfig) -> tuple[list[tuple[Path, Path]], str]:
+    """(validation_pairs, where they come from) for validation that is not held out of --data."""
+    return validation_pairs(cfg), "the demo test sets" if cfg.val_data == "auto" else str(cfg.val_data)
 
 
 ONLINE_SAMPLES_PER_PHOTO = 1000  # --online-weather: an "epoch" visits each photo this many times (fresh crops)
@@ -123,9 +128,7 @@ def online_training_set(cfg: FinetuneConfig) -> Dataset:
         if not data.is_dir():
             raise DataError(f"--online-weather --data {data}: give a folder of clean photos "
                             "(the weather is synthesised from them), or drop --data for the demo's photos")
-        paths, source = scan_images(data), str(data)
-    if not paths:
-        raise DataError(f"--online-weather: no images found in {cfg.data}")
+        paths, source = scan_images(data), str(data)  # refuses a folder without images, naming it
     print(f"data: SYNTHETIC weather made on the fly from {len(paths)} clean photos ({source}), "
           f"{cfg.clean_share:.0%} clean -> clean pairs")
     return SyntheticWeatherDataset(paths, crop=cfg.crop, length=ONLINE_SAMPLES_PER_PHOTO * len(paths),
@@ -146,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_init(cfg)
     if cfg.online_weather:
         train_set: Dataset = online_training_set(cfg)
-        val, val_source = validation_pairs(cfg), "the demo test sets" if cfg.val_data == "auto" else str(cfg.val_data)
+        val, val_source = named_validation(cfg)
     else:
         pairs, val, val_source = split_data(cfg)
         if cfg.data is not None:  # the embedded default announces itself
