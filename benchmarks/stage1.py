@@ -79,8 +79,9 @@ class Monitored(AdversarialDecomposition):
 
     @torch.no_grad()
     def snapshot(self, done: int, model: torch.nn.Module, targets: Tensor, logged: dict) -> None:
+        norms = {k: float(v) for k, v in logit_gradient_norms(self.decomposer).items()}
         record: dict = {"step": done, "seconds": round(time.perf_counter() - self.tick, 1),
-                        **logit_gradient_norms(self.decomposer), "generator_lr": self.generator_lr(done - 1),
+                        **norms, "generator_lr": self.generator_lr(done - 1),
                         "train": mask_statistics(self.decomposer, self.decomposer(targets, self.noise))}
         held = self.decomposer(self.crops, self.held_noise)
         record["held_out"] = mask_statistics(self.decomposer, held)

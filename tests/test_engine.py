@@ -162,6 +162,44 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in last["model"].values())
 
 
+class TensorScalarHooks(StageHooks):
+    """Returns its scalar as a 0-d tensor (as Stage 1 does, to keep it on the GPU) and a float next to it."""
+
+    def after_step(self, step, inputs, targets):
+        return {"as_tensor": torch.tensor(float(step.step)), "as_float": 2.0 * step.step}
+
+
+def test_losses_are_read_only_at_log_validation_and_save_steps(tmp_path, monkeypatch):
+    """The host reads the step losses in one transfer per log/validation/save step, not once per step;
+    the logged means (the loss and a stage's tensor scalars) are those of every step since the last line."""
+    from dwgn.training import engine
+
+    reads, real = [], engine.Run.checked_losses
+    monkeypatch.setattr(engine.Run, "checked_losses",
+                        lambda run, pending, first: reads.append((first, len(pending))) or real(run, pending, first))
+    steps = []
+    monkeypatch.setattr(engine.Run, "take_step", lambda run, *a, real_step=engine.Run.take_step: (
+        steps.append(out := real_step(run, *a)) or out))
+    train(config(tmp_path, steps=7, log_every=3, save_every=5), stage(TensorScalarHooks()))
+    assert reads == [(0, 3), (3, 2), (5, 1), (6, 1)]  # log 3, save 5, log 6, the end 7
+    losses = [float(loss) for loss, _, _ in steps]
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [3, 6, 7]
+    assert [x["loss"] for x in lines] == pytest.approx([np.mean(losses[:3]), np.mean(losses[3:6]), losses[6]])
+    assert [x["as_tensor"] for x in lines] == pytest.approx([1.0, 4.0, 6.0])
+    assert [x["as_float"] for x in lines] == pytest.approx([2.0, 8.0, 12.0])
+
+
+def test_nan_between_checks_is_named_by_its_own_step_and_never_saved(tmp_path):
+    """The loss of step 2 is read only at step 4 (a save step): the message still names step 2, and last.pt
+    stays the state after step 2, saved before the bad step, not the NaN weights of steps 3-4."""
+    with pytest.raises(TrainingError, match=r"loss became nan at step 2;.*last\.pt keeps the last good state"):
+        train(config(tmp_path, steps=8, log_every=100, save_every=2), stage(PoisonHooks()))
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["step"] == 2
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -310,9 +310,9 @@ def generator_objective(loss: Tensor, degraded: Degradation, *, entropy_weight: 
 def generator_step(network: nn.Module, decomposer: nn.Module, optimizer: torch.optim.Optimizer,
                    clean: Tensor, noise: DecompositionNoise,
                    autocast: AbstractContextManager | None = None, *,
-                   entropy_weight: float = ENTROPY_WEIGHT, logit_decay: float = LOGIT_DECAY) -> float:
+                   entropy_weight: float = ENTROPY_WEIGHT, logit_decay: float = LOGIT_DECAY) -> Tensor:
     """One ascent step of the generators with R frozen (see `generator_objective`); returns the network's
-    L1 (before the step).
+    L1 (before the step), a 0-d tensor on the device (reading it would wait for the step).
 
     R's parameters get requires_grad False for the step (restored after), so they receive no
     gradient, but O is NOT detached: the gradient reaches the generators through R.
@@ -335,15 +335,15 @@ def generator_step(network: nn.Module, decomposer: nn.Module, optimizer: torch.o
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    return float(loss.detach())
+    return loss.detach()
 
 
-def logit_gradient_norms(decomposer: Decomposer) -> dict[str, float]:
-    """L2 norm of the gradient held by each logit network (after `generator_step`); 0 where none."""
+def logit_gradient_norms(decomposer: Decomposer) -> dict[str, Tensor]:
+    """L2 norm of the gradient held by each logit network (after `generator_step`), 0-d tensors; 0 where none."""
     norms = {}
     for name, gen in (("grad_b", decomposer.gen_b), ("grad_d", decomposer.gen_d)):
         grads = [p.grad.detach().flatten() for p in gen.logits.parameters() if p.grad is not None]
-        norms[name] = float(torch.cat(grads).norm()) if grads else 0.0
+        norms[name] = torch.cat(grads).norm() if grads else torch.zeros(())
     return norms
 
 

@@ -192,8 +192,12 @@ class Run:
             save_checkpoint(self.ctx.run_dir / "best.pt", {**self.weights(), "val_psnr": psnr})
         return psnr
 
-    def take_step(self, net: nn.Module, batch: Any, sampler: StepSampler) -> tuple[float, float, dict[str, float]]:
-        """One optimizer step (plus the stage's own); returns (mean loss over ranks, lr, stage scalars)."""
+    def take_step(self, net: nn.Module, batch: Any, sampler: StepSampler) -> tuple[Tensor, float, dict[str, Any]]:
+        """One optimizer step (plus the stage's own); returns (mean loss over ranks, lr, stage scalars).
+
+        The loss and the stage's scalars stay where they were computed (0-d tensors, on the GPU for a GPU
+        run): reading them would make the host wait for the step at every step. `_loop` reads them in one
+        transfer at its next log, validation or save, and stops there if a loss is not finite."""
         cfg, ctx = self.cfg, self.ctx
         lr = cosine_lr(self.step, cfg)
         for group in self.optimizer.param_groups:
@@ -214,21 +218,39 @@ class Run:
             loss = self.graph_step(inputs, targets)  # forward, backward and Adam step, replayed
         else:
             loss = l1_step_loss(net, inputs, targets, ctx.amp_dtype)
-        value = loss.detach().clone()
+        value = loss.detach().clone()  # a copy: the CUDA graph's output is overwritten by the next replay
         if ctx.distributed:
             dist.all_reduce(value)  # every rank sees the same mean, so all stop together on NaN
             value /= ctx.world_size
-        mean = value.item()
-        if not math.isfinite(mean):
-            raise TrainingError(f"loss became {mean} at step {self.step}; stopped. {self.last_path} keeps the last "
-                                "good state — lower --lr or set --grad-clip, then rerun to resume")
         if self.graph_step is None:
             self.mid_step = True
             optimizer_step(loss, self.model, self.optimizer, self.scaler, cfg.grad_clip)
         if self.ema is not None:
             update_ema(self.ema, self.model, cfg.ema_decay)
         extras = self.stage.hooks.after_step(sctx, inputs, targets)
-        return mean, lr, {k: float(v) for k, v in extras.items()}
+        return value, lr, {k: v.detach() if isinstance(v, Tensor) else float(v) for k, v in extras.items()}
+
+    def checked_losses(self, pending: list[Tensor], first_step: int) -> list[float]:
+        """The losses of steps first_step, first_step + 1, ... read in one transfer; stops at the first that is
+        not finite. Called before anything is saved, so last.pt never holds the steps after it."""
+        values = torch.stack(pending).float().tolist() if pending else []
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                raise TrainingError(f"loss became {value} at step {first_step + offset}; stopped. {self.last_path} "
+                                    "keeps the last good state — lower --lr or set --grad-clip, then rerun to resume")
+        return values
+
+
+def host_means(series: dict[str, list[Any]]) -> dict[str, float]:
+    """Mean of each list of scalars (floats or 0-d tensors, on any one device), read in one transfer."""
+    if not series:
+        return {}
+    means = []
+    for values in series.values():
+        device = next((v.device for v in values if isinstance(v, Tensor)), torch.device("cpu"))
+        means.append(torch.stack([v.float().reshape(()) if isinstance(v, Tensor) else
+                                  torch.tensor(float(v), device=device) for v in values]).mean())
+    return dict(zip(series, torch.stack([m.to(means[0].device) for m in means]).tolist()))
 
 
 def start_run(cfg: TrainConfig, stage: Stage, device: torch.device, rank: int, world: int) -> tuple[Run, dict | None]:
@@ -311,33 +333,40 @@ def _loop(run: Run, log: RunLog) -> float | None:
                         pin_memory=ctx.device.type == "cuda")
     net = ctx.wrap(compile_blocks(run.model) if cfg.compile else run.model)
     bar = tqdm(total=cfg.steps, initial=start, desc=stage.name, disable=not run.main or None, dynamic_ncols=True)
-    losses: list[float] = []
-    scalars: dict[str, list[float]] = {}
+    losses: list[float] = []    # read and checked, since the last log line
+    pending: list[Tensor] = []  # not read yet (see Run.take_step)
+    scalars: dict[str, list[Any]] = {}
     tick, last_loss = time.perf_counter(), None
     try:
         for batch in loader:
-            last_loss, lr, extras = run.take_step(net, batch, sampler)
+            loss, lr, extras = run.take_step(net, batch, sampler)
             run.step, run.mid_step = run.step + 1, False
-            losses.append(last_loss)
+            pending.append(loss)
             for key, value in extras.items():
                 scalars.setdefault(key, []).append(value)
             bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
             done = run.step
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            log_now = done % cfg.log_every == 0 or done == cfg.steps
+            val_now = stage.val_set is not None and ((cfg.val_every and done % cfg.val_every == 0)
+                                                     or done == cfg.steps)
+            save_now = done % cfg.save_every == 0 or done == cfg.steps
+            if log_now or val_now or save_now:  # the host waits for the GPU here (every rank), not at every step
+                losses += run.checked_losses(pending, done - len(pending))
+                pending, last_loss = [], losses[-1]
+                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
+            if log_now:
                 elapsed = time.perf_counter() - tick
                 log.write({"step": done, "loss": float(np.mean(losses)), "lr": lr,
-                           "images_per_s": len(losses) * cfg.batch_size / max(elapsed, 1e-9),
-                           **{k: float(np.mean(v)) for k, v in scalars.items()}})
+                           "images_per_s": len(losses) * cfg.batch_size / max(elapsed, 1e-9), **host_means(scalars)})
                 losses, scalars, tick = [], {}, time.perf_counter()
-            if stage.val_set is not None and ((cfg.val_every and done % cfg.val_every == 0) or done == cfg.steps):
+            if val_now:
                 if run.main:
                     psnr = run.validate()
                     log.write({"step": done, "val_psnr": psnr}, prefix="val")
                     bar.write(f"step {done}: validation PSNR {psnr:.2f} dB (best {run.best:.2f})")
                 if ctx.distributed:
                     dist.barrier()
-            if run.main and (done % cfg.save_every == 0 or done == cfg.steps):
+            if save_now and run.main:
                 run.save_last()
     except KeyboardInterrupt:
         if run.main and not ctx.distributed and run.step > start and not run.mid_step:

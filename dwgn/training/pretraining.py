@@ -89,10 +89,10 @@ class AdversarialDecomposition(StageHooks):
                                   device=step.device)
         with torch.no_grad():
             degraded = self.decomposer(clean, self.noise)
-        self.masks = {"mask_b": float(degraded.mask_b.mean()), "mask_d": float(degraded.mask_d.mean())}
+        self.masks = {"mask_b": degraded.mask_b.mean(), "mask_d": degraded.mask_d.mean()}  # read when logged
         return degraded.output, clean
 
-    def after_step(self, step: StepContext, inputs: Tensor, targets: Tensor) -> dict[str, float]:
+    def after_step(self, step: StepContext, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         # bf16 autocast is safe without a gradient scaler; fp16 would need one, so it runs float32
         amp = step.engine.autocast() if step.engine.amp_dtype == torch.bfloat16 else None
         for group in self.optimizer.param_groups:

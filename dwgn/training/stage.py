@@ -15,10 +15,12 @@ A stage calls `train(cfg, Stage(...))` with
                                         turns the collated batch into the network's input and target on
                                         `step.device` (default: batch[0], batch[1]). Stage 1 makes the
                                         degraded input from clean images here, under torch.no_grad().
-        after_step(step, input, target) -> dict[str, float]
+        after_step(step, input, target) -> dict[str, float | Tensor]
                                         runs after the network's optimizer step (Stage 1: the generators'
                                         adversarial step on `step.model`, the unwrapped network); returned
-                                        scalars are logged next to `loss`.
+                                        scalars (floats or 0-d tensors, best left on the device: the engine
+                                        reads them all in one transfer when it logs) are logged, as means
+                                        over the steps since the last line, next to `loss`.
         state_dict() -> dict            extra top-level keys for last.pt, e.g. {"generators": {...}} (tensors
                                         and plain types only); `load_state_dict(ckpt)` gets the whole last.pt.
 """
@@ -92,7 +94,7 @@ class StageHooks:
         inputs, targets = batch[0], batch[1]
         return inputs.to(step.device, non_blocking=True), targets.to(step.device, non_blocking=True)
 
-    def after_step(self, step: StepContext, inputs: Tensor, targets: Tensor) -> dict[str, float]:
+    def after_step(self, step: StepContext, inputs: Tensor, targets: Tensor) -> dict[str, float | Tensor]:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
