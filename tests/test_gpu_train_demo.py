@@ -42,3 +42,32 @@ def test_without_cuda_it_refuses_to_train(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 1 and "no CUDA device: nothing trained" in proc.stdout
+
+
+@pytest.mark.slow
+def test_dry_run_with_init_goes_on_from_the_release_without_stage_1(tmp_path, small_demo):
+    """--init: no Stage 1, Stage 2 starts from the shipped release with the given learning rate and clean share."""
+    out, demo = tmp_path / "out", tmp_path / "demo"
+    shutil.copytree(small_demo, demo)
+    env = {**os.environ, "DWGN_DEMO": str(demo), "DWGN_DATA": str(tmp_path / "no-data"), "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
+    release = "checkpoints/dwgn-small-demo.safetensors"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_train_demo.py"), "--dry-run", "--budget", "400",
+                           "--out", str(out), "--runs", str(tmp_path / "runs"), "--init", release, "--lr", "1e-4",
+                           "--clean-share", "0.3"], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["name"] for s in summary["steps"]] == ["stage 2 calibration (eager)", "stage 2", "export stage 2"]
+    assert summary["stage1_init"] == release
+    stage2 = summary["steps"][1]["command"]
+    assert f"--init {release}" in stage2 and "--lr 0.0001" in stage2 and "--clean-share 0.3" in stage2
+    assert "initialised from checkpoints/dwgn-small-demo.safetensors" in (out / "session.log").read_text()
+    assert torch.load(out / "dwgn-small-demo.pt", weights_only=True)["step"] == 6
+
+
+def test_a_missing_init_is_refused_before_anything_runs(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_train_demo.py"), "--out", str(tmp_path / "o"),
+                           "--init", "checkpoints/nothing.safetensors"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 2 and "--init checkpoints/nothing.safetensors: no such file" in proc.stderr
+    assert not (tmp_path / "o").exists()

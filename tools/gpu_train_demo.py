@@ -2,10 +2,13 @@
 
     python tools/gpu_train_demo.py --out OUT [--budget 540]     # on a CUDA machine
     python tools/gpu_train_demo.py --out OUT --dry-run          # the same path on the CPU, a few steps each
+    python tools/gpu_train_demo.py --out OUT --init checkpoints/dwgn-small-demo.safetensors --lr 2e-4
+                                                                # more Stage 2 for a release (no Stage 1)
 
 What it runs, each as a subprocess with a time limit, printing the exact command first:
 1. the CUDA-graph equality test (tests/test_acceleration.py); the training uses CUDA graphs only if it passes;
-2. Stage 1, `pre-training.py` (adversarial decomposition on the fetched training photos), a fixed step count;
+2. Stage 1, `pre-training.py` (adversarial decomposition on the fetched training photos), a fixed step count
+   (skipped with --init: Stage 2 then goes on from that release, which has had its Stage 1);
 3. a 30-step calibration of Stage 2's exact command (its log's images/s), which sizes the real run:
    Stage 2 gets as many steps as fit in what is left of --budget, rounded down to a multiple of 100;
 4. Stage 2, `train.py --online-weather` (weather made on the fly from the demo's 40 training photos);
@@ -34,8 +37,7 @@ PYTHON = sys.executable
 STAGE1 = ["pre-training.py", "--config", "configs/pretrain_demo.yaml", "--preset", "small",
           "--batch-size", "16", "--crop", "128", "--lr", "4e-4", "--log-every", "10", "--save-every", "50"]
 STAGE2 = ["train.py", "--config", "configs/finetune_demo.yaml", "--preset", "small", "--online-weather",
-          "--clean-share", "0.2", "--crop", "128", "--lr", "4e-4", "--ema-decay", "0.995",
-          "--val-images", "10"]
+          "--crop", "128", "--ema-decay", "0.995", "--val-images", "10"]
 STAGE2_BATCH = 32
 RESERVE_S = 25.0   # export and packing after Stage 2
 CALIB_STEPS = 30
@@ -96,6 +98,28 @@ def last_rate(run_dir: Path) -> float | None:
     return rates[-1] if rates else None
 
 
+def stage1(s: Session, runs: Path, extra: list[str], steps: int, cuda: bool) -> Path | None:
+    """pre-training.py on the fetched training photos (else its default, the packaged ones), once more in float32
+    if bf16 fails on CUDA; returns its last.pt, or None (said why) when it left none."""
+    from dwgn.data.photo_sources import fetched_photos
+
+    photos = fetched_photos("train")
+    data = ["--data", str(photos[0].parent)] if photos else []
+    if not photos:
+        s.say("no fetched photos (python dataset/fetch_photos.py): Stage 1 pre-trains on the packaged photos")
+    args = [*STAGE1, *data, *extra, "--steps", str(steps), "--out", str(runs / "pretrain")]
+    init = runs / "pretrain" / "last.pt"
+    if s.run("stage 1", args, s.left() * 0.2) not in (0, 124) and cuda:
+        s.say("stage 1 failed under bf16 autocast: once more in float32")  # a fresh run directory, same steps
+        args = [*args[:-1], str(runs / "pretrain-fp32"), "--amp", "none"]
+        init = runs / "pretrain-fp32" / "last.pt"
+        s.run("stage 1 (fp32)", args, min(120.0, s.left() * 0.25))
+    if not (ROOT / init).is_file():
+        s.say(f"stage 1 left no {init}: stopping")
+        return None
+    return init
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="where the releases, logs and summary go")
@@ -105,8 +129,15 @@ def main(argv: list[str] | None = None) -> int:
                              "grouped-conv fix)")
     parser.add_argument("--gpu-check", type=float, default=75.0, help="seconds kept for gpu_check at the end")
     parser.add_argument("--runs", type=Path, default=Path("runs/gpu-demo"), help="run directories go here")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="a `small` release or checkpoint to go on from: Stage 1 is skipped, Stage 2 starts there")
+    parser.add_argument("--lr", type=float, default=4e-4, help="Stage 2's peak learning rate")
+    parser.add_argument("--clean-share", type=float, default=0.2, help="Stage 2's share of clean -> clean pairs")
     parser.add_argument("--dry-run", action="store_true", help="CPU, a few steps per stage: checks the path only")
     args = parser.parse_args(argv)
+    if args.init is not None and not (ROOT / args.init).is_file():
+        parser.error(f"--init {args.init}: no such file (a release such as checkpoints/dwgn-small-demo.safetensors, "
+                     "or a run's last.pt)")
     args.out.mkdir(parents=True, exist_ok=True)
     s = Session(args.out, args.budget, args.dry_run)
     runs = args.runs
@@ -130,31 +161,22 @@ def main(argv: list[str] | None = None) -> int:
         graphs = rc == 0
     s.record["cuda_graphs"] = graphs
 
-    # 2. Stage 1
+    # 2. Stage 1 (not with --init: that release has had it)
     n1 = 4 if args.dry_run else args.stage1_steps
     small = ["--batch-size", "2", "--crop", "64"] if args.dry_run else []
-    from dwgn.data.photo_sources import fetched_photos
-
-    # the fetched training photos (dataset/fetch_photos.py), else pre-training.py's default, the packaged ones
-    photos = fetched_photos("train")
-    data = ["--data", str(photos[0].parent)] if photos else []
-    if not photos:
-        s.say("no fetched photos (python dataset/fetch_photos.py): Stage 1 pre-trains on the packaged photos")
-    stage1 = [*STAGE1, *data, *workers, *small, "--steps", str(n1), "--out", str(runs / "pretrain")]
-    init = runs / "pretrain" / "last.pt"
-    if s.run("stage 1", stage1, s.left() * 0.2) not in (0, 124) and cuda:
-        s.say("stage 1 failed under bf16 autocast: once more in float32")  # a fresh run directory, same steps
-        stage1 = [*stage1[:-1], str(runs / "pretrain-fp32"), "--amp", "none"]
-        init = runs / "pretrain-fp32" / "last.pt"
-        s.run("stage 1 (fp32)", stage1, min(120.0, s.left() * 0.25))
+    if args.init is not None:
+        init = args.init
+        s.say(f"--init {init}: no Stage 1; Stage 2 goes on from it")
+    else:
+        init = stage1(s, runs, [*workers, *small], n1, cuda)
+        if init is None:
+            return 1
     s.record["stage1_init"] = str(init)
-    if not (ROOT / init).is_file():
-        s.say(f"stage 1 left no {init}: stopping")
-        return 1
 
     # 3. calibrate Stage 2's command (same flags, a throw-away run directory)
     batch = 2 if args.dry_run else STAGE2_BATCH
-    stage2 = [*STAGE2, "--batch-size", str(batch), *workers, "--init", str(init)]
+    stage2 = [*STAGE2, "--lr", f"{args.lr:g}", "--clean-share", f"{args.clean_share:g}", "--batch-size", str(batch),
+              *workers, "--init", str(init)]
     if args.dry_run:
         stage2 += ["--crop", "64", "--val-images", "2"]
     rate = None
@@ -189,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     # 5. releases and logs
     if (ROOT / out2 / "last.pt").is_file():
         s.run("export stage 2", ["-m", "dwgn.export", str(out2 / "last.pt"), str(args.out / "dwgn-small-demo.pt")], 60)
-    if (ROOT / init).is_file():
+    if args.init is None and (ROOT / init).is_file():
         s.run("export stage 1", ["-m", "dwgn.export", str(init), str(args.out / "pretrain-small.pt")], 60)
     with tarfile.open(args.out / "runs.tar.gz", "w:gz") as tar:
         for path in sorted((ROOT / runs).rglob("*")):
