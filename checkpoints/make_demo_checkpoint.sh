@@ -7,7 +7,7 @@
 # Data: the 7 packaged train photos + 33 photographs fetched from Debian/PyPI packages
 # (dataset/fetch_photos.py, licences in dataset/README.md). Stage 2 makes its weather on the fly
 # (`train.py --online-weather`): every sample is a fresh crop of one of the 40 photos with freshly drawn weather
-# (training ranges), 20 % of them clean -> clean. The packaged test photos and the 8 fetched `heldout` photos
+# (training ranges), 20 % (part 3: 30 %) of them clean -> clean. The packaged test photos and the 8 fetched `heldout` photos
 # are never trained on.
 #
 # Honest record of the shipped run (session 4, 2026-11-26):
@@ -20,6 +20,9 @@
 # * Part 2 ran on the shared 2-core CPU, one thread, about 70 minutes, at commit c875e61. Its --init was a
 #   copy of part 1's release at another path, and its run directory was runs/cpu-continue (dwgn-small-demo.yaml
 #   records both).
+# * Part 3 ran on the same CPU, two threads, about 75 minutes (1.2 images/s), in session 5 at commit 06709c6. Its
+#   --init was part 2's release exported in float32 at another path (runs/s5/init-small.pt) and its run directory
+#   was runs/s5/continue (dwgn-small-demo.yaml records both).
 # * The release is the last step's EMA weights (no model selection on any test data; best.pt is not used).
 #   The held-out check of the README was also run on part 1's release and on part 2 at steps 500 and 1050,
 #   to decide whether to ship (the README lists those numbers).
@@ -41,8 +44,16 @@ export OMP_NUM_THREADS=1   # on a shared CPU, waiting OpenMP threads made traini
 python train.py --config configs/finetune_demo.yaml --preset small --online-weather --clean-share 0.2 \
     --init runs/gpu-demo/dwgn-small-demo-gpu.pt --steps 1600 --batch-size 4 --crop 128 --lr 1e-4 --ema-decay 0.995 \
     --num-workers 1 --val-images 10 --val-every 100 --save-every 50 --out runs/demo-small-cpu
-python -m dwgn.export runs/demo-small-cpu/last.pt checkpoints/dwgn-small-demo.safetensors \
-    --note "small preset; Stage 1: 400 adversarial steps on 33 fetched photos (GPU); Stage 2: 400 steps of batch 32 (GPU) then 1600 of batch 4 (CPU), 128px crops, weather made on the fly from 40 photos with 20 % clean pairs (checkpoints/make_demo_checkpoint.sh)"
-cp runs/demo-small-cpu/config.yaml checkpoints/dwgn-small-demo.yaml
+python -m dwgn.export runs/demo-small-cpu/last.pt runs/demo-small-cpu/release-fp32.pt --dtype float32
+# (part 2's release, in float16, was the shipped model from commit 102bd5f to session 5)
+
+# Part 3 (CPU, two threads): Stage 2 continued on larger crops with more clean pairs
+export OMP_NUM_THREADS=2
+python train.py --config configs/finetune_demo.yaml --preset small --online-weather --clean-share 0.3 \
+    --init runs/demo-small-cpu/release-fp32.pt --steps 2600 --batch-size 2 --crop 192 --lr 1e-4 --ema-decay 0.995 \
+    --seed 5 --num-workers 1 --val-images 10 --val-every 200 --save-every 50 --out runs/demo-small-cpu2
+python -m dwgn.export runs/demo-small-cpu2/last.pt checkpoints/dwgn-small-demo.safetensors \
+    --note "small preset; Stage 1: 400 adversarial steps on 33 fetched photos (GPU); Stage 2: 400 steps of batch 32 (GPU), 1600 of batch 4 at 128px (CPU), then 2600 of batch 2 at 192px with 30 % clean pairs (CPU); weather made on the fly from 40 photos (checkpoints/make_demo_checkpoint.sh)"
+cp runs/demo-small-cpu2/config.yaml checkpoints/dwgn-small-demo.yaml
 
 # The previous demo model (tiny, CPU only) and its recipe: git history before commit 102bd5f.
