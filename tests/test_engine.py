@@ -384,3 +384,12 @@ def test_ctrl_c_saves_only_whole_steps_and_resumes_exactly(tmp_path, where, save
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert torch.equal(a["generators"]["count"], b["generators"]["count"])
+
+
+def test_host_means_mixes_floats_and_tensors_and_takes_each_keys_mean():
+    from dwgn.training.engine import host_means
+
+    got = host_means({"a": [torch.tensor(1.0), 2.0, torch.tensor(6.0, dtype=torch.float64)], "b": [0.5],
+                      "c": [torch.zeros(()), torch.tensor([4.0])]})
+    assert got == pytest.approx({"a": 3.0, "b": 0.5, "c": 2.0})
+    assert host_means({}) == {}

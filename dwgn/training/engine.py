@@ -242,15 +242,12 @@ class Run:
 
 
 def host_means(series: dict[str, list[Any]]) -> dict[str, float]:
-    """Mean of each list of scalars (floats or 0-d tensors, on any one device), read in one transfer."""
-    if not series:
-        return {}
-    means = []
-    for values in series.values():
-        device = next((v.device for v in values if isinstance(v, Tensor)), torch.device("cpu"))
-        means.append(torch.stack([v.float().reshape(()) if isinstance(v, Tensor) else
-                                  torch.tensor(float(v), device=device) for v in values]).mean())
-    return dict(zip(series, torch.stack([m.to(means[0].device) for m in means]).tolist()))
+    """Mean of each list of scalars (floats or 0-d tensors, mostly on one device), read in one transfer."""
+    tensors = [v for values in series.values() for v in values if isinstance(v, Tensor)]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    means = [torch.stack([v.detach().float().reshape(()).to(device) if isinstance(v, Tensor) else
+                          torch.tensor(float(v), device=device) for v in values]).mean() for values in series.values()]
+    return dict(zip(series, torch.stack(means).tolist())) if means else {}
 
 
 def start_run(cfg: TrainConfig, stage: Stage, device: torch.device, rank: int, world: int) -> tuple[Run, dict | None]:
