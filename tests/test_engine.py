@@ -174,12 +174,19 @@ def test_losses_are_read_only_at_log_validation_and_save_steps(tmp_path, monkeyp
     the logged means (the loss and a stage's tensor scalars) are those of every step since the last line."""
     from dwgn.training import engine
 
-    reads, real = [], engine.Run.checked_losses
-    monkeypatch.setattr(engine.Run, "checked_losses",
-                        lambda run, pending, first: reads.append((first, len(pending))) or real(run, pending, first))
-    steps = []
-    monkeypatch.setattr(engine.Run, "take_step", lambda run, *a, real_step=engine.Run.take_step: (
-        steps.append(out := real_step(run, *a)) or out))
+    reads, steps = [], []
+    real_check, real_step = engine.Run.checked_losses, engine.Run.take_step
+
+    def checked_losses(run, pending, first):
+        reads.append((first, len(pending)))
+        return real_check(run, pending, first)
+
+    def take_step(run, *args):
+        steps.append(real_step(run, *args))
+        return steps[-1]
+
+    monkeypatch.setattr(engine.Run, "checked_losses", checked_losses)
+    monkeypatch.setattr(engine.Run, "take_step", take_step)
     train(config(tmp_path, steps=7, log_every=3, save_every=5), stage(TensorScalarHooks()))
     assert reads == [(0, 3), (3, 2), (5, 1), (6, 1)]  # log 3, save 5, log 6, the end 7
     losses = [float(loss) for loss, _, _ in steps]

@@ -1,5 +1,4 @@
 """restore(): any size and layout, tiling that agrees with whole-image inference, self-ensemble, errors."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,11 +7,10 @@ from skimage import data
 from torch import nn
 
 import dwgn
+from dwgn.data.paths import DEMO_CHECKPOINT
 from dwgn.models.dynamic_conv import GlobalPool
 from dwgn.evaluation.metrics import psnr
 from dwgn.evaluation.restore import restore, tiled_forward, to_uint8
-
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dwgn-small-demo.safetensors"
 
 
 class CentreByMean(nn.Module):

@@ -162,13 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     s.record["cuda_graphs"] = graphs
 
     # 2. Stage 1 (not with --init: that release has had it)
-    n1 = 4 if args.dry_run else args.stage1_steps
-    small = ["--batch-size", "2", "--crop", "64"] if args.dry_run else []
     if args.init is not None:
         init = args.init
         s.say(f"--init {init}: no Stage 1; Stage 2 goes on from it")
     else:
-        init = stage1(s, runs, [*workers, *small], n1, cuda)
+        small = ["--batch-size", "2", "--crop", "64"] if args.dry_run else []
+        init = stage1(s, runs, [*workers, *small], 4 if args.dry_run else args.stage1_steps, cuda)
         if init is None:
             return 1
     s.record["stage1_init"] = str(init)
