@@ -58,7 +58,9 @@ def test_identity_model_gains_nothing_and_keeps_clean_photos(tmp_path, monkeypat
     photo = heldout._scaled(read_image(paths[0]), heldout.CLEAN_SIDE)
     expected = psnr(np.clip(np.round(photo.astype(np.float32) / 255 * 0.9 * 255), 0, 255).astype(np.uint8), photo)
     assert dark["clean"]["per_photo"][0]["psnr_y"] == pytest.approx(expected, abs=0.05)
-    assert "mean gain" in heldout.format_report(dark)
+    assert "mean gain" in heldout.format_report(dark) and "global fit" in heldout.format_report(dark)
+    for w in WEATHERS:  # the oracle column is the metric on global_fit of the same cases
+        assert result["weather"][w]["global_fit"] > result["weather"][w]["input"] - 0.5
     with pytest.raises(ValueError, match="settings"):
         heldout.evaluate(Identity(), paths, settings="other")
 
@@ -70,3 +72,21 @@ def test_heldout_photos_are_never_training_photos():
 def test_command_rejects_bad_sizes(capsys):
     assert heldout.main(["--crops", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: --crops must be positive")
+
+
+def test_global_fit_is_the_per_channel_least_squares_affine_map(photos):
+    clean = photos[0][:64, :64]
+    rng = np.random.default_rng(3)
+    # an affine veil per channel (haze-like) is undone up to rounding
+    veiled = np.clip(np.round(clean * np.array([0.5, 0.6, 0.4]) + np.array([100.0, 90.0, 120.0])), 0, 255).astype(np.uint8)
+    assert np.abs(heldout.global_fit(veiled, clean).astype(int) - clean.astype(int)).max() <= 2
+    # any input: the map is numpy's degree-1 polyfit of each channel, rounded and clipped
+    noisy = rng.integers(0, 256, clean.shape).astype(np.uint8)
+    expected = np.stack([np.polyval(np.polyfit(noisy[..., c].ravel().astype(float), clean[..., c].ravel().astype(float), 1),
+                                    noisy[..., c].astype(float)) for c in range(3)], -1)
+    expected = np.clip(np.round(expected), 0, 255).astype(np.uint8)
+    assert np.abs(heldout.global_fit(noisy, clean).astype(int) - expected.astype(int)).max() <= 1
+    # a flat channel cannot be stretched: it becomes the clean channel's mean
+    flat = noisy.copy()
+    flat[..., 1] = 77
+    assert np.all(heldout.global_fit(flat, clean)[..., 1] == np.round(clean[..., 1].mean()))

@@ -8,7 +8,10 @@ training photo. Weather: for every photo, `--crops` random size x size crops, ea
 weather with `heldout=True` (dwgn.data.weather.HELDOUT_RANGES; `--settings train` uses the training
 ranges instead), seeded from (seed, photo, crop, weather) so the set is the same on every machine.
 Reported per weather: mean PSNR-Y (BT.601, 8-bit, dwgn.evaluation.metrics) of the input and of the
-restored image against the clean crop. Clean photos: each held-out photo, scaled to at most
+restored image against the clean crop, and of a reference that is not a model: the best global colour
+correction (`global_fit`: per image and channel, the affine map of the input fitted to the clean crop by least
+squares; it sees the answer), which shows how much of each weather's loss a single per-image correction
+would recover. Clean photos: each held-out photo, scaled to at most
 CLEAN_SIDE px, restored as it is; PSNR-Y and PSNR-RGB of restored against the photo, per photo and
 mean (a model that leaves clean photos alone scores high). SYNTHETIC weather: not a benchmark.
 """
@@ -53,6 +56,18 @@ def _scaled(img: np.ndarray, side: int) -> np.ndarray:
     return img if f >= 1.0 else cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
 
 
+def global_fit(degraded: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """uint8 a_c * degraded_c + b_c per channel c, with (a_c, b_c) the least-squares fit to `clean` (an oracle:
+    it needs the clean image). A flat channel gets a_c = 0, b_c = the clean channel's mean."""
+    x = degraded.reshape(-1, 3).astype(np.float64)
+    y = clean.reshape(-1, 3).astype(np.float64)
+    dx, dy = x - x.mean(0), y - y.mean(0)
+    var = (dx * dx).mean(0)
+    a = np.where(var > 0, (dx * dy).mean(0) / np.where(var > 0, var, 1.0), 0.0)
+    out = a * x + (y.mean(0) - a * x.mean(0))
+    return np.clip(np.round(out), 0, 255).astype(np.uint8).reshape(degraded.shape)
+
+
 def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: bool,
                   seed: int = 0) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
     """(weather, photo index, degraded uint8, clean uint8) for every photo, crop and weather.
@@ -77,16 +92,18 @@ def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: bool
 
 def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 256, settings: str = "heldout",
              seed: int = 0) -> dict:
-    """{"weather": {w: {"input": dB, "restored": dB, "n": int}}, "mean_gain": dB, "clean": {...}}."""
+    """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int}}, "mean_gain": dB,
+    "global_fit_gain": dB, "clean": {...}}."""
     if settings not in _SETTINGS:
         raise ValueError(f"settings must be one of {', '.join(_SETTINGS)}, got {settings!r}")
     photos = [read_image(p) for p in paths]
-    scores: dict[str, dict[str, list[float]]] = {w: {"input": [], "restored": []} for w in WEATHERS}
+    scores: dict[str, dict[str, list[float]]] = {w: {"input": [], "restored": [], "global_fit": []} for w in WEATHERS}
     for weather, _, degraded, clean in weather_cases(photos, crops, size, settings == "heldout", seed):
         scores[weather]["input"].append(psnr(degraded, clean))
         scores[weather]["restored"].append(psnr(restore(model, degraded, tile=0), clean))
+        scores[weather]["global_fit"].append(psnr(global_fit(degraded, clean), clean))
     per_weather = {w: {"input": statistics.fmean(s["input"]), "restored": statistics.fmean(s["restored"]),
-                       "n": len(s["input"])} for w, s in scores.items()}
+                       "global_fit": statistics.fmean(s["global_fit"]), "n": len(s["input"])} for w, s in scores.items()}
     clean_rows = []
     for path, photo in zip(paths, photos):
         img = _scaled(photo, CLEAN_SIDE)
@@ -96,6 +113,7 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         "settings": settings, "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
         "weather": per_weather,
         "mean_gain": statistics.fmean(v["restored"] - v["input"] for v in per_weather.values()),
+        "global_fit_gain": statistics.fmean(v["global_fit"] - v["input"] for v in per_weather.values()),
         "clean": {"per_photo": clean_rows,
                   "mean_psnr_y": statistics.fmean(r["psnr_y"] for r in clean_rows),
                   "mean_psnr_rgb": statistics.fmean(r["psnr_rgb"] for r in clean_rows)},
@@ -105,10 +123,11 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
 def format_report(result: dict) -> str:
     lines = [f"SYNTHETIC weather, {result['settings']} settings, {len(result['photos'])} held-out photos x "
              f"{result['crops']} crops of {result['size']} px; PSNR-Y (dB)",
-             f"{'weather':<10}{'input':>8}{'restored':>10}{'gain':>8}{'n':>5}"]
+             f"{'weather':<10}{'input':>8}{'restored':>10}{'gain':>8}{'n':>5}   global fit (oracle, not a model)"]
     for w, v in result["weather"].items():
-        lines.append(f"{w:<10}{v['input']:>8.2f}{v['restored']:>10.2f}{v['restored'] - v['input']:>+8.2f}{v['n']:>5}")
-    lines.append(f"{'mean gain':<10}{'':>18}{result['mean_gain']:>+8.2f}")
+        lines.append(f"{w:<10}{v['input']:>8.2f}{v['restored']:>10.2f}{v['restored'] - v['input']:>+8.2f}{v['n']:>5}"
+                     f"   {v['global_fit']:.2f} ({v['global_fit'] - v['input']:+.2f})")
+    lines.append(f"{'mean gain':<10}{'':>18}{result['mean_gain']:>+8.2f}{'':>5}   ({result['global_fit_gain']:+.2f})")
     lines.append(f"clean photos (restored vs clean, at most {CLEAN_SIDE} px):")
     for r in result["clean"]["per_photo"]:
         lines.append(f"  {r['photo']:<22} PSNR-Y {r['psnr_y']:6.2f}   PSNR-RGB {r['psnr_rgb']:6.2f}")
