@@ -2,7 +2,7 @@
 
     python tools/gpu_train_demo.py --out OUT [--budget 540]     # on a CUDA machine
     python tools/gpu_train_demo.py --out OUT --dry-run          # the same path on the CPU, a few steps each
-    python tools/gpu_train_demo.py --out OUT --init checkpoints/dwgn-small-demo.safetensors --lr 2e-4
+    python tools/gpu_train_demo.py --out OUT --init checkpoints/dwgn-small-demo.safetensors --clean-share 0.3
                                                                 # more Stage 2 for a release (no Stage 1)
 
 What it runs, each as a subprocess with a time limit, printing the exact command first:
