@@ -63,7 +63,7 @@ def global_fit(degraded: np.ndarray, clean: np.ndarray) -> np.ndarray:
     y = clean.reshape(-1, 3).astype(np.float64)
     dx, dy = x - x.mean(0), y - y.mean(0)
     var = (dx * dx).mean(0)
-    a = np.where(var > 0, (dx * dy).mean(0) / np.where(var > 0, var, 1.0), 0.0)
+    a = np.divide((dx * dy).mean(0), var, out=np.zeros(3), where=var > 0)
     out = a * x + (y.mean(0) - a * x.mean(0))
     return np.clip(np.round(out), 0, 255).astype(np.uint8).reshape(degraded.shape)
 
