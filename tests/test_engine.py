@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from dwgn import build_model
 from dwgn.training.checkpoint import load_checkpoint
-from dwgn.training.config import FinetuneConfig
+from dwgn.training.config import ConfigError, FinetuneConfig
 from dwgn.training.engine import Stage, StageHooks, StepSampler, TrainingError, cosine_lr, train
 
 
@@ -95,6 +95,16 @@ def test_cosine_schedule_ends_at_lr_min():
     assert cosine_lr(0, cfg) == pytest.approx(2e-4)
     assert cosine_lr(5, cfg) == pytest.approx((2e-4 + 1e-6) / 2)
     assert cosine_lr(10, cfg) == pytest.approx(1e-6)
+
+
+def test_warmup_rises_linearly_then_the_cosine_runs_over_the_remaining_steps():
+    cfg = FinetuneConfig(steps=14, lr=2e-4, lr_min=1e-6, warmup_steps=4)
+    assert [cosine_lr(k, cfg) for k in range(4)] == pytest.approx([5e-5, 1e-4, 1.5e-4, 2e-4])
+    assert cosine_lr(4, cfg) == pytest.approx(2e-4)
+    assert cosine_lr(9, cfg) == pytest.approx((2e-4 + 1e-6) / 2)  # half way through the 10 cosine steps
+    assert cosine_lr(14, cfg) == pytest.approx(1e-6)
+    with pytest.raises(ConfigError, match="warmup_steps must be below steps"):
+        FinetuneConfig(steps=4, warmup_steps=4).validate()
 
 
 def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):

@@ -54,6 +54,8 @@ class TrainConfig:
     crop: int = opt(64, "training crop side in pixels (the paper: 128)")
     lr: float = opt(2e-4, "Adam peak learning rate")
     lr_min: float = opt(1e-6, "the cosine schedule ends here")
+    warmup_steps: int = opt(0, "linear warm-up from lr/warmup_steps to lr over the first steps, then the cosine; "
+                            "0 = none (soften Adam's first steps when --init is an already trained model)")
     betas: tuple[float, float] = opt((0.9, 0.999), "Adam betas, two numbers like 0.9,0.999")
     weight_decay: float = opt(0.0, "Adam weight decay")
     grad_clip: float = opt(0.0, "max gradient norm; 0 = no clipping")
@@ -76,9 +78,11 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("lr", "lr_min", "weight_decay", "grad_clip", "val_every", "num_workers", "seed"):
+        for name in ("lr", "lr_min", "warmup_steps", "weight_decay", "grad_clip", "val_every", "num_workers", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.warmup_steps >= self.steps:
+            raise ConfigError(f"warmup_steps must be below steps ({self.steps}), got {self.warmup_steps}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         try:

@@ -47,8 +47,12 @@ class TrainingError(UserError, RuntimeError):
 
 
 def cosine_lr(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for step `step` of `cfg.steps`: cosine from cfg.lr down to cfg.lr_min."""
-    progress = min(step / cfg.steps, 1.0)
+    """Learning rate for step `step` of `cfg.steps`: after a linear warm-up over cfg.warmup_steps (step k < warmup
+    gets lr (k + 1) / warmup), cosine from cfg.lr at the end of the warm-up down to cfg.lr_min at cfg.steps."""
+    warmup = cfg.warmup_steps
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min((step - warmup) / (cfg.steps - warmup), 1.0)
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * progress))
 
 
