@@ -7,7 +7,7 @@
 # Data: the 7 packaged train photos + 33 photographs fetched from Debian/PyPI packages
 # (dataset/fetch_photos.py, licences in dataset/README.md). Stage 2 makes its weather on the fly
 # (`train.py --online-weather`): every sample is a fresh crop of one of the 40 photos with freshly drawn weather
-# (training ranges), 20 % (part 3: 30 %) of them clean -> clean. The packaged test photos and the 8 fetched `heldout` photos
+# (training ranges), 20 % (parts 3 and 4: 30 %, part 5: 35 %) of them clean -> clean. The packaged test photos and the 8 fetched `heldout` photos
 # are never trained on.
 #
 # Honest record of the shipped run (session 4, 2026-11-26):
@@ -23,6 +23,12 @@
 # * Part 3 ran on the same CPU, two threads, about 75 minutes (1.2 images/s), in session 5 at commit 06709c6. Its
 #   --init was part 2's release exported in float32 at another path (runs/s5/init-small.pt) and its run directory
 #   was runs/s5/continue (dwgn-small-demo.yaml records both).
+# * Part 4 ran on the same CPU, two threads, about 92 minutes (2.6 images/s), in session 6 at commit 6c8cafd,
+#   from part 3's release as shipped then (checkpoints/dwgn-small-demo.safetensors at commit 29ad64b); run
+#   directory runs/s6/continue. Its own release was not shipped (the README says why).
+# * Part 5 ran on the same CPU, two threads, about 88 minutes (2.6 images/s), in session 7 with the code of
+#   commit 486a25e (its --warmup-steps was committed a minute after the run started), from part 4's last.pt
+#   (its EMA weights, float32); run directory runs/s7/continue (dwgn-small-demo.yaml records it).
 # * The release is the last step's EMA weights (no model selection on any test data; best.pt is not used).
 #   The held-out check of the README was also run on part 1's release and on part 2 at steps 500 and 1050,
 #   to decide whether to ship (the README lists those numbers).
@@ -52,8 +58,20 @@ export OMP_NUM_THREADS=2
 python train.py --config configs/finetune_demo.yaml --preset small --online-weather --clean-share 0.3 \
     --init runs/demo-small-cpu/release-fp32.pt --steps 2600 --batch-size 2 --crop 192 --lr 1e-4 --ema-decay 0.995 \
     --seed 5 --num-workers 1 --val-images 10 --val-every 200 --save-every 50 --out runs/demo-small-cpu2
-python -m dwgn.export runs/demo-small-cpu2/last.pt checkpoints/dwgn-small-demo.safetensors \
-    --note "small preset; Stage 1: 400 adversarial steps on 33 fetched photos (GPU); Stage 2: 400 steps of batch 32 (GPU), 1600 of batch 4 at 128px (CPU), then 2600 of batch 2 at 192px with 30 % clean pairs (CPU); weather made on the fly from 40 photos (checkpoints/make_demo_checkpoint.sh)"
-cp runs/demo-small-cpu2/config.yaml checkpoints/dwgn-small-demo.yaml
+python -m dwgn.export runs/demo-small-cpu2/last.pt runs/demo-small-cpu2/release.safetensors
+# (part 3's release, sha256 b79851025e0b..., was the shipped model in sessions 5 and 6)
+
+# Part 4 (CPU, two threads): a higher peak learning rate, 128² crops, batch 4
+python train.py --config configs/finetune_demo.yaml --preset small --online-weather --clean-share 0.3 \
+    --init runs/demo-small-cpu2/release.safetensors --steps 3600 --batch-size 4 --crop 128 --lr 4e-4 --ema-decay 0.995 \
+    --seed 11 --num-workers 1 --val-images 10 --val-every 600 --save-every 50 --out runs/demo-small-cpu3
+
+# Part 5 (CPU, two threads): a warm-up, then a lower peak learning rate and 35 % clean pairs
+python train.py --config configs/finetune_demo.yaml --preset small --online-weather --clean-share 0.35 \
+    --init runs/demo-small-cpu3/last.pt --steps 3400 --warmup-steps 300 --batch-size 4 --crop 128 --lr 1.5e-4 \
+    --ema-decay 0.995 --seed 12 --num-workers 1 --val-images 10 --val-every 850 --save-every 50 --out runs/demo-small-cpu4
+python -m dwgn.export runs/demo-small-cpu4/last.pt checkpoints/dwgn-small-demo.safetensors \
+    --note "small preset; Stage 1: 400 adversarial steps on 33 fetched photos (GPU); Stage 2: 400 steps of batch 32 (GPU), then on a CPU 1600 of batch 4 at 128px, 2600 of batch 2 at 192px, 3600 of batch 4 at 128px (lr 4e-4) and 3400 of batch 4 at 128px (warm-up, lr 1.5e-4, 35 % clean pairs); weather made on the fly from 40 photos (checkpoints/make_demo_checkpoint.sh)"
+cp runs/demo-small-cpu4/config.yaml checkpoints/dwgn-small-demo.yaml
 
 # The previous demo model (tiny, CPU only) and its recipe: git history before commit 102bd5f.
