@@ -2,7 +2,8 @@
 
     python tools/gpu_train_demo.py --out OUT [--budget 540]     # on a CUDA machine
     python tools/gpu_train_demo.py --out OUT --dry-run          # the same path on the CPU, a few steps each
-    python tools/gpu_train_demo.py --out OUT --init checkpoints/dwgn-small-demo.safetensors --clean-share 0.3
+    python tools/gpu_train_demo.py --out OUT --init checkpoints/dwgn-small-demo.safetensors --clean-share 0.35 \
+        --warmup 0.1
                                                                 # more Stage 2 for a release (no Stage 1)
 
 What it runs, each as a subprocess with a time limit, printing the exact command first:
@@ -133,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="a `small` release or checkpoint to go on from: Stage 1 is skipped, Stage 2 starts there")
     parser.add_argument("--lr", type=float, default=4e-4, help="Stage 2's peak learning rate")
     parser.add_argument("--clean-share", type=float, default=0.2, help="Stage 2's share of clean -> clean pairs")
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="Stage 2's linear warm-up as a share of its steps (train.py --warmup-steps); 0.1 suits --init")
     parser.add_argument("--dry-run", action="store_true", help="CPU, a few steps per stage: checks the path only")
     args = parser.parse_args(argv)
     if args.init is not None and not (ROOT / args.init).is_file():
         parser.error(f"--init {args.init}: no such file (a release such as checkpoints/dwgn-small-demo.safetensors, "
                      "or a run's last.pt)")
+    if not 0.0 <= args.warmup < 1.0:
+        parser.error(f"--warmup {args.warmup:g}: a share of Stage 2's steps in [0, 1), such as 0.1")
     args.out.mkdir(parents=True, exist_ok=True)
     s = Session(args.out, args.budget, args.dry_run)
     runs = args.runs
@@ -203,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     # 4. Stage 2
     every = max(n2 // 10, 1)
     out2 = runs / "finetune"
-    s.run("stage 2", [*stage2, "--steps", str(n2), "--val-every", str(every), "--save-every", str(every),
+    warmup = ["--warmup-steps", str(int(n2 * args.warmup))] if args.warmup > 0 else []
+    s.run("stage 2", [*stage2, "--steps", str(n2), *warmup, "--val-every", str(every), "--save-every", str(every),
                       "--out", str(out2)],
           max(s.left() - RESERVE_S - (args.gpu_check if cuda else 0.0) + 15.0, 30.0))
 
