@@ -59,7 +59,7 @@ python train.py --config configs/finetune_demo.yaml --preset small --online-weat
     --init runs/demo-small-cpu/release-fp32.pt --steps 2600 --batch-size 2 --crop 192 --lr 1e-4 --ema-decay 0.995 \
     --seed 5 --num-workers 1 --val-images 10 --val-every 200 --save-every 50 --out runs/demo-small-cpu2
 python -m dwgn.export runs/demo-small-cpu2/last.pt runs/demo-small-cpu2/release.safetensors
-# (part 3's release, sha256 b79851025e0b..., was the shipped model in sessions 5 and 6)
+# (part 3's weights, exported with a --note, were the shipped model in sessions 5 and 6: sha256 b79851025e0b...)
 
 # Part 4 (CPU, two threads): a higher peak learning rate, 128² crops, batch 4
 python train.py --config configs/finetune_demo.yaml --preset small --online-weather --clean-share 0.3 \

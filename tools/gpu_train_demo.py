@@ -208,9 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     # 4. Stage 2
     every = max(n2 // 10, 1)
     out2 = runs / "finetune"
-    warmup = ["--warmup-steps", str(int(n2 * args.warmup))] if args.warmup > 0 else []
-    s.run("stage 2", [*stage2, "--steps", str(n2), *warmup, "--val-every", str(every), "--save-every", str(every),
-                      "--out", str(out2)],
+    s.run("stage 2", [*stage2, "--steps", str(n2), "--warmup-steps", str(int(n2 * args.warmup)),
+                      "--val-every", str(every), "--save-every", str(every), "--out", str(out2)],
           max(s.left() - RESERVE_S - (args.gpu_check if cuda else 0.0) + 15.0, 30.0))
 
     # 5. releases and logs
