@@ -76,6 +76,5 @@ cp runs/demo-small-cpu4/config.yaml checkpoints/dwgn-small-demo.yaml
 
 # The previous demo model (tiny, CPU only) and its recipe: git history before commit 102bd5f.
 
-# Tried after part 5 and not shipped (session 8): 3,400 more steps (warm-up 150, lr 1e-4, 30 % clean, seed 13),
-# then 700 at lr 3e-5 with 50 % clean: held out +1.25 and +1.16 dB, but `wood` 25.75 and 30.63 dB (< 35) and
-# raindrops just below their input; commands and numbers in the README ("Tried and not shipped (session 8)").
+# Two runs tried after part 5 and not shipped (session 8): commands and numbers in the README ("Tried and not
+# shipped (session 8)").
