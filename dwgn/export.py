@@ -6,6 +6,12 @@ DST stores the weights as tensors and the rest (the model config included) as JS
 metadata: nothing in it can run code. float16 (the default) halves the size; weights are cast back to
 float32 when loaded. --onnx writes the network as ONNX (fp32, batch 1, any height and width) and checks it
 against PyTorch with ONNX Runtime (dwgn/onnx_export.py). Every written file's SHA-256 is printed.
+
+--average OTHER [--mix W] releases the weight average (1 - W) * SRC + W * OTHER of two checkpoints of the
+same architecture (each one's EMA weights when it kept them), computed in float32 before the cast: a
+"model soup" of two fine-tuning runs from a common start. Choose W on training or validation data
+(`python -m dwgn.evaluation.heldout --settings train` or a run's validation), never on the held-out
+photos the release is then judged on.
 """
 from __future__ import annotations
 
@@ -17,19 +23,53 @@ from pathlib import Path
 import torch
 
 from dwgn.errors import run_main
-from dwgn.training.checkpoint import (SAFETENSORS_SUFFIX, CheckpointError, load_checkpoint, load_model,
-                                      model_weights, save_checkpoint)
+from dwgn.training.checkpoint import (SAFETENSORS_SUFFIX, CheckpointError, check_architecture,
+                                      checkpoint_model_config, load_checkpoint, load_model, model_weights,
+                                      save_checkpoint)
 
 PROG = "python -m dwgn.export"
 RELEASE_SUFFIXES = (SAFETENSORS_SUFFIX, ".pt", ".pth")
 
 
-def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16, note: str = "") -> dict:
-    """Write the release of checkpoint `src` to `dst` (format from its suffix); returns what was written."""
+def average_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], mix: float,
+                    names: tuple[str, str] = ("SRC", "OTHER")) -> dict[str, torch.Tensor]:
+    """(1 - mix) * a + mix * b per floating tensor, in float32, returned in a's dtypes; integer tensors
+    (counters) must agree and are kept. The two state dicts must hold the same keys and shapes."""
+    if not 0.0 <= mix <= 1.0:
+        raise CheckpointError(f"--mix must be in [0, 1] (the share of {names[1]}), got {mix}")
+    if a.keys() != b.keys():
+        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+        raise CheckpointError(f"cannot average {names[0]} and {names[1]}: different weights "
+                              f"(only in {names[0]}: {only_a[:3]}, only in {names[1]}: {only_b[:3]})")
+    out = {}
+    for key, ta in a.items():
+        tb = b[key]
+        if ta.shape != tb.shape:
+            raise CheckpointError(f"cannot average {names[0]} and {names[1]}: {key} has shape "
+                                  f"{tuple(ta.shape)} vs {tuple(tb.shape)}")
+        if ta.is_floating_point():
+            out[key] = torch.lerp(ta.float(), tb.float(), mix).to(ta.dtype)
+        elif torch.equal(ta, tb):
+            out[key] = ta.clone()
+        else:
+            raise CheckpointError(f"cannot average {names[0]} and {names[1]}: integer tensor {key} differs")
+    return out
+
+
+def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16, note: str = "",
+           average: str | Path | None = None, mix: float = 0.5) -> dict:
+    """Write the release of checkpoint `src` to `dst` (format from its suffix); returns what was written.
+    With `average`, the release holds (1 - mix) * src + mix * average (same architecture only)."""
     if Path(dst).suffix not in RELEASE_SUFFIXES:
         raise CheckpointError(f"release {dst}: name it *.safetensors (recommended) or *.pt")
     ckpt = load_checkpoint(src)
-    weights = model_weights(ckpt)
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in model_weights(ckpt).items()}
+    extra = {}
+    if average is not None:
+        other = load_checkpoint(average)
+        check_architecture(checkpoint_model_config(other, average), checkpoint_model_config(ckpt, src), average)
+        weights = average_weights(weights, model_weights(other), mix, (str(src), str(average)))
+        extra = {"averaged_with": str(average), "mix": mix}
     release = {
         "format_version": ckpt["format_version"],
         "model": {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},
@@ -37,6 +77,7 @@ def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16,
         "step": ckpt["step"],
         "exported_from": Path(src).name,
         "note": note or ckpt.get("note", ""),
+        **extra,
     }
     save_checkpoint(dst, release)
     return release
@@ -61,18 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="of DST's weights")
     parser.add_argument("--note", default="", help="free text stored in DST (what it was trained on); "
                         "default: SRC's note")
+    parser.add_argument("--average", metavar="OTHER", help="release the weight average of SRC and OTHER "
+                        "(a checkpoint of the same architecture)")
+    parser.add_argument("--mix", type=float, default=0.5, help="with --average: the share W of OTHER, "
+                        "(1 - W) * SRC + W * OTHER (default 0.5)")
     parser.add_argument("--onnx", metavar="PATH", help="also write the network as ONNX (fp32) and check it")
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check of --onnx")
     args = parser.parse_args(argv)
     if args.dst is None and args.onnx is None:
         parser.error("nothing to write: give DST (*.safetensors or *.pt) and/or --onnx PATH")
+    if args.average is not None and args.dst is None:
+        parser.error("--average needs DST: the averaged release is written there (and --onnx exports DST)")
     if args.dst is not None:
-        release = export(args.src, args.dst, getattr(torch, args.dtype), args.note)
-        print(_describe(Path(args.dst), f"step {release['step']}, {args.dtype}"))
+        release = export(args.src, args.dst, getattr(torch, args.dtype), args.note, args.average, args.mix)
+        what = f"step {release['step']}, {args.dtype}"
+        if args.average is not None:
+            what += f", {1 - args.mix:g} x {args.src} + {args.mix:g} x {args.average}"
+        print(_describe(Path(args.dst), what))
     if args.onnx is not None:
         from dwgn.onnx_export import CHECK_SIZES, TOLERANCE, check_onnx, export_onnx
 
-        model = load_model(args.src)
+        model = load_model(args.dst if args.average is not None else args.src)
         export_onnx(model, args.onnx)
         print(_describe(Path(args.onnx), "ONNX, fp32, input 'image' (1,3,H,W) in [0,1], H and W any"))
         if not args.no_check:

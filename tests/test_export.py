@@ -124,3 +124,39 @@ def test_test_py_restores_with_either_format_identically(training_checkpoint, tm
         (written,) = summary["restored"]
         outputs.append(np.asarray(Image.open(written)))
     assert outputs[0].shape == (40, 70, 3) and np.array_equal(outputs[0], outputs[1])
+
+
+def _tiny_checkpoint(path, seed, **model_overrides):
+    torch.manual_seed(seed)
+    raw, ema = build_model("tiny", **model_overrides), build_model("tiny", **model_overrides)
+    cfg = FinetuneConfig()
+    cfg.model = raw.config
+    save_checkpoint(path, {"format_version": FORMAT_VERSION, "model": raw.state_dict(), "model_ema": ema.state_dict(),
+                           "config": config_to_dict(cfg), "step": seed, "optimizer": {"state": {}}})
+    return ema.state_dict()
+
+
+def test_average_release_is_the_linear_mix_of_the_two_ema_weights(tmp_path, capsys):
+    a, b = _tiny_checkpoint(tmp_path / "a.pt", 1), _tiny_checkpoint(tmp_path / "b.pt", 2)
+    dst = tmp_path / "soup.pt"
+    assert main([str(tmp_path / "a.pt"), str(dst), "--average", str(tmp_path / "b.pt"), "--mix", "0.25",
+                 "--dtype", "float32"]) == 0
+    assert "0.75 x" in capsys.readouterr().out
+    release = load_checkpoint(dst)
+    assert release["averaged_with"] == str(tmp_path / "b.pt") and release["mix"] == 0.25 and release["step"] == 1
+    floats = [k for k in a if a[k].is_floating_point()]
+    assert floats and not torch.equal(a[floats[0]], b[floats[0]])
+    for key in floats:  # reference: 0.75 a + 0.25 b, written from the definition
+        torch.testing.assert_close(release["model"][key], 0.75 * a[key] + 0.25 * b[key], rtol=1e-6, atol=1e-7)
+    export(tmp_path / "a.pt", tmp_path / "zero.pt", torch.float32, average=tmp_path / "b.pt", mix=0.0)
+    assert all(torch.equal(load_checkpoint(tmp_path / "zero.pt")["model"][k], a[k]) for k in a)
+
+
+def test_average_refuses_another_architecture_and_a_mix_outside_0_1(tmp_path):
+    _tiny_checkpoint(tmp_path / "a.pt", 1)
+    _tiny_checkpoint(tmp_path / "wide.pt", 2, width=32)
+    with pytest.raises(CheckpointError, match=r"wide\.pt is for another architecture \(.*width"):
+        export(tmp_path / "a.pt", tmp_path / "x.pt", average=tmp_path / "wide.pt")
+    with pytest.raises(CheckpointError, match=r"--mix must be in \[0, 1\].*got 1\.5"):
+        export(tmp_path / "a.pt", tmp_path / "x.pt", average=tmp_path / "a.pt", mix=1.5)
+    assert not (tmp_path / "x.pt").exists()
