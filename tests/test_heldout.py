@@ -1,5 +1,6 @@
 """Held-out evaluation: cases are reproducible, held-out settings differ from training ones, and the scores
 are those of the metric on exactly the images compared (an identity model gains nothing, keeps clean photos)."""
+import json
 import math
 
 import numpy as np
@@ -90,3 +91,21 @@ def test_global_fit_is_the_per_channel_least_squares_affine_map(photos):
     flat = noisy.copy()
     flat[..., 1] = 77
     assert np.all(heldout.global_fit(flat, clean)[..., 1] == np.round(clean[..., 1].mean()))
+
+
+def test_photos_train_measures_the_training_photos_and_says_it_is_not_a_result(monkeypatch, capsys, tmp_path):
+    import dwgn.data.demo as demo
+    import dwgn.evaluation.evaluate as evaluate_module
+
+    train = packaged_photos("train")[:2]
+    monkeypatch.setattr(demo, "train_photo_paths", lambda: train)
+    monkeypatch.setattr(evaluate_module, "load_checkpoint_model", lambda *a, **k: Darken())
+    out_json = tmp_path / "r.json"
+    assert heldout.main(["--photos", "train", "--crops", "1", "--size", "64", "--json", str(out_json)]) == 0
+    report = capsys.readouterr().out
+    assert "2 TRAINING photos (for choosing a model, not a result)" in report and "held-out photos" not in report
+    result = json.loads(out_json.read_text())
+    assert result["photo_set"] == "train" and result["photos"] == [p.name for p in train]
+    photo = heldout._scaled(read_image(train[0]), heldout.CLEAN_SIDE)
+    expected = psnr(np.clip(np.round(photo.astype(np.float32) / 255 * 0.9 * 255), 0, 255).astype(np.uint8), photo)
+    assert result["clean"]["per_photo"][0]["psnr_y"] == pytest.approx(expected, abs=0.05)

@@ -1,6 +1,7 @@
 """Held-out evaluation: photos never trained on, weather settings outside the training ranges.
 
     python -m dwgn.evaluation.heldout [--checkpoint PATH] [--crops 2] [--size 256] [--settings heldout]
+                                      [--photos heldout]
 
 Photos: the packaged test photos (dwgn.data.photos) plus the fetched held-out photos
 (dwgn.data.photo_sources, when `python dataset/fetch_photos.py` has been run); none of them is ever a
@@ -14,6 +15,11 @@ squares; it sees the answer), which shows how much of each weather's loss a sing
 would recover. Clean photos: each held-out photo, scaled to at most
 CLEAN_SIDE px, restored as it is; PSNR-Y and PSNR-RGB of restored against the photo, per photo and
 mean (a model that leaves clean photos alone scores high). SYNTHETIC weather: not a benchmark.
+
+`--photos train` runs the same measurement on the demo's TRAINING photos instead (dwgn.data.demo), for
+choosing between models -- a checkpoint, a weight average's `--mix` (`python -m dwgn.export --average`)
+-- without looking at the held-out photos that then judge the choice. It is labelled as such and is not a
+result.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ from dwgn.io import write_text_atomic
 
 CLEAN_SIDE = 512
 _SETTINGS = ("heldout", "train")
+_PHOTOS = ("heldout", "train")
 
 
 def heldout_photos(fetched: list[Path] | None = None) -> list[Path]:
@@ -91,7 +98,7 @@ def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: bool
 
 
 def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 256, settings: str = "heldout",
-             seed: int = 0) -> dict:
+             seed: int = 0, photo_set: str = "heldout") -> dict:
     """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int}}, "mean_gain": dB,
     "global_fit_gain": dB, "clean": {...}}."""
     if settings not in _SETTINGS:
@@ -110,7 +117,7 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         out = restore(model, img, tile=0)
         clean_rows.append({"photo": path.name, "psnr_y": psnr(out, img), "psnr_rgb": psnr(out, img, y_channel=False)})
     return {
-        "settings": settings, "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
+        "settings": settings, "photo_set": photo_set, "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
         "weather": per_weather,
         "mean_gain": statistics.fmean(v["restored"] - v["input"] for v in per_weather.values()),
         "global_fit_gain": statistics.fmean(v["global_fit"] - v["input"] for v in per_weather.values()),
@@ -121,14 +128,16 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
 
 
 def format_report(result: dict) -> str:
-    lines = [f"SYNTHETIC weather, {result['settings']} settings, {len(result['photos'])} held-out photos x "
+    photo_set = result.get("photo_set", "heldout")
+    what = "held-out photos" if photo_set == "heldout" else "TRAINING photos (for choosing a model, not a result)"
+    lines = [f"SYNTHETIC weather, {result['settings']} settings, {len(result['photos'])} {what} x "
              f"{result['crops']} crops of {result['size']} px; PSNR-Y (dB)",
              f"{'weather':<10}{'input':>8}{'restored':>10}{'gain':>8}{'n':>5}   global fit (oracle, not a model)"]
     for w, v in result["weather"].items():
         lines.append(f"{w:<10}{v['input']:>8.2f}{v['restored']:>10.2f}{v['restored'] - v['input']:>+8.2f}{v['n']:>5}"
                      f"   {v['global_fit']:.2f} ({v['global_fit'] - v['input']:+.2f})")
     lines.append(f"{'mean gain':<10}{'':>18}{result['mean_gain']:>+8.2f}{'':>5}   ({result['global_fit_gain']:+.2f})")
-    lines.append(f"clean photos (restored vs clean, at most {CLEAN_SIDE} px):")
+    lines.append(f"clean photos (restored vs clean, at most {CLEAN_SIDE} px{'' if photo_set == 'heldout' else ', TRAINING photos'}):")
     for r in result["clean"]["per_photo"]:
         lines.append(f"  {r['photo']:<22} PSNR-Y {r['psnr_y']:6.2f}   PSNR-RGB {r['psnr_rgb']:6.2f}")
     lines.append(f"  {'mean':<22} PSNR-Y {result['clean']['mean_psnr_y']:6.2f}   "
@@ -145,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="crop side in px")
     parser.add_argument("--settings", choices=_SETTINGS, default="heldout",
                         help="weather parameters: outside the training ranges (heldout) or inside (train)")
+    parser.add_argument("--photos", choices=_PHOTOS, default="heldout",
+                        help="held-out photos (the result), or the demo's training photos (to choose a model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args(argv)
@@ -153,10 +164,16 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     model = load_checkpoint_model(args.checkpoint, "cpu" if not torch.cuda.is_available() else "cuda")
-    fetched = fetched_photos("heldout")
-    if not fetched:
-        print("note: only the packaged test photos (run `python dataset/fetch_photos.py` for 8 more)")
-    result = evaluate(model, heldout_photos(fetched), args.crops, args.size, args.settings, args.seed)
+    if args.photos == "train":
+        from dwgn.data.demo import train_photo_paths
+
+        paths = train_photo_paths()
+    else:
+        fetched = fetched_photos("heldout")
+        if not fetched:
+            print("note: only the packaged test photos (run `python dataset/fetch_photos.py` for 8 more)")
+        paths = heldout_photos(fetched)
+    result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos)
     print(format_report(result))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
