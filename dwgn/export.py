@@ -9,9 +9,9 @@ against PyTorch with ONNX Runtime (dwgn/onnx_export.py). Every written file's SH
 
 --average OTHER [--mix W] releases the weight average (1 - W) * SRC + W * OTHER of two checkpoints of the
 same architecture (each one's EMA weights when it kept them), computed in float32 before the cast: a
-"model soup" of two fine-tuning runs from a common start. Choose W on the training photos
-(`python -m dwgn.evaluation.heldout --photos train`), never on the held-out photos the release is then
-judged on.
+"model soup" of two fine-tuning runs from a common start. Choose W on the training photos and
+weather (`python -m dwgn.evaluation.heldout --photos train --settings train`), never on the held-out
+photos the release is then judged on.
 """
 from __future__ import annotations
 
