@@ -33,8 +33,9 @@ RELEASE_SUFFIXES = (SAFETENSORS_SUFFIX, ".pt", ".pth")
 
 def average_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], mix: float,
                     names: tuple[str, str] = ("SRC", "OTHER")) -> dict[str, torch.Tensor]:
-    """(1 - mix) * a + mix * b per floating tensor, in float32, returned in a's dtypes; integer tensors
-    (counters) must agree and are kept. The two state dicts must hold the same keys and shapes."""
+    """(1 - mix) * a + mix * b per floating tensor, in float32 (so a float16 release loses nothing more
+    before the cast to the release's dtype); integer tensors (counters) must agree and are kept. The two
+    state dicts must hold the same keys and shapes."""
     if not 0.0 <= mix <= 1.0:
         raise CheckpointError(f"--mix must be in [0, 1] (the share of {names[1]}), got {mix}")
     if a.keys() != b.keys():
@@ -48,7 +49,7 @@ def average_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], mix:
             raise CheckpointError(f"cannot average {names[0]} and {names[1]}: {key} has shape "
                                   f"{tuple(ta.shape)} vs {tuple(tb.shape)}")
         if ta.is_floating_point():
-            out[key] = torch.lerp(ta.float(), tb.float(), mix).to(ta.dtype)
+            out[key] = torch.lerp(ta.float(), tb.float(), mix)
         elif torch.equal(ta, tb):
             out[key] = ta.clone()
         else:
@@ -63,7 +64,7 @@ def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16,
     if Path(dst).suffix not in RELEASE_SUFFIXES:
         raise CheckpointError(f"release {dst}: name it *.safetensors (recommended) or *.pt")
     ckpt = load_checkpoint(src)
-    weights = {k: v.float() if v.is_floating_point() else v for k, v in model_weights(ckpt).items()}
+    weights = model_weights(ckpt)
     extra = {}
     if average is not None:
         other = load_checkpoint(average)

@@ -19,17 +19,21 @@ from dwgn.training.checkpoint import (FORMAT_VERSION, SAFETENSORS_METADATA_KEY, 
 from dwgn.training.config import FinetuneConfig, config_to_dict
 
 
-@pytest.fixture
-def training_checkpoint(tmp_path):
-    """A Stage-2-like checkpoint of `tiny` with raw and EMA weights and optimizer state."""
-    torch.manual_seed(0)
-    raw, ema = build_model("tiny"), build_model("tiny")
+def _tiny_checkpoint(path, seed, step, **model_overrides):
+    """A Stage-2-like checkpoint of `tiny` with raw and EMA weights and optimizer state; returns the EMA network."""
+    torch.manual_seed(seed)
+    raw, ema = build_model("tiny", **model_overrides), build_model("tiny", **model_overrides)
     cfg = FinetuneConfig()
     cfg.model = raw.config
-    path = tmp_path / "best.pt"
     save_checkpoint(path, {"format_version": FORMAT_VERSION, "model": raw.state_dict(), "model_ema": ema.state_dict(),
-                           "config": config_to_dict(cfg), "step": 7, "optimizer": {"state": {}}})
-    return path, ema
+                           "config": config_to_dict(cfg), "step": step, "optimizer": {"state": {}}})
+    return ema
+
+
+@pytest.fixture
+def training_checkpoint(tmp_path):
+    path = tmp_path / "best.pt"
+    return path, _tiny_checkpoint(path, seed=0, step=7)
 
 
 def _equal_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -126,18 +130,9 @@ def test_test_py_restores_with_either_format_identically(training_checkpoint, tm
     assert outputs[0].shape == (40, 70, 3) and np.array_equal(outputs[0], outputs[1])
 
 
-def _tiny_checkpoint(path, seed, **model_overrides):
-    torch.manual_seed(seed)
-    raw, ema = build_model("tiny", **model_overrides), build_model("tiny", **model_overrides)
-    cfg = FinetuneConfig()
-    cfg.model = raw.config
-    save_checkpoint(path, {"format_version": FORMAT_VERSION, "model": raw.state_dict(), "model_ema": ema.state_dict(),
-                           "config": config_to_dict(cfg), "step": seed, "optimizer": {"state": {}}})
-    return ema.state_dict()
-
-
 def test_average_release_is_the_linear_mix_of_the_two_ema_weights(tmp_path, capsys):
-    a, b = _tiny_checkpoint(tmp_path / "a.pt", 1), _tiny_checkpoint(tmp_path / "b.pt", 2)
+    a = _tiny_checkpoint(tmp_path / "a.pt", seed=1, step=1).state_dict()
+    b = _tiny_checkpoint(tmp_path / "b.pt", seed=2, step=2).state_dict()
     dst = tmp_path / "soup.pt"
     assert main([str(tmp_path / "a.pt"), str(dst), "--average", str(tmp_path / "b.pt"), "--mix", "0.25",
                  "--dtype", "float32"]) == 0
@@ -153,8 +148,8 @@ def test_average_release_is_the_linear_mix_of_the_two_ema_weights(tmp_path, caps
 
 
 def test_average_refuses_another_architecture_and_a_mix_outside_0_1(tmp_path):
-    _tiny_checkpoint(tmp_path / "a.pt", 1)
-    _tiny_checkpoint(tmp_path / "wide.pt", 2, width=32)
+    _tiny_checkpoint(tmp_path / "a.pt", seed=1, step=1)
+    _tiny_checkpoint(tmp_path / "wide.pt", seed=2, step=2, width=32)
     with pytest.raises(CheckpointError, match=r"wide\.pt is for another architecture \(.*width"):
         export(tmp_path / "a.pt", tmp_path / "x.pt", average=tmp_path / "wide.pt")
     with pytest.raises(CheckpointError, match=r"--mix must be in \[0, 1\].*got 1\.5"):
