@@ -431,6 +431,35 @@ def test_synthetic_weather_clean_share(tmp_path):
         SyntheticWeatherDataset(p, clean_share=1.0)
 
 
+def test_synthetic_weather_weights_set_the_share_of_each_weather(tmp_path, monkeypatch):
+    """Weights (3, 0, 1, 0, 0) over snow, rainfog, raindrop, rain, haze: about 3/4 snow, 1/4 raindrop, nothing
+    else; uniform (no weights) keeps the draws of before (one rng.integers per sample)."""
+    import dwgn.data.datasets as datasets
+    from dwgn.data.weather import WEATHERS
+
+    drawn: list[str] = []
+    monkeypatch.setattr(datasets, "synthesize", lambda crop, weather, rng: drawn.append(weather) or crop)
+    p = [img(tmp_path / "a.png", 60, 60, seed=4)]
+    weighted = SyntheticWeatherDataset(p, crop=16, length=2000, weights=(3, 0, 1, 0, 0))
+    for i in range(2000):
+        weighted[(i, i)]
+    assert set(drawn) == {"snow", "raindrop"} and 0.72 < drawn.count("snow") / 2000 < 0.78
+    drawn.clear()
+    uniform = SyntheticWeatherDataset(p, crop=16, length=300)
+    for i in range(300):
+        uniform[(i, i)]
+    expected = []
+    for i in range(300):  # the sample's own draws, in order: crop corner, dihedral, weather
+        rng = np.random.default_rng(i)
+        rng.integers(0, 60 - 16 + 1), rng.integers(0, 60 - 16 + 1), rng.integers(0, 8)
+        expected.append(WEATHERS[int(rng.integers(0, len(WEATHERS)))])
+    assert drawn == expected
+    for bad, message in [((1, 1), "one number per weather"), ((1, -1, 1, 1, 1), ">= 0 and not all 0"),
+                         ((0, 0, 0, 0, 0), ">= 0 and not all 0")]:
+        with pytest.raises(ValueError, match=message):
+            SyntheticWeatherDataset(p, weights=bad)
+
+
 def test_online_weather_training_set(tmp_path, capsys):
     from dwgn.errors import DataError
     from dwgn.training.config import ConfigError, FinetuneConfig
@@ -447,3 +476,9 @@ def test_online_weather_training_set(tmp_path, capsys):
         online_training_set(FinetuneConfig(data=str(tmp_path / "photos" / "a.png"), online_weather=True))
     with pytest.raises(ConfigError, match="clean_share must be in"):
         FinetuneConfig(clean_share=-0.1).validate()
+    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
+                                            weather_weights=(2, 1, 2, 1, 0)))
+    assert np.allclose(ds.cumulative, [1 / 3, 1 / 2, 5 / 6, 1, 1])
+    assert "weathers snow 33%, rainfog 17%, raindrop 33%, rain 17%, haze 0%" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"weather weights must be .* \(e.g. --weather-weights 2,1,2,1,1\)"):
+        FinetuneConfig(weather_weights=(1, 1, 1, 1, -1)).validate()

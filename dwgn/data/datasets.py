@@ -21,7 +21,7 @@ from dwgn.data.images import read_image
 from dwgn.data.paths import DATA_ROOT, DEMO_ROOT
 from dwgn.data.photos import packaged_photos
 from dwgn.data.transforms import random_crop, random_dihedral, to_tensor
-from dwgn.data.weather import WEATHERS, synthesize
+from dwgn.data.weather import WEATHERS, synthesize, weather_cumulative
 
 TEST_SET_NAMES = ("snow100k-s", "snow100k-l", "outdoor-rain", "raindrop-a", "raindrop-b", "demo")
 DEMO_TEST_SETS = ("demo-snow", "demo-rainfog", "demo-raindrop", "demo-rain", "demo-haze")
@@ -219,14 +219,15 @@ class CleanImageDataset(Dataset):
 
 class SyntheticWeatherDataset(Dataset):
     """(degraded, clean) pairs made on the fly: a random crop (and flip/rotation) of a clean image,
-    degraded by one weather chosen uniformly from `weathers` (dwgn.data.weather); with probability
-    `clean_share` the pair is clean -> clean instead (the model learns to leave clean photos alone).
+    degraded by one weather chosen from `weathers` (dwgn.data.weather), uniformly or in proportion to
+    `weights` (one non-negative number per weather, not all zero); with probability `clean_share` the pair
+    is clean -> clean instead (the model learns to leave clean photos alone).
 
     Every sample is fresh (its crop, weather and weather parameters come from the sample's seed), so a
     few dozen photos give as many distinct pairs as training asks for (`train.py --online-weather`)."""
 
     def __init__(self, paths: list[Path], crop: int = 128, weathers: tuple[str, ...] = WEATHERS,
-                 length: int | None = None, clean_share: float = 0.0):
+                 length: int | None = None, clean_share: float = 0.0, weights: tuple[float, ...] | None = None):
         unknown = [w for w in weathers if w not in WEATHERS]
         if unknown or not weathers:
             raise ValueError(f"unknown weathers {unknown}; choose from {', '.join(WEATHERS)}")
@@ -235,6 +236,7 @@ class SyntheticWeatherDataset(Dataset):
         self.clean = CleanImageDataset(paths, crop=crop, length=length)
         self.weathers = tuple(weathers)
         self.clean_share = clean_share
+        self.cumulative = None if weights is None else weather_cumulative(weights, self.weathers)
 
     def __len__(self) -> int:
         return len(self.clean)
@@ -248,6 +250,10 @@ class SyntheticWeatherDataset(Dataset):
         if self.clean_share > 0 and rng.random() < self.clean_share:  # no draw at 0: older samples unchanged
             return to_tensor(crop), to_tensor(crop)
         # Weather is added after the rotation so rain still falls downwards.
-        weather = self.weathers[int(rng.integers(0, len(self.weathers)))]
+        if self.cumulative is None:  # uniform: the same draws as before weights existed
+            weather = self.weathers[int(rng.integers(0, len(self.weathers)))]
+        else:
+            weather = self.weathers[min(int(np.searchsorted(self.cumulative, rng.random(), side="right")),
+                                        len(self.weathers) - 1)]
         degraded = synthesize(crop, weather, rng)
         return to_tensor(degraded), to_tensor(crop)

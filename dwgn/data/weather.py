@@ -48,6 +48,17 @@ HELDOUT_RANGES: dict[str, tuple[float, float]] = {
 SIGNED = ("streak_angle", "snow_wind")
 
 
+def weather_cumulative(weights: tuple[float, ...], weathers: tuple[str, ...] = WEATHERS) -> np.ndarray:
+    """The cumulative sampling probabilities of `weathers` for relative `weights` (one per weather, >= 0,
+    not all 0); a ValueError names the bad value."""
+    if len(weights) != len(weathers):
+        raise ValueError(f"weather weights: one number per weather ({', '.join(weathers)}), got {len(weights)}")
+    w = np.asarray(weights, dtype=np.float64)
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weather weights must be finite, >= 0 and not all 0, got {tuple(weights)}")
+    return np.cumsum(w / w.sum())
+
+
 def _draw(rng: np.random.Generator, key: str, heldout: bool) -> float:
     """One parameter: uniform over its training range, or over its held-out range (random sign if SIGNED)."""
     if not heldout:

@@ -107,6 +107,8 @@ class FinetuneConfig(TrainConfig):
     online_weather: bool = opt(False, "train on SYNTHETIC weather made on the fly (a fresh degradation per sample) "
                                "from clean photos: the demo's training photos, or the clean images of --data")
     clean_share: float = opt(0.15, "with --online-weather: share of clean -> clean training pairs")
+    weather_weights: tuple[float, ...] = opt((1.0, 1.0, 1.0, 1.0, 1.0), "with --online-weather: relative sampling "
+                                             "weights of snow,rainfog,raindrop,rain,haze (0 leaves one out)")
 
     def validate(self) -> None:
         super().validate()
@@ -114,6 +116,12 @@ class FinetuneConfig(TrainConfig):
             raise ConfigError(f"val_images must be positive, got {self.val_images}")
         if not 0.0 <= self.clean_share < 1.0:
             raise ConfigError(f"clean_share must be in [0, 1), got {self.clean_share}")
+        from dwgn.data.weather import weather_cumulative
+
+        try:
+            weather_cumulative(self.weather_weights)
+        except ValueError as err:
+            raise ConfigError(f"{err} (e.g. --weather-weights 2,1,2,1,1)") from None
 
 
 @dataclass
