@@ -111,3 +111,22 @@ def test_photos_train_measures_the_training_photos_and_says_it_is_not_a_result(m
     result = json.loads(out_json.read_text())
     assert result["photo_set"] == "train" and result["photos"] == [p.name for p in train]
     assert result["clean"]["per_photo"][0]["psnr_y"] == pytest.approx(_darkened_psnr_y(train[0]), abs=0.05)
+
+
+def test_weathers_subset_gives_the_full_runs_cases_and_says_its_mean_is_over_them(photos, capsys):
+    full = heldout.weather_cases(photos, crops=1, size=64, heldout=True)
+    some = heldout.weather_cases(photos, crops=1, size=64, heldout=True, weathers=("snow", "haze"))
+    assert [(w, p) for w, p, *_ in some] == [("snow", 0), ("haze", 0), ("snow", 1), ("haze", 1)]
+    for w, p, degraded, clean in some:
+        match = [d for fw, fp, d, _ in full if (fw, fp) == (w, p)]
+        assert np.array_equal(degraded, match[0])  # the same seed as in the full run
+    paths = packaged_photos("test")[:1]
+    result = heldout.evaluate(Darken(), paths, crops=1, size=64, weathers=("rain", "snow"))
+    assert list(result["weather"]) == result["weathers"] == ["snow", "rain"]
+    gains = [v["restored"] - v["input"] for v in result["weather"].values()]
+    assert result["mean_gain"] == pytest.approx(sum(gains) / 2)
+    assert "mean gain over snow, rain only" in heldout.format_report(result)
+    with pytest.raises(ValueError, match="unknown weathers"):
+        heldout.evaluate(Darken(), paths, weathers=("fog",))
+    assert heldout.main(["--weathers", "snow,fog"]) == 2
+    assert "--weathers 'snow,fog': unknown ['fog']; choose from snow,rainfog" in capsys.readouterr().err

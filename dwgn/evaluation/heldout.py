@@ -1,7 +1,7 @@
 """Held-out evaluation: photos never trained on, weather settings outside the training ranges.
 
     python -m dwgn.evaluation.heldout [--checkpoint PATH] [--crops 2] [--size 256] [--settings heldout]
-                                      [--photos heldout]
+                                      [--photos heldout] [--weathers snow,rainfog,raindrop,rain,haze]
 
 Photos: the packaged test photos (dwgn.data.photos) plus the fetched held-out photos
 (dwgn.data.photo_sources, when `python dataset/fetch_photos.py` has been run); none of them is ever a
@@ -19,7 +19,8 @@ mean (a model that leaves clean photos alone scores high). SYNTHETIC weather: no
 `--photos train` runs the same measurement on the demo's TRAINING photos instead (dwgn.data.demo), for
 choosing between models -- a checkpoint, a weight average's `--mix` (`python -m dwgn.export --average`)
 -- without looking at the held-out photos that then judge the choice. It is labelled as such and is not a
-result.
+result. `--weathers` measures some weathers only (their numbers are those of the full run: every case keeps its
+seed); the mean gain is then over those weathers, and the report says so.
 """
 from __future__ import annotations
 
@@ -75,9 +76,10 @@ def global_fit(degraded: np.ndarray, clean: np.ndarray) -> np.ndarray:
     return np.clip(np.round(out), 0, 255).astype(np.uint8).reshape(degraded.shape)
 
 
-def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: bool,
-                  seed: int = 0) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
-    """(weather, photo index, degraded uint8, clean uint8) for every photo, crop and weather.
+def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: bool, seed: int = 0,
+                  weathers: tuple[str, ...] = WEATHERS) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+    """(weather, photo index, degraded uint8, clean uint8) for every photo, crop and weather in `weathers`
+    (each case seeded by its weather's place in WEATHERS, so a subset gives the same cases as the full set).
 
     A photo smaller than size x size is scaled up first (the packaged test photos are at least 300 px)."""
     cases = []
@@ -92,20 +94,26 @@ def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: bool
             top, left = int(where.integers(0, h - size + 1)), int(where.integers(0, w - size + 1))
             clean = photo[top:top + size, left:left + size]
             for k, weather in enumerate(WEATHERS):
+                if weather not in weathers:
+                    continue
                 rng = np.random.default_rng([seed, 8, p, c, k])
                 cases.append((weather, p, _to_uint8(synthesize(clean, weather, rng, heldout=heldout)), clean))
     return cases
 
 
 def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 256, settings: str = "heldout",
-             seed: int = 0, photo_set: str = "heldout") -> dict:
+             seed: int = 0, photo_set: str = "heldout", weathers: tuple[str, ...] = WEATHERS) -> dict:
     """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int}}, "mean_gain": dB,
     "global_fit_gain": dB, "clean": {...}}."""
     if settings not in _SETTINGS:
         raise ValueError(f"settings must be one of {', '.join(_SETTINGS)}, got {settings!r}")
+    unknown = [w for w in weathers if w not in WEATHERS]
+    if unknown or not weathers:
+        raise ValueError(f"unknown weathers {unknown or 'none given'}; choose from {', '.join(WEATHERS)}")
     photos = [read_image(p) for p in paths]
-    scores: dict[str, dict[str, list[float]]] = {w: {"input": [], "restored": [], "global_fit": []} for w in WEATHERS}
-    for weather, _, degraded, clean in weather_cases(photos, crops, size, settings == "heldout", seed):
+    scores: dict[str, dict[str, list[float]]] = {w: {"input": [], "restored": [], "global_fit": []}
+                                                 for w in WEATHERS if w in weathers}
+    for weather, _, degraded, clean in weather_cases(photos, crops, size, settings == "heldout", seed, weathers):
         scores[weather]["input"].append(psnr(degraded, clean))
         scores[weather]["restored"].append(psnr(restore(model, degraded, tile=0), clean))
         scores[weather]["global_fit"].append(psnr(global_fit(degraded, clean), clean))
@@ -117,7 +125,7 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         out = restore(model, img, tile=0)
         clean_rows.append({"photo": path.name, "psnr_y": psnr(out, img), "psnr_rgb": psnr(out, img, y_channel=False)})
     return {
-        "settings": settings, "photo_set": photo_set, "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
+        "settings": settings, "photo_set": photo_set, "weathers": list(scores), "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
         "weather": per_weather,
         "mean_gain": statistics.fmean(v["restored"] - v["input"] for v in per_weather.values()),
         "global_fit_gain": statistics.fmean(v["global_fit"] - v["input"] for v in per_weather.values()),
@@ -136,6 +144,9 @@ def format_report(result: dict) -> str:
     for w, v in result["weather"].items():
         lines.append(f"{w:<10}{v['input']:>8.2f}{v['restored']:>10.2f}{v['restored'] - v['input']:>+8.2f}{v['n']:>5}"
                      f"   {v['global_fit']:.2f} ({v['global_fit'] - v['input']:+.2f})")
+    subset = len(result["weather"]) < len(WEATHERS)
+    if subset:
+        lines.append(f"(mean gain over {', '.join(result['weather'])} only, not the five weathers)")
     lines.append(f"{'mean gain':<10}{'':>18}{result['mean_gain']:>+8.2f}{'':>5}   ({result['global_fit_gain']:+.2f})")
     lines.append(f"clean photos (restored vs clean, at most {CLEAN_SIDE} px{'' if photo_set == 'heldout' else ', TRAINING photos'}):")
     for r in result["clean"]["per_photo"]:
@@ -156,9 +167,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="weather parameters: outside the training ranges (heldout) or inside (train)")
     parser.add_argument("--photos", choices=_PHOTOS, default="heldout",
                         help="held-out photos (the result), or the demo's training photos (to choose a model)")
+    parser.add_argument("--weathers", default=",".join(WEATHERS),
+                        help="comma-separated weathers to measure (default: all five; the mean is over these)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args(argv)
+    weathers = tuple(w.strip() for w in args.weathers.split(",") if w.strip())
+    unknown = [w for w in weathers if w not in WEATHERS]
+    if unknown or not weathers:
+        print(f"error: --weathers {args.weathers!r}: unknown {unknown or 'empty'}; choose from {','.join(WEATHERS)}",
+              file=sys.stderr)
+        return 2
     if args.crops <= 0 or args.size < 64:
         print(f"error: --crops must be positive and --size at least 64 (got {args.crops}, {args.size})",
               file=sys.stderr)
@@ -173,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         if not fetched:
             print("note: only the packaged test photos (run `python dataset/fetch_photos.py` for 8 more)")
         paths = heldout_photos(fetched)
-    result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos)
+    result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos, weathers)
     print(format_report(result))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
