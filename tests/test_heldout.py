@@ -130,3 +130,18 @@ def test_weathers_subset_gives_the_full_runs_cases_and_says_its_mean_is_over_the
         heldout.evaluate(Darken(), paths, weathers=("fog",))
     assert heldout.main(["--weathers", "snow,fog"]) == 2
     assert "--weathers 'snow,fog': unknown ['fog']; choose from snow,rainfog" in capsys.readouterr().err
+
+
+def test_heldout_params_hold_out_only_those_and_the_report_names_them(capsys):
+    paths = packaged_photos("test")[:1]
+    result = heldout.evaluate(Identity(), paths, crops=1, size=64, weathers=("haze",), heldout_params=("haze_airlight",))
+    assert result["heldout_params"] == ["haze_airlight"]
+    assert "heldout (only haze_airlight outside the training ranges) settings" in heldout.format_report(result)
+    assert heldout.evaluate(Identity(), paths, crops=1, size=64, weathers=("haze",))["heldout_params"] == sorted(
+        heldout.HELDOUT_RANGES)
+    with pytest.raises(ValueError, match="goes with settings 'heldout'"):
+        heldout.evaluate(Identity(), paths, settings="train", heldout_params=("haze_beta",))
+    assert heldout.main(["--heldout-params", "haze_airlight,fog"]) == 2
+    assert "--heldout-params 'haze_airlight,fog': unknown ['fog']; keys: streak_angle" in capsys.readouterr().err
+    assert heldout.main(["--heldout-params", "haze_beta", "--settings", "train"]) == 2
+    assert "it goes with --settings heldout" in capsys.readouterr().err

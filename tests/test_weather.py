@@ -139,3 +139,22 @@ def test_training_haze_follows_the_scattering_model_with_the_original_draws(crop
         t = np.exp(-beta * d)[..., None]
         expected = np.clip(crop * t + airlight * (1.0 - t), 0.0, 1.0)
         assert np.allclose(synthesize(crop, "haze", np.random.default_rng(seed)), expected, atol=1e-5)
+
+
+def test_heldout_keys_hold_out_only_the_named_parameters(crop):
+    # haze with only the airlight held out: depth, beta ~ U(0.5, 1.8) (training), grey ~ U(0.6, 0.7) (held out)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        d = depth_proxy(crop, rng)
+        beta = rng.uniform(0.5, 1.8)
+        airlight = np.clip(rng.uniform(0.6, 0.7) + rng.uniform(-0.03, 0.03, size=3), 0.0, 1.0)
+        t = np.exp(-beta * d)[..., None]
+        expected = np.clip(crop * t + airlight * (1.0 - t), 0.0, 1.0)
+        got = synthesize(crop, "haze", np.random.default_rng(seed), heldout=frozenset({"haze_airlight"}))
+        assert np.allclose(got, expected, atol=1e-5)
+    for weather in WEATHERS:  # every key = True, no key = False, draw for draw
+        for keys, flag in ((frozenset(HELDOUT_RANGES), True), (frozenset(), False)):
+            assert np.array_equal(synthesize(crop, weather, np.random.default_rng(5), heldout=keys),
+                                  synthesize(crop, weather, np.random.default_rng(5), heldout=flag))
+    with pytest.raises(ValueError, match=r"unknown weather parameters \['fog_beta'\]; choose from streak_angle"):
+        synthesize(crop, "haze", np.random.default_rng(0), heldout=frozenset({"fog_beta"}))

@@ -18,7 +18,9 @@ Held-out settings: every synthesiser takes `heldout=False`. With `heldout=True` 
 (streak density, length and angle; fog/haze density and airlight; snow heaviness and wind; drop
 count and size) are drawn from HELDOUT_RANGES, which lie outside the training ranges TRAIN_RANGES
 (heavier weather, steeper wind), so an evaluation can measure extrapolation (dwgn.evaluation.heldout).
-The training draws are unchanged by this option: the same seed gives the same image as before.
+The training draws are unchanged by this option: the same seed gives the same image as before. `heldout` may
+also be a set of HELDOUT_RANGES keys: only those parameters are drawn from their held-out ranges, the others
+from the training ranges (to find which extrapolation a model fails at).
 """
 from __future__ import annotations
 
@@ -59,9 +61,27 @@ def weather_cumulative(weights: tuple[float, ...], weathers: tuple[str, ...] = W
     return np.cumsum(w / w.sum())
 
 
-def _draw(rng: np.random.Generator, key: str, heldout: bool) -> float:
+Heldout = bool | frozenset  # True: every parameter held out; False: none; a frozenset of keys: those only
+
+
+def check_heldout_keys(keys: frozenset) -> None:
+    """A ValueError naming any key that is not a weather parameter (and the valid ones)."""
+    unknown = sorted(set(keys) - set(HELDOUT_RANGES))
+    if unknown:
+        raise ValueError(f"unknown weather parameters {unknown}; choose from {', '.join(HELDOUT_RANGES)}")
+
+
+def _held(key: str, heldout: Heldout) -> bool:
+    return heldout if isinstance(heldout, bool) else key in heldout
+
+
+def _range(key: str, heldout: Heldout) -> tuple[float, float]:
+    return (HELDOUT_RANGES if _held(key, heldout) else TRAIN_RANGES)[key]
+
+
+def _draw(rng: np.random.Generator, key: str, heldout: Heldout) -> float:
     """One parameter: uniform over its training range, or over its held-out range (random sign if SIGNED)."""
-    if not heldout:
+    if not _held(key, heldout):
         return float(rng.uniform(*TRAIN_RANGES[key]))
     value = float(rng.uniform(*HELDOUT_RANGES[key]))
     return value * (1.0 if rng.random() < 0.5 or key not in SIGNED else -1.0)
@@ -89,7 +109,7 @@ def _line_kernel(length: int, angle_deg: float, width: float = 1.0) -> np.ndarra
     return k / max(float(k.sum()), 1e-6)
 
 
-def _streaks(h: int, w: int, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
+def _streaks(h: int, w: int, rng: np.random.Generator, heldout: Heldout = False) -> np.ndarray:
     """A rain-streak layer (H, W) in [0, 1]: 1-3 sub-layers sharing a wind direction.
 
     Streaks are drawn as anti-aliased segments (one cv2.polylines call per intensity group, which
@@ -154,14 +174,14 @@ def _airlight(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
     return np.clip(grey + rng.uniform(-0.03, 0.03, size=3), 0.0, 1.0).astype(np.float32)
 
 
-def add_rain(img: np.ndarray, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
+def add_rain(img: np.ndarray, rng: np.random.Generator, heldout: Heldout = False) -> np.ndarray:
     """Rain streaks (Rain100-like)."""
     img = _check(img)
     s = _streaks(img.shape[0], img.shape[1], rng, heldout)
     return np.clip(_screen(img, s, rng.uniform(0.75, 0.95)), 0.0, 1.0).astype(np.float32)
 
 
-def add_rain_fog(img: np.ndarray, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
+def add_rain_fog(img: np.ndarray, rng: np.random.Generator, heldout: Heldout = False) -> np.ndarray:
     """Outdoor-Rain style: streaks on the scene, then veiling by the scattering model."""
     img = _check(img)
     h, w = img.shape[:2]
@@ -171,20 +191,20 @@ def add_rain_fog(img: np.ndarray, rng: np.random.Generator, heldout: bool = Fals
     scene = img + (soft - img) * d[..., None]
     rainy = _screen(scene, _streaks(h, w, rng, heldout), rng.uniform(0.7, 0.9))
     beta = _draw(rng, "rainfog_beta", heldout)
-    out = _scatter(rainy, d, beta, _airlight(rng, *(HELDOUT_RANGES if heldout else TRAIN_RANGES)["rainfog_airlight"]))
+    out = _scatter(rainy, d, beta, _airlight(rng, *_range("rainfog_airlight", heldout)))
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def add_haze(img: np.ndarray, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
+def add_haze(img: np.ndarray, rng: np.random.Generator, heldout: Heldout = False) -> np.ndarray:
     """Homogeneous haze over the depth proxy (RESIDE-like ranges)."""
     img = _check(img)
     depth = depth_proxy(img, rng)
     beta = _draw(rng, "haze_beta", heldout)
-    out = _scatter(img, depth, beta, _airlight(rng, *(HELDOUT_RANGES if heldout else TRAIN_RANGES)["haze_airlight"]))
+    out = _scatter(img, depth, beta, _airlight(rng, *_range("haze_airlight", heldout)))
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def add_snow(img: np.ndarray, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
+def add_snow(img: np.ndarray, rng: np.random.Generator, heldout: Heldout = False) -> np.ndarray:
     """Snow100K-like flakes: layers of small sharp, medium and large blurred flakes, wind-smeared."""
     img = _check(img)
     h, w = img.shape[:2]
@@ -212,7 +232,7 @@ def add_snow(img: np.ndarray, rng: np.random.Generator, heldout: bool = False) -
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def add_raindrops(img: np.ndarray, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
+def add_raindrops(img: np.ndarray, rng: np.random.Generator, heldout: Heldout = False) -> np.ndarray:
     """Raindrops on glass: each drop shows an inverted, minified, blurred view of its surroundings."""
     img = _check(img)
     h, w = img.shape[:2]
@@ -224,7 +244,7 @@ def add_raindrops(img: np.ndarray, rng: np.random.Generator, heldout: bool = Fal
     rel_y = np.zeros((h, w), np.float32)
     rho = np.full((h, w), 2.0, np.float32)  # normalised radial distance; >= 1 means "no drop"
     power = np.zeros((h, w), np.float32)
-    lo, hi = (HELDOUT_RANGES if heldout else TRAIN_RANGES)["drop_count"]
+    lo, hi = _range("drop_count", heldout)
     n = int(rng.integers(int(lo), int(hi)) * max(scale, 0.5) ** 2)
     for _ in range(n):
         r = _draw(rng, "drop_radius", heldout) * max(scale, 0.75)  # small crops keep visible drops
@@ -291,9 +311,12 @@ SYNTHESIZERS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def synthesize(img: np.ndarray, weather: str, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
+def synthesize(img: np.ndarray, weather: str, rng: np.random.Generator, heldout: Heldout = False) -> np.ndarray:
     """Degrade `img` ((H, W, 3), uint8 or float in [0, 1]) with `weather`; returns float32 in [0, 1].
-    `heldout=True` draws the main parameters from HELDOUT_RANGES (outside the training ranges)."""
+    `heldout=True` draws the main parameters from HELDOUT_RANGES (outside the training ranges); a frozenset of
+    HELDOUT_RANGES keys draws those only from there."""
     if weather not in SYNTHESIZERS:
         raise ValueError(f"unknown weather {weather!r}; choose one of {', '.join(WEATHERS)}")
+    if not isinstance(heldout, bool):
+        check_heldout_keys(heldout)
     return SYNTHESIZERS[weather](img, rng, heldout)

@@ -2,6 +2,7 @@
 
     python -m dwgn.evaluation.heldout [--checkpoint PATH] [--crops 2] [--size 256] [--settings heldout]
                                       [--photos heldout] [--weathers snow,rainfog,raindrop,rain,haze]
+                                      [--heldout-params haze_airlight,...]
 
 Photos: the packaged test photos (dwgn.data.photos) plus the fetched held-out photos
 (dwgn.data.photo_sources, when `python dataset/fetch_photos.py` has been run); none of them is ever a
@@ -20,7 +21,9 @@ mean (a model that leaves clean photos alone scores high). SYNTHETIC weather: no
 choosing between models -- a checkpoint, a weight average's `--mix` (`python -m dwgn.export --average`)
 -- without looking at the held-out photos that then judge the choice. It is labelled as such and is not a
 result. `--weathers` measures some weathers only (their numbers are those of the full run: every case keeps its
-seed); the mean gain is then over those weathers, and the report says so.
+seed); the mean gain is then over those weathers, and the report says so. `--heldout-params haze_airlight`
+draws only the named parameters (keys of dwgn.data.weather.HELDOUT_RANGES) outside the training ranges and
+every other one inside them, to find which extrapolation a model fails at.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ from dwgn.data.images import read_image
 from dwgn.errors import run_main
 from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
-from dwgn.data.weather import WEATHERS, synthesize
+from dwgn.data.weather import HELDOUT_RANGES, WEATHERS, Heldout, check_heldout_keys, synthesize
 from dwgn.evaluation.metrics import psnr
 from dwgn.evaluation.restore import restore
 from dwgn.io import write_text_atomic
@@ -76,7 +79,7 @@ def global_fit(degraded: np.ndarray, clean: np.ndarray) -> np.ndarray:
     return np.clip(np.round(out), 0, 255).astype(np.uint8).reshape(degraded.shape)
 
 
-def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: bool, seed: int = 0,
+def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: Heldout, seed: int = 0,
                   weathers: tuple[str, ...] = WEATHERS) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
     """(weather, photo index, degraded uint8, clean uint8) for every photo, crop and weather in `weathers`
     (each case seeded by its weather's place in WEATHERS, so a subset gives the same cases as the full set).
@@ -102,7 +105,8 @@ def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: bool
 
 
 def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 256, settings: str = "heldout",
-             seed: int = 0, photo_set: str = "heldout", weathers: tuple[str, ...] = WEATHERS) -> dict:
+             seed: int = 0, photo_set: str = "heldout", weathers: tuple[str, ...] = WEATHERS,
+             heldout_params: tuple[str, ...] | None = None) -> dict:
     """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int}}, "mean_gain": dB,
     "global_fit_gain": dB, "clean": {...}}."""
     if settings not in _SETTINGS:
@@ -110,10 +114,16 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
     unknown = [w for w in weathers if w not in WEATHERS]
     if unknown or not weathers:
         raise ValueError(f"unknown weathers {unknown or 'none given'}; choose from {', '.join(WEATHERS)}")
+    held: Heldout = settings == "heldout"
+    if heldout_params is not None:
+        if settings != "heldout":
+            raise ValueError("heldout_params picks parameters to hold out: it goes with settings 'heldout'")
+        held = frozenset(heldout_params)
+        check_heldout_keys(held)
     photos = [read_image(p) for p in paths]
     scores: dict[str, dict[str, list[float]]] = {w: {"input": [], "restored": [], "global_fit": []}
                                                  for w in WEATHERS if w in weathers}
-    for weather, _, degraded, clean in weather_cases(photos, crops, size, settings == "heldout", seed, weathers):
+    for weather, _, degraded, clean in weather_cases(photos, crops, size, held, seed, weathers):
         scores[weather]["input"].append(psnr(degraded, clean))
         scores[weather]["restored"].append(psnr(restore(model, degraded, tile=0), clean))
         scores[weather]["global_fit"].append(psnr(global_fit(degraded, clean), clean))
@@ -125,7 +135,8 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         out = restore(model, img, tile=0)
         clean_rows.append({"photo": path.name, "psnr_y": psnr(out, img), "psnr_rgb": psnr(out, img, y_channel=False)})
     return {
-        "settings": settings, "photo_set": photo_set, "weathers": list(scores), "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
+        "settings": settings, "photo_set": photo_set, "weathers": list(scores),
+        "heldout_params": sorted(HELDOUT_RANGES) if held is True else sorted(held) if held else [], "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
         "weather": per_weather,
         "mean_gain": statistics.fmean(v["restored"] - v["input"] for v in per_weather.values()),
         "global_fit_gain": statistics.fmean(v["global_fit"] - v["input"] for v in per_weather.values()),
@@ -138,7 +149,10 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
 def format_report(result: dict) -> str:
     photo_set = result.get("photo_set", "heldout")
     what = "held-out photos" if photo_set == "heldout" else "TRAINING photos (for choosing a model, not a result)"
-    lines = [f"SYNTHETIC weather, {result['settings']} settings, {len(result['photos'])} {what} x "
+    settings = result["settings"]
+    if settings == "heldout" and sorted(result.get("heldout_params", HELDOUT_RANGES)) != sorted(HELDOUT_RANGES):
+        settings += f" (only {', '.join(result['heldout_params'])} outside the training ranges)"
+    lines = [f"SYNTHETIC weather, {settings} settings, {len(result['photos'])} {what} x "
              f"{result['crops']} crops of {result['size']} px; PSNR-Y (dB)",
              f"{'weather':<10}{'input':>8}{'restored':>10}{'gain':>8}{'n':>5}   global fit (oracle, not a model)"]
     for w, v in result["weather"].items():
@@ -169,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out photos (the result), or the demo's training photos (to choose a model)")
     parser.add_argument("--weathers", default=",".join(WEATHERS),
                         help="comma-separated weathers to measure (default: all five; the mean is over these)")
+    parser.add_argument("--heldout-params", default=None,
+                        help="comma-separated weather parameters to draw outside the training ranges (the others "
+                             f"inside them); default: all. Keys: {','.join(HELDOUT_RANGES)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args(argv)
@@ -178,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --weathers {args.weathers!r}: unknown {unknown or 'empty'}; choose from {','.join(WEATHERS)}",
               file=sys.stderr)
         return 2
+    params = None if args.heldout_params is None else tuple(k.strip() for k in args.heldout_params.split(",") if k.strip())
+    if params is not None:
+        bad = sorted(set(params) - set(HELDOUT_RANGES))
+        if bad or not params or args.settings != "heldout":
+            why = f"unknown {bad}" if bad else "empty" if not params else "it goes with --settings heldout"
+            print(f"error: --heldout-params {args.heldout_params!r}: {why}; keys: {','.join(HELDOUT_RANGES)}",
+                  file=sys.stderr)
+            return 2
     if args.crops <= 0 or args.size < 64:
         print(f"error: --crops must be positive and --size at least 64 (got {args.crops}, {args.size})",
               file=sys.stderr)
@@ -192,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         if not fetched:
             print("note: only the packaged test photos (run `python dataset/fetch_photos.py` for 8 more)")
         paths = heldout_photos(fetched)
-    result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos, weathers)
+    result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos, weathers, params)
     print(format_report(result))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
