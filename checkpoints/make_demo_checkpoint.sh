@@ -76,5 +76,5 @@ cp runs/demo-small-cpu4/config.yaml checkpoints/dwgn-small-demo.yaml
 
 # The previous demo model (tiny, CPU only) and its recipe: git history before commit 102bd5f.
 
-# Runs tried after part 5 and not shipped (sessions 8 and 9): commands and numbers in the README ("Tried and
-# not shipped (session 8)", "Tried and not shipped (session 9)").
+# Runs tried after part 5 and not shipped (sessions 8, 9 and 10): commands and numbers in the README ("Tried and
+# not shipped (session 8)", "(session 9)", "(session 10)").
