@@ -128,30 +128,27 @@ def test_heldout_settings_degrade_more(crop, weather):
     assert np.mean(change[True]) > np.mean(change[False])
 
 
+def _haze_reference(crop, seed, airlight_range):
+    """I = J t + A (1 - t), t = exp(-beta d): depth, then beta ~ U(0.5, 1.8) (the training range), then the
+    airlight grey ~ U(airlight_range) with a +-0.03 tint, in this order from the one generator."""
+    rng = np.random.default_rng(seed)
+    d = depth_proxy(crop, rng)
+    beta = rng.uniform(0.5, 1.8)
+    airlight = np.clip(rng.uniform(*airlight_range) + rng.uniform(-0.03, 0.03, size=3), 0.0, 1.0)
+    t = np.exp(-beta * d)[..., None]
+    return np.clip(crop * t + airlight * (1.0 - t), 0.0, 1.0)
+
+
 def test_training_haze_follows_the_scattering_model_with_the_original_draws(crop):
-    # I = J t + A (1 - t), t = exp(-beta d): depth, then beta ~ U(0.5, 1.8), then the airlight grey
-    # ~ U(0.7, 1.0) with a +-0.03 tint, in this order from the one generator (the training draws)
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        d = depth_proxy(crop, rng)
-        beta = rng.uniform(0.5, 1.8)
-        airlight = np.clip(rng.uniform(0.7, 1.0) + rng.uniform(-0.03, 0.03, size=3), 0.0, 1.0)
-        t = np.exp(-beta * d)[..., None]
-        expected = np.clip(crop * t + airlight * (1.0 - t), 0.0, 1.0)
-        assert np.allclose(synthesize(crop, "haze", np.random.default_rng(seed)), expected, atol=1e-5)
+    for seed in range(3):  # the training draws: airlight grey ~ U(0.7, 1.0)
+        assert np.allclose(synthesize(crop, "haze", np.random.default_rng(seed)),
+                           _haze_reference(crop, seed, (0.7, 1.0)), atol=1e-5)
 
 
 def test_heldout_keys_hold_out_only_the_named_parameters(crop):
-    # haze with only the airlight held out: depth, beta ~ U(0.5, 1.8) (training), grey ~ U(0.6, 0.7) (held out)
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        d = depth_proxy(crop, rng)
-        beta = rng.uniform(0.5, 1.8)
-        airlight = np.clip(rng.uniform(0.6, 0.7) + rng.uniform(-0.03, 0.03, size=3), 0.0, 1.0)
-        t = np.exp(-beta * d)[..., None]
-        expected = np.clip(crop * t + airlight * (1.0 - t), 0.0, 1.0)
+    for seed in range(3):  # only the airlight held out: beta from the training range, grey ~ U(0.6, 0.7)
         got = synthesize(crop, "haze", np.random.default_rng(seed), heldout=frozenset({"haze_airlight"}))
-        assert np.allclose(got, expected, atol=1e-5)
+        assert np.allclose(got, _haze_reference(crop, seed, (0.6, 0.7)), atol=1e-5)
     for weather in WEATHERS:  # every key = True, no key = False, draw for draw
         for keys, flag in ((frozenset(HELDOUT_RANGES), True), (frozenset(), False)):
             assert np.array_equal(synthesize(crop, weather, np.random.default_rng(5), heldout=keys),

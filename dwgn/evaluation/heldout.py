@@ -136,7 +136,8 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         clean_rows.append({"photo": path.name, "psnr_y": psnr(out, img), "psnr_rgb": psnr(out, img, y_channel=False)})
     return {
         "settings": settings, "photo_set": photo_set, "weathers": list(scores),
-        "heldout_params": sorted(HELDOUT_RANGES) if held is True else sorted(held) if held else [], "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
+        "heldout_params": sorted(HELDOUT_RANGES) if held is True else sorted(held) if held else [],
+        "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
         "weather": per_weather,
         "mean_gain": statistics.fmean(v["restored"] - v["input"] for v in per_weather.values()),
         "global_fit_gain": statistics.fmean(v["global_fit"] - v["input"] for v in per_weather.values()),
