@@ -236,7 +236,9 @@ class SyntheticWeatherDataset(Dataset):
         self.clean = CleanImageDataset(paths, crop=crop, length=length)
         self.weathers = tuple(weathers)
         self.clean_share = clean_share
-        self.cumulative = None if weights is None else weather_cumulative(weights, self.weathers)
+        cumulative = None if weights is None else weather_cumulative(weights, self.weathers)  # validates them
+        # equal weights are the uniform draw, with the draws of before weights existed
+        self.cumulative = None if weights is None or len(set(weights)) == 1 else cumulative
 
     def __len__(self) -> int:
         return len(self.clean)
@@ -250,7 +252,7 @@ class SyntheticWeatherDataset(Dataset):
         if self.clean_share > 0 and rng.random() < self.clean_share:  # no draw at 0: older samples unchanged
             return to_tensor(crop), to_tensor(crop)
         # Weather is added after the rotation so rain still falls downwards.
-        if self.cumulative is None:  # uniform: the same draws as before weights existed
+        if self.cumulative is None:
             weather = self.weathers[int(rng.integers(0, len(self.weathers)))]
         else:
             weather = self.weathers[min(int(np.searchsorted(self.cumulative, rng.random(), side="right")),

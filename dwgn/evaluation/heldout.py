@@ -159,8 +159,7 @@ def format_report(result: dict) -> str:
     for w, v in result["weather"].items():
         lines.append(f"{w:<10}{v['input']:>8.2f}{v['restored']:>10.2f}{v['restored'] - v['input']:>+8.2f}{v['n']:>5}"
                      f"   {v['global_fit']:.2f} ({v['global_fit'] - v['input']:+.2f})")
-    subset = len(result["weather"]) < len(WEATHERS)
-    if subset:
+    if len(result["weather"]) < len(WEATHERS):
         lines.append(f"(mean gain over {', '.join(result['weather'])} only, not the five weathers)")
     lines.append(f"{'mean gain':<10}{'':>18}{result['mean_gain']:>+8.2f}{'':>5}   ({result['global_fit_gain']:+.2f})")
     lines.append(f"clean photos (restored vs clean, at most {CLEAN_SIDE} px{'' if photo_set == 'heldout' else ', TRAINING photos'}):")

@@ -118,7 +118,6 @@ def online_training_set(cfg: FinetuneConfig) -> Dataset:
     """--online-weather: weather made on the fly from clean photos (the demo's training photos without
     --data, else the clean images under --data); validation stays on the demo test sets (`auto`)."""
     from dwgn.data.datasets import SyntheticWeatherDataset
-    from dwgn.data.weather import WEATHERS, weather_cumulative
     from dwgn.data.demo import train_photo_paths
     from dwgn.data.imagenet import scan_images
 
@@ -130,13 +129,13 @@ def online_training_set(cfg: FinetuneConfig) -> Dataset:
             raise DataError(f"--online-weather --data {data}: give a folder of clean photos "
                             "(the weather is synthesised from them), or drop --data for the demo's photos")
         paths, source = scan_images(data), str(data)  # refuses a folder without images, naming it
-    uniform = len(set(cfg.weather_weights)) == 1
-    mix = "" if uniform else ", weathers " + ", ".join(
-        f"{w} {p:.0%}" for w, p in zip(WEATHERS, np.diff(weather_cumulative(cfg.weather_weights), prepend=0.0)))
+    dataset = SyntheticWeatherDataset(paths, crop=cfg.crop, length=ONLINE_SAMPLES_PER_PHOTO * len(paths),
+                                      clean_share=cfg.clean_share, weights=cfg.weather_weights)
+    mix = "" if dataset.cumulative is None else ", weathers " + ", ".join(
+        f"{w} {p:.0%}" for w, p in zip(dataset.weathers, np.diff(dataset.cumulative, prepend=0.0)))
     print(f"data: SYNTHETIC weather made on the fly from {len(paths)} clean photos ({source}), "
           f"{cfg.clean_share:.0%} clean -> clean pairs{mix}")
-    return SyntheticWeatherDataset(paths, crop=cfg.crop, length=ONLINE_SAMPLES_PER_PHOTO * len(paths),
-                                   clean_share=cfg.clean_share, weights=None if uniform else cfg.weather_weights)
+    return dataset
 
 
 def build_stage(cfg: FinetuneConfig, train_set: Dataset, val_set: Dataset | None) -> Stage:
