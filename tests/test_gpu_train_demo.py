@@ -54,7 +54,7 @@ def test_dry_run_with_init_goes_on_from_the_release_without_stage_1(tmp_path, sm
     release = "checkpoints/dwgn-small-demo.safetensors"
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_train_demo.py"), "--dry-run", "--budget", "400",
                            "--out", str(out), "--runs", str(tmp_path / "runs"), "--init", release, "--lr", "1e-4",
-                           "--clean-share", "0.3", "--warmup", "0.5"], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+                           "--clean-share", "0.3", "--warmup", "0.5", "--weather-weights", "2,1,2,1.5,1"], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert [s["name"] for s in summary["steps"]] == ["stage 2 calibration (eager)", "stage 2", "export stage 2"]
@@ -62,6 +62,8 @@ def test_dry_run_with_init_goes_on_from_the_release_without_stage_1(tmp_path, sm
     stage2 = summary["steps"][1]["command"]
     assert f"--init {release}" in stage2 and "--lr 0.0001" in stage2 and "--clean-share 0.3" in stage2
     assert "--warmup-steps 3" in stage2  # half of the dry run's 6 steps
+    assert "--weather-weights 2,1,2,1.5,1" in stage2 and "--weather-weights 2,1,2,1.5,1" in summary["steps"][0]["command"]
+    assert "weathers snow 27%, rainfog 13%, raindrop 27%, rain 20%, haze 13%" in (out / "session.log").read_text()
     assert "initialised from checkpoints/dwgn-small-demo.safetensors" in (out / "session.log").read_text()
     assert torch.load(out / "dwgn-small-demo.pt", weights_only=True)["step"] == 6
 

@@ -3,7 +3,7 @@
     python tools/gpu_train_demo.py --out OUT [--budget 540]     # on a CUDA machine
     python tools/gpu_train_demo.py --out OUT --dry-run          # the same path on the CPU, a few steps each
     python tools/gpu_train_demo.py --out OUT --init checkpoints/dwgn-small-demo.safetensors --clean-share 0.35 \
-        --warmup 0.1
+        --warmup 0.1 [--weather-weights 2,1,2,1.5,1] [--gpu-check 0]
                                                                 # more Stage 2 for a release (no Stage 1)
 
 What it runs, each as a subprocess with a time limit, printing the exact command first:
@@ -128,12 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage1-steps", type=int, default=300,
                         help="Stage 1 steps (at most a fifth of --budget: 400 took 262 s on an H100 before the "
                              "grouped-conv fix)")
-    parser.add_argument("--gpu-check", type=float, default=75.0, help="seconds kept for gpu_check at the end")
+    parser.add_argument("--gpu-check", type=float, default=75.0,
+                        help="seconds kept for gpu_check at the end (0: no gpu_check, Stage 2 gets that time too)")
     parser.add_argument("--runs", type=Path, default=Path("runs/gpu-demo"), help="run directories go here")
     parser.add_argument("--init", type=Path, default=None,
                         help="a `small` release or checkpoint to go on from: Stage 1 is skipped, Stage 2 starts there")
     parser.add_argument("--lr", type=float, default=4e-4, help="Stage 2's peak learning rate")
     parser.add_argument("--clean-share", type=float, default=0.2, help="Stage 2's share of clean -> clean pairs")
+    parser.add_argument("--weather-weights", default=None, metavar="W,W,W,W,W",
+                        help="Stage 2's relative shares of snow, rainfog, raindrop, rain, haze (train.py's flag; "
+                             "default: uniform)")
     parser.add_argument("--warmup", type=float, default=0.0,
                         help="Stage 2's linear warm-up as a share of its steps (train.py --warmup-steps); 0.1 suits --init")
     parser.add_argument("--dry-run", action="store_true", help="CPU, a few steps per stage: checks the path only")
@@ -181,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     batch = 2 if args.dry_run else STAGE2_BATCH
     stage2 = [*STAGE2, "--lr", f"{args.lr:g}", "--clean-share", f"{args.clean_share:g}", "--batch-size", str(batch),
               *workers, "--init", str(init)]
+    if args.weather_weights is not None:
+        stage2 += ["--weather-weights", args.weather_weights]
     if args.dry_run:
         stage2 += ["--crop", "64", "--val-images", "2"]
     rate = None
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     s.save()
 
     # 6. the paper network's GPU table with what is left
-    if cuda and s.left() > 40:
+    if cuda and args.gpu_check > 0 and s.left() > 40:
         s.run("gpu_check", ["benchmarks/gpu_check.py", "--batches", "32", "--steps", "5",
                             "--budget", str(int(s.left() - 20))], s.left() - 5)
     s.say("done")
