@@ -7,7 +7,7 @@
 # Data: the 7 packaged train photos + 33 photographs fetched from Debian/PyPI packages
 # (dataset/fetch_photos.py, licences in dataset/README.md). Stage 2 makes its weather on the fly
 # (`train.py --online-weather`): every sample is a fresh crop of one of the 40 photos with freshly drawn weather
-# (training ranges), 20 % (parts 3 and 4: 30 %, part 5: 35 %) of them clean -> clean. The packaged test photos and the 8 fetched `heldout` photos
+# (training ranges), 20 % (parts 3 and 4: 30 %, parts 5 and 6: 35 %) of them clean -> clean. The packaged test photos and the 8 fetched `heldout` photos
 # are never trained on.
 #
 # Honest record of the shipped run (session 4, 2026-11-26):
@@ -37,7 +37,7 @@
 #   machine (dwgn-small-demo.yaml records both). Log and summary: benchmarks/results/gpu/h100_s11_*.
 # * Part 7 (session 11) was decided on the held-out check, so its held-out numbers are not an untouched test:
 #   part 6's release alone makes a pale close-up of wood (a held-out photo) 27 dB, reading
-#   it as haze; the equal average of parts 5 and 6 keeps it at 38.5 dB (README, "Session 11"). The mix was not
+#   it as haze; the equal average of parts 5 and 6 keeps it at 38.5 dB (README, "The shipped model (session 11)"). The mix was not
 #   tuned: 0.5 is the only mix of these two that was measured.
 # * Before part 6, each release was the last step's EMA weights (no model selection on any test data; best.pt is not used).
 #   The held-out check of the README was also run on part 1's release and on part 2 at steps 500 and 1050,
