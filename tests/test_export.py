@@ -155,3 +155,21 @@ def test_average_refuses_another_architecture_and_a_mix_outside_0_1(tmp_path):
     with pytest.raises(CheckpointError, match=r"--mix must be in \[0, 1\].*got 1\.5"):
         export(tmp_path / "a.pt", tmp_path / "x.pt", average=tmp_path / "a.pt", mix=1.5)
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_the_model_card_and_the_recipe_match_the_shipped_release():
+    """A retrained release must come with its card: the SHA-256 the card states is the committed file's, and the
+    file's note is the one in the recipe's last export line (so rerunning that line gives the same bytes)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    release = root / "checkpoints" / "dwgn-small-demo.safetensors"
+    card = (root / "checkpoints" / "MODEL_CARD.md").read_text()
+    digest = hashlib.sha256(release.read_bytes()).hexdigest()
+    assert f"SHA-256 of the committed `.safetensors`: `{digest}`" in card
+    with safe_open(str(release), framework="pt") as f:
+        meta = json.loads(f.metadata()[SAFETENSORS_METADATA_KEY])
+    recipe = (root / "checkpoints" / "make_demo_checkpoint.sh").read_text()
+    last_export = recipe[recipe.rindex("python -m dwgn.export"):]
+    assert f'--note "{meta["note"]}"' in last_export.split("\ncp ")[0]
+    assert "checkpoints/dwgn-small-demo.safetensors" in last_export.splitlines()[0]
