@@ -26,15 +26,16 @@ def test_dry_run_trains_both_stages_and_writes_the_releases(tmp_path, small_demo
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     names = [s["name"] for s in summary["steps"]]
-    assert names == ["stage 1", "stage 2 calibration (eager)", "stage 2", "export stage 2", "export stage 1"]
+    assert names == ["stage 1", "stage 2 calibration (eager)", "demo set", "stage 2", "export stage 2", "export stage 1"]
     assert all(s["rc"] == 0 for s in summary["steps"])
     assert summary["stage2_steps"] == 6 and summary["cuda_graphs"] is False
-    stage2 = summary["steps"][2]["command"]
+    assert "import test_sets; test_sets(" in summary["steps"][2]["command"]  # built beside the steps before Stage 2
+    stage2 = summary["steps"][3]["command"]
     assert stage2.startswith("python train.py ") and "--online-weather" in stage2 and "--steps 6" in stage2
     release = torch.load(out / "dwgn-small-demo.pt", weights_only=True)
     assert release["step"] == 6 and release["config"]["model"]["width"] == 32
     assert "--data" not in summary["steps"][0]["command"]  # no fetched photos: pre-training.py's default
-    assert (out / "runs.tar.gz").stat().st_size > 0 and (out / "session.log").read_text().count("exit 0") == 5
+    assert (out / "runs.tar.gz").stat().st_size > 0 and (out / "session.log").read_text().count("exit 0") == 6
 
 
 def test_without_cuda_it_refuses_to_train(tmp_path):
@@ -57,9 +58,10 @@ def test_dry_run_with_init_goes_on_from_the_release_without_stage_1(tmp_path, sm
                            "--clean-share", "0.3", "--warmup", "0.5", "--weather-weights", "2,1,2,1.5,1"], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert [s["name"] for s in summary["steps"]] == ["stage 2 calibration (eager)", "stage 2", "export stage 2"]
+    assert [s["name"] for s in summary["steps"]] == ["stage 2 calibration (eager)", "demo set", "stage 2",
+                                                     "export stage 2"]
     assert summary["stage1_init"] == release
-    stage2 = summary["steps"][1]["command"]
+    stage2 = summary["steps"][2]["command"]
     assert f"--init {release}" in stage2 and "--lr 0.0001" in stage2 and "--clean-share 0.3" in stage2
     assert "--warmup-steps 3" in stage2  # half of the dry run's 6 steps
     assert "--weather-weights 2,1,2,1.5,1" in stage2 and "--weather-weights 2,1,2,1.5,1" in summary["steps"][0]["command"]
