@@ -145,3 +145,37 @@ def test_heldout_params_hold_out_only_those_and_the_report_names_them(capsys):
     assert "--heldout-params 'haze_airlight,fog': unknown ['fog']; keys: streak_angle" in capsys.readouterr().err
     assert heldout.main(["--heldout-params", "haze_beta", "--settings", "train"]) == 2
     assert "it goes with --settings heldout" in capsys.readouterr().err
+
+
+def test_figure_draws_the_clean_photos_in_and_out(monkeypatch, capsys, tmp_path):
+    """--figure: evaluate hands each clean photo, its output and its PSNR-Y to draw_clean, which draws one row per
+    photo (lowest PSNR-Y first) with the magnified difference; an empty list is refused."""
+    import matplotlib.image as mpimg
+
+    import dwgn.evaluation.evaluate as evaluate_module
+    import dwgn.evaluation.results_figure as results_figure
+
+    paths = packaged_photos("test")[:2]
+    outputs: list = []
+    result = heldout.evaluate(Darken(), paths, crops=1, size=64, weathers=("haze",), clean_outputs=outputs)
+    assert [o[0] for o in outputs] == [p.name for p in paths]
+    for (name, img, out, score), row, path in zip(outputs, result["clean"]["per_photo"], paths):
+        assert np.array_equal(img, heldout._scaled(read_image(path), heldout.CLEAN_SIDE))
+        assert score == row["psnr_y"] == pytest.approx(_darkened_psnr_y(path), abs=0.05) and psnr(out, img) == score
+
+    drawn = {}
+    real = results_figure.draw_clean
+    monkeypatch.setattr(results_figure, "draw_clean", lambda rows, out, title: drawn.update(rows=rows, title=title)
+                        or real(rows, out, title))
+    monkeypatch.setattr(evaluate_module, "load_checkpoint_model", lambda *a, **k: Darken())
+    monkeypatch.setattr(heldout, "fetched_photos", lambda split: [])
+    png = tmp_path / "clean.png"
+    assert heldout.main(["--crops", "1", "--size", "64", "--weathers", "haze", "--figure", str(png)]) == 0
+    assert f"wrote {png}" in capsys.readouterr().out
+    assert [r[0] for r in drawn["rows"]] == [p.name for p in heldout.heldout_photos([])]
+    assert drawn["title"].startswith("Clean held-out photos through")
+    one = tmp_path / "one.png"
+    results_figure.draw_clean(drawn["rows"][:1], one, "t")
+    assert mpimg.imread(png).shape[0] > mpimg.imread(one).shape[0]  # a row per photo
+    with pytest.raises(ValueError, match="no photos"):
+        results_figure.draw_clean([], tmp_path / "none.png", "t")

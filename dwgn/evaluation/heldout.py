@@ -2,7 +2,7 @@
 
     python -m dwgn.evaluation.heldout [--checkpoint PATH] [--crops 2] [--size 256] [--settings heldout]
                                       [--photos heldout] [--weathers snow,rainfog,raindrop,rain,haze]
-                                      [--heldout-params haze_airlight,...]
+                                      [--heldout-params haze_airlight,...] [--json PATH] [--figure PNG]
 
 Photos: the packaged test photos (dwgn.data.photos) plus the fetched held-out photos
 (dwgn.data.photo_sources, when `python dataset/fetch_photos.py` has been run); none of them is ever a
@@ -15,7 +15,8 @@ correction (`global_fit`: per image and channel, the affine map of the input fit
 squares; it sees the answer), which shows how much of each weather's loss a single per-image correction
 would recover. Clean photos: each held-out photo, scaled to at most
 CLEAN_SIDE px, restored as it is; PSNR-Y and PSNR-RGB of restored against the photo, per photo and
-mean (a model that leaves clean photos alone scores high). SYNTHETIC weather: not a benchmark.
+mean (a model that leaves clean photos alone scores high); `--figure` draws them in and out with the
+difference magnified. SYNTHETIC weather: not a benchmark.
 
 `--photos train` runs the same measurement on the demo's TRAINING photos instead (dwgn.data.demo), for
 choosing between models -- a checkpoint, a weight average's `--mix` (`python -m dwgn.export --average`)
@@ -106,9 +107,10 @@ def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: Held
 
 def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 256, settings: str = "heldout",
              seed: int = 0, photo_set: str = "heldout", weathers: tuple[str, ...] = WEATHERS,
-             heldout_params: tuple[str, ...] | None = None) -> dict:
+             heldout_params: tuple[str, ...] | None = None, clean_outputs: list | None = None) -> dict:
     """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int}}, "mean_gain": dB,
-    "global_fit_gain": dB, "clean": {...}}."""
+    "global_fit_gain": dB, "clean": {...}}. `clean_outputs`, a list, receives (name, clean photo, restored,
+    PSNR-Y) for every clean photo (for `results_figure.draw_clean`)."""
     if settings not in _SETTINGS:
         raise ValueError(f"settings must be one of {', '.join(_SETTINGS)}, got {settings!r}")
     unknown = [w for w in weathers if w not in WEATHERS]
@@ -134,6 +136,8 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         img = _scaled(photo, CLEAN_SIDE)
         out = restore(model, img, tile=0)
         clean_rows.append({"photo": path.name, "psnr_y": psnr(out, img), "psnr_rgb": psnr(out, img, y_channel=False)})
+        if clean_outputs is not None:
+            clean_outputs.append((path.name, img, out, clean_rows[-1]["psnr_y"]))
     return {
         "settings": settings, "photo_set": photo_set, "weathers": list(scores),
         "heldout_params": sorted(HELDOUT_RANGES) if held is True else sorted(held) if held else [],
@@ -188,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"inside them); default: all. Keys: {','.join(HELDOUT_RANGES)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="also draw the clean photos in and out here (PNG; lowest PSNR-Y first)")
     args = parser.parse_args(argv)
     weathers = tuple(w.strip() for w in args.weathers.split(",") if w.strip())
     unknown = [w for w in weathers if w not in WEATHERS]
@@ -217,11 +223,20 @@ def main(argv: list[str] | None = None) -> int:
         if not fetched:
             print("note: only the packaged test photos (run `python dataset/fetch_photos.py` for 8 more)")
         paths = heldout_photos(fetched)
-    result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos, weathers, params)
+    outputs: list | None = [] if args.figure else None
+    result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos, weathers, params,
+                      outputs)
     print(format_report(result))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
+    if args.figure:
+        from dwgn.evaluation.results_figure import draw_clean
+
+        name = Path(args.checkpoint).name if args.checkpoint else DEFAULT_CHECKPOINT.name
+        which = "held-out" if args.photos == "heldout" else "TRAINING"
+        title = f"Clean {which} photos through {name} (at most {CLEAN_SIDE} px)"
+        print(f"wrote {draw_clean(outputs, args.figure, title)}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Results figure: per weather (test set), input | restored | ground truth crops, and per-set PSNR bars.
+"""Results figure: per weather (test set), input | restored | ground truth crops, and per-set PSNR bars;
+and (`draw_clean`) clean photos in and out, for the held-out check's clean-photo measurement.
 
     python -m dwgn.evaluation.results_figure RESULTS_DIR [--out PNG]    (default RESULTS_DIR/results.png)
 
@@ -78,6 +79,28 @@ def draw(results_dir: str | Path, out: str | Path) -> Path:
                  + ("  (SYNTHETIC demo data)" if synthetic else ""), fontsize=11)
     fig.tight_layout()
     return save_figure(fig, out, dpi=110)
+
+
+def draw_clean(rows: list[tuple[str, np.ndarray, np.ndarray, float]], out: str | Path, title: str,
+               gain: float = 10.0) -> Path:
+    """Clean photos in, restored out: one row per photo, lowest PSNR-Y first: the photo, the model's output and
+    |output - photo| times `gain` (black where the model left the photo alone). `rows`: (name, photo,
+    restored, PSNR-Y), uint8 H x W x 3 (`python -m dwgn.evaluation.heldout --figure`)."""
+    if not rows:
+        raise ValueError("draw_clean: no photos to draw")
+    rows = sorted(rows, key=lambda r: r[3])
+    fig, axes = plt.subplots(len(rows), 3, figsize=(8.4, 2.2 * len(rows) + 0.6), squeeze=False)
+    for (name, photo, restored, score), ax in zip(rows, axes):
+        diff = np.clip(np.abs(restored.astype(np.float32) - photo.astype(np.float32)).max(axis=2) * gain, 0, 255)
+        panels = ((photo, f"{name}: clean in"), (restored, f"restored, PSNR-Y {score:.2f} dB"),
+                  (diff.astype(np.uint8), f"|restored - clean| x {gain:g}"))
+        for a, (img, label) in zip(ax, panels):
+            a.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+            a.set_title(label, fontsize=8)
+            a.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # half an inch on top for the title
+    return save_figure(fig, Path(out), dpi=100)
 
 
 def main(argv: list[str] | None = None) -> Path:
