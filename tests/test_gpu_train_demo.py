@@ -55,7 +55,8 @@ def test_dry_run_with_init_goes_on_from_the_release_without_stage_1(tmp_path, sm
     release = "checkpoints/dwgn-small-demo.safetensors"
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_train_demo.py"), "--dry-run", "--budget", "400",
                            "--out", str(out), "--runs", str(tmp_path / "runs"), "--init", release, "--lr", "1e-4",
-                           "--clean-share", "0.3", "--warmup", "0.5", "--weather-weights", "2,1,2,1.5,1"], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+                           "--clean-share", "0.3", "--warmup", "0.5", "--weather-weights", "2,1,2,1.5,1"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert [s["name"] for s in summary["steps"]] == ["stage 2 calibration (eager)", "demo set", "stage 2",

@@ -2,7 +2,7 @@
 
     python -m dwgn.evaluation.heldout [--checkpoint PATH] [--crops 2] [--size 256] [--settings heldout]
                                       [--photos heldout] [--weathers snow,rainfog,raindrop,rain,haze]
-                                      [--heldout-params haze_airlight,...] [--json PATH] [--figure PNG]
+                                      [--heldout-params haze_airlight,...] [--json PATH] [--figure PNG|JPG]
 
 Photos: the packaged test photos (dwgn.data.photos) plus the fetched held-out photos
 (dwgn.data.photo_sources, when `python dataset/fetch_photos.py` has been run); none of them is ever a
@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     parser.add_argument("--figure", type=Path, default=None,
-                        help="also draw the clean photos in and out here (PNG; lowest PSNR-Y first)")
+                        help="also draw the clean photos in and out here (lowest PSNR-Y first; PNG or JPEG by the "
+                             "suffix)")
     args = parser.parse_args(argv)
     weathers = tuple(w.strip() for w in args.weathers.split(",") if w.strip())
     unknown = [w for w in weathers if w not in WEATHERS]
