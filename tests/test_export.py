@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,8 +161,6 @@ def test_average_refuses_another_architecture_and_a_mix_outside_0_1(tmp_path):
 def test_the_model_card_and_the_recipe_match_the_shipped_release():
     """A retrained release must come with its card: the SHA-256 the card states is the committed file's, and the
     file's note is the one in the recipe's last export line (so rerunning that line gives the same bytes)."""
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     release = root / "checkpoints" / "dwgn-small-demo.safetensors"
     card = (root / "checkpoints" / "MODEL_CARD.md").read_text()

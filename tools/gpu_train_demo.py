@@ -83,12 +83,7 @@ class Session:
             rc, note = (124, "killed at its time limit") if killed.is_set() else (rc, "")
         except Exception as err:  # a step that cannot even start is recorded, not fatal to the session
             rc, note = -1, f"{type(err).__name__}: {err}"
-        seconds = time.monotonic() - start
-        self.record["steps"].append({"name": name, "command": shlex.join(["python", *args]), "rc": rc,
-                                     "seconds": round(seconds, 1), **({"note": note} if note else {})})
-        self.say(f"{name}: exit {rc} after {seconds:.0f} s {note}")
-        self.save()
-        return rc
+        return self._record(name, args, rc, time.monotonic() - start, note)
 
     def start(self, name: str, args: list[str]) -> "Background":
         """Run `python args...` in the background, its output to OUT/<name>.log; `finish` waits for it."""
@@ -96,12 +91,16 @@ class Session:
         return Background(name, args, self.out / f"{name.replace(' ', '_')}.log")
 
     def finish(self, job: "Background", timeout: float) -> int:
-        """Wait for a `start`ed step (killed after `timeout` s) and record it like `run` does."""
+        """Wait for a `start`ed step (killed after `timeout` s) and record it like `run` does (its seconds run from
+        its start to the end of this wait)."""
         rc, note = job.wait(timeout)
-        seconds = time.monotonic() - job.started
-        self.record["steps"].append({"name": job.name, "command": shlex.join(["python", *job.args]), "rc": rc,
+        return self._record(job.name, job.args, rc, time.monotonic() - job.started, note)
+
+    def _record(self, name: str, args: list[str], rc: int, seconds: float, note: str) -> int:
+        """A finished step into summary.json and the log; returns its exit code."""
+        self.record["steps"].append({"name": name, "command": shlex.join(["python", *args]), "rc": rc,
                                      "seconds": round(seconds, 1), **({"note": note} if note else {})})
-        self.say(f"{job.name}: exit {rc}, waited for {seconds:.0f} s after it started {note}")
+        self.say(f"{name}: exit {rc} after {seconds:.0f} s {note}")
         self.save()
         return rc
 

@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.figure:
         from dwgn.evaluation.results_figure import draw_clean
 
-        name = Path(args.checkpoint).name if args.checkpoint else DEFAULT_CHECKPOINT.name
+        name = Path(args.checkpoint or DEFAULT_CHECKPOINT).name  # the checkpoint load_checkpoint_model loaded
         which = "held-out" if args.photos == "heldout" else "TRAINING"
         title = f"Clean {which} photos through {name} (at most {CLEAN_SIDE} px)"
         print(f"wrote {draw_clean(outputs, args.figure, title)}")
