@@ -431,6 +431,36 @@ def test_synthetic_weather_clean_share(tmp_path):
         SyntheticWeatherDataset(p, clean_share=1.0)
 
 
+def test_tone_share_gives_clean_and_weather_pairs_a_global_tone(tmp_path):
+    """tone_share=1: every crop is toned first, (x - mean) c + mean + s times a gain per channel, clipped, with c,
+    s and the gains the sample's next draws after crop and dihedral (reference written here from that equation);
+    clean pairs keep the toned crop as input and target. tone_share=0 draws nothing: the samples of before."""
+    from dwgn.data.transforms import TONE_CONTRAST, TONE_GAIN, TONE_SHIFT
+
+    path = img(tmp_path / "a.png", 70, 80, seed=5)
+    photo = np.asarray(Image.open(path).convert("RGB"))
+    toned = SyntheticWeatherDataset([path], crop=32, length=40, clean_share=0.5, tone_share=1.0)
+    n_clean = 0
+    for i in range(40):
+        rng = np.random.default_rng(i)
+        top, left, k = rng.integers(0, 70 - 32 + 1), rng.integers(0, 80 - 32 + 1), rng.integers(0, 8)
+        crop = dihedral(photo[top:top + 32, left:left + 32], int(k)).astype(np.float64) / 255.0
+        rng.random()  # the tone_share draw
+        c, s, gain = rng.uniform(*TONE_CONTRAST), rng.uniform(*TONE_SHIFT), rng.uniform(*TONE_GAIN, size=3)
+        expected = np.clip(((crop - crop.mean()) * c + crop.mean() + s) * gain, 0.0, 1.0)
+        degraded, clean = toned[(i, i)]
+        np.testing.assert_allclose(clean.permute(1, 2, 0).numpy(), expected, atol=2e-6)
+        if torch.equal(degraded, clean):
+            n_clean += 1
+    assert 10 < n_clean < 30  # clean -> clean pairs are toned too
+    plain = SyntheticWeatherDataset([path], crop=32, length=10, clean_share=0.5)
+    untoned = SyntheticWeatherDataset([path], crop=32, length=10, clean_share=0.5, tone_share=0.0)
+    for i in range(10):
+        assert all(torch.equal(a, b) for a, b in zip(plain[(i, i)], untoned[(i, i)]))
+    with pytest.raises(ValueError, match=r"tone_share must be in \[0, 1\], got 1.5"):
+        SyntheticWeatherDataset([path], tone_share=1.5)
+
+
 def test_synthetic_weather_weights_set_the_share_of_each_weather(tmp_path, monkeypatch):
     """Weights (3, 0, 1, 0, 0) over snow, rainfog, raindrop, rain, haze: about 3/4 snow, 1/4 raindrop, nothing
     else; uniform (no weights) keeps the draws of before (one rng.integers per sample)."""

@@ -20,7 +20,7 @@ from dwgn.data.imagenet import read_image_list, scan_images
 from dwgn.data.images import read_image
 from dwgn.data.paths import DATA_ROOT, DEMO_ROOT
 from dwgn.data.photos import packaged_photos
-from dwgn.data.transforms import random_crop, random_dihedral, to_tensor
+from dwgn.data.transforms import random_crop, random_dihedral, random_tone, to_tensor
 from dwgn.data.weather import WEATHERS, synthesize, weather_cumulative
 
 TEST_SET_NAMES = ("snow100k-s", "snow100k-l", "outdoor-rain", "raindrop-a", "raindrop-b", "demo")
@@ -221,21 +221,27 @@ class SyntheticWeatherDataset(Dataset):
     """(degraded, clean) pairs made on the fly: a random crop (and flip/rotation) of a clean image,
     degraded by one weather chosen from `weathers` (dwgn.data.weather), uniformly or in proportion to
     `weights` (one non-negative number per weather, not all zero); with probability `clean_share` the pair
-    is clean -> clean instead (the model learns to leave clean photos alone).
+    is clean -> clean instead (the model learns to leave clean photos alone). With probability `tone_share`
+    the crop first gets a random global tone (transforms.random_tone: paler, flatter, darker or tinted), for
+    both kinds of pair, so that a pale or tinted scene is not taken for a veil of haze.
 
     Every sample is fresh (its crop, weather and weather parameters come from the sample's seed), so a
     few dozen photos give as many distinct pairs as training asks for (`train.py --online-weather`)."""
 
     def __init__(self, paths: list[Path], crop: int = 128, weathers: tuple[str, ...] = WEATHERS,
-                 length: int | None = None, clean_share: float = 0.0, weights: tuple[float, ...] | None = None):
+                 length: int | None = None, clean_share: float = 0.0, weights: tuple[float, ...] | None = None,
+                 tone_share: float = 0.0):
         unknown = [w for w in weathers if w not in WEATHERS]
         if unknown or not weathers:
             raise ValueError(f"unknown weathers {unknown}; choose from {', '.join(WEATHERS)}")
         if not 0.0 <= clean_share < 1.0:
             raise ValueError(f"clean_share must be in [0, 1), got {clean_share}")
+        if not 0.0 <= tone_share <= 1.0:
+            raise ValueError(f"tone_share must be in [0, 1], got {tone_share}")
         self.clean = CleanImageDataset(paths, crop=crop, length=length)
         self.weathers = tuple(weathers)
         self.clean_share = clean_share
+        self.tone_share = tone_share
         cumulative = None if weights is None else weather_cumulative(weights, self.weathers)  # validates them
         # equal weights are the uniform draw, with the draws of before weights existed
         self.cumulative = None if weights is None or len(set(weights)) == 1 else cumulative
@@ -249,6 +255,8 @@ class SyntheticWeatherDataset(Dataset):
             raise IndexError(f"index {i} out of range for {len(self.clean)} samples")
         img = self.clean._cache.get(self.clean.paths[i % len(self.clean.paths)])
         crop = random_dihedral(random_crop([img], self.clean.crop, rng), rng)[0]
+        if self.tone_share > 0 and rng.random() < self.tone_share:  # no draw at 0: older samples unchanged
+            crop = random_tone(crop, rng)
         if self.clean_share > 0 and rng.random() < self.clean_share:  # no draw at 0: older samples unchanged
             return to_tensor(crop), to_tensor(crop)
         # Weather is added after the rotation so rain still falls downwards.

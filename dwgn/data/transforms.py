@@ -62,3 +62,23 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     if arr.dtype == np.uint8:
         return t.float().div_(255.0)
     return t.float()
+
+
+# Ranges of random_tone: contrast about the crop's mean, shift of that mean, per-channel gain.
+TONE_CONTRAST = (0.45, 1.0)
+TONE_SHIFT = (-0.15, 0.25)
+TONE_GAIN = (0.92, 1.08)
+
+
+def random_tone(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random global tone change of an image (uint8, or float in [0, 1]), as float32 in [0, 1]: (x - m) c + m + s, then a gain per channel,
+    clipped to [0, 1] (m: the image's mean over pixels and channels; c, s and the gains drawn uniformly from
+    TONE_CONTRAST, TONE_SHIFT and TONE_GAIN). It turns a training photo into a paler, flatter, darker or tinted
+    scene of the same content, which the few training photos lack (a pale close-up of wood is not haze)."""
+    c = rng.uniform(*TONE_CONTRAST)
+    s = rng.uniform(*TONE_SHIFT)
+    gain = rng.uniform(*TONE_GAIN, size=3)
+    x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32)
+    m = float(x.mean())
+    out = ((x - m) * c + (m + s)) * gain.astype(np.float32)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -107,6 +107,8 @@ class FinetuneConfig(TrainConfig):
     online_weather: bool = opt(False, "train on SYNTHETIC weather made on the fly (a fresh degradation per sample) "
                                "from clean photos: the demo's training photos, or the clean images of --data")
     clean_share: float = opt(0.15, "with --online-weather: share of clean -> clean training pairs")
+    tone_share: float = opt(0.0, "with --online-weather: share of training crops given a random global tone first "
+                            "(paler, flatter, darker or tinted scenes; clean and weather pairs alike)")
     weather_weights: tuple[float, ...] = opt((1.0, 1.0, 1.0, 1.0, 1.0), "with --online-weather: relative sampling "
                                              "weights of snow,rainfog,raindrop,rain,haze (0 leaves one out)")
 
@@ -116,6 +118,8 @@ class FinetuneConfig(TrainConfig):
             raise ConfigError(f"val_images must be positive, got {self.val_images}")
         if not 0.0 <= self.clean_share < 1.0:
             raise ConfigError(f"clean_share must be in [0, 1), got {self.clean_share}")
+        if not 0.0 <= self.tone_share <= 1.0:
+            raise ConfigError(f"tone_share must be in [0, 1], got {self.tone_share}")
         from dwgn.data.weather import weather_cumulative
 
         try:
