@@ -512,3 +512,8 @@ def test_online_weather_training_set(tmp_path, capsys):
     assert "weathers snow 33%, rainfog 17%, raindrop 33%, rain 17%, haze 0%" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"weather weights must be .* \(e.g. --weather-weights 2,1,2,1,1\)"):
         FinetuneConfig(weather_weights=(1, 1, 1, 1, -1)).validate()
+    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
+                                            tone_share=0.4))
+    assert ds.tone_share == 0.4 and "40% of crops toned first" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"tone_share must be in \[0, 1\], got -0.5"):
+        FinetuneConfig(tone_share=-0.5).validate()
