@@ -223,7 +223,7 @@ class SyntheticWeatherDataset(Dataset):
     `weights` (one non-negative number per weather, not all zero); with probability `clean_share` the pair
     is clean -> clean instead (the model learns to leave clean photos alone). With probability `tone_share`
     the crop first gets a random global tone (transforms.random_tone: paler, flatter, darker or tinted), for
-    both kinds of pair, so that a pale or tinted scene is not taken for a veil of haze.
+    both kinds of pair: scenes the few training photos lack, seen clean and under weather.
 
     Every sample is fresh (its crop, weather and weather parameters come from the sample's seed), so a
     few dozen photos give as many distinct pairs as training asks for (`train.py --online-weather`)."""

@@ -71,10 +71,11 @@ TONE_GAIN = (0.92, 1.08)
 
 
 def random_tone(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random global tone change of an image (uint8, or float in [0, 1]), as float32 in [0, 1]: (x - m) c + m + s, then a gain per channel,
-    clipped to [0, 1] (m: the image's mean over pixels and channels; c, s and the gains drawn uniformly from
-    TONE_CONTRAST, TONE_SHIFT and TONE_GAIN). It turns a training photo into a paler, flatter, darker or tinted
-    scene of the same content, which the few training photos lack (a pale close-up of wood is not haze)."""
+    """A random global tone change of an image (uint8, or float in [0, 1]), as float32 in [0, 1]:
+    (x - m) c + m + s, then a gain per channel, clipped to [0, 1] (m: the image's mean over pixels and
+    channels; c, s and the gains drawn uniformly from TONE_CONTRAST, TONE_SHIFT and TONE_GAIN). It turns a
+    training photo into a paler, flatter, darker or tinted scene of the same content, which the few training
+    photos of the demo lack."""
     c = rng.uniform(*TONE_CONTRAST)
     s = rng.uniform(*TONE_SHIFT)
     gain = rng.uniform(*TONE_GAIN, size=3)
