@@ -461,6 +461,52 @@ def test_tone_share_gives_clean_and_weather_pairs_a_global_tone(tmp_path):
         SyntheticWeatherDataset([path], tone_share=1.5)
 
 
+def test_weather_side_makes_the_weather_on_a_larger_square_then_cuts_the_crop(tmp_path):
+    """weather_side=64, crop=24: the sample is a 64 px square (corner, dihedral), the weather synthesised on the
+    whole square, then one 24 px window of the degraded square and the same window of the clean one (reference
+    written here from those steps and the sample's own draws); clean pairs are cut from the square too. Raindrops
+    made on the square keep the square's drop sizes, so they cover more of a crop than drops made on the crop.
+    weather_side equal to the crop (or None) gives the samples of before; a smaller one is refused."""
+    from dwgn.data.weather import synthesize
+
+    path = img(tmp_path / "a.png", 90, 100, seed=6)
+    photo = np.asarray(Image.open(path).convert("RGB")).astype(np.float32) / 255.0
+    ds = SyntheticWeatherDataset([path], crop=24, length=20, clean_share=0.3, weather_side=64)
+    n_clean = 0
+    for i in range(20):
+        rng = np.random.default_rng(i)
+        top, left, k = rng.integers(0, 90 - 64 + 1), rng.integers(0, 100 - 64 + 1), rng.integers(0, 8)
+        square = dihedral(photo[top:top + 64, left:left + 64], int(k))
+        if rng.random() < 0.3:  # clean -> clean: a window of the square
+            y, x = rng.integers(0, 64 - 24 + 1), rng.integers(0, 64 - 24 + 1)
+            expected_in = expected_out = square[y:y + 24, x:x + 24]
+            n_clean += 1
+        else:
+            weather = ("snow", "rainfog", "raindrop", "rain", "haze")[int(rng.integers(0, 5))]
+            degraded = synthesize(square, weather, rng)
+            y, x = rng.integers(0, 64 - 24 + 1), rng.integers(0, 64 - 24 + 1)
+            expected_in, expected_out = degraded[y:y + 24, x:x + 24], square[y:y + 24, x:x + 24]
+        got_in, got_out = ds[(i, i)]
+        np.testing.assert_allclose(got_out.permute(1, 2, 0).numpy(), expected_out, atol=1e-6)
+        np.testing.assert_allclose(got_in.permute(1, 2, 0).numpy(), expected_in, atol=1e-6)
+    assert 0 < n_clean < 20
+
+    big = img(tmp_path / "big.png", 300, 300, seed=7)
+    covered = {}
+    for side in (None, 256):
+        drops = SyntheticWeatherDataset([big], crop=128, length=40, weights=(0, 0, 1, 0, 0), weather_side=side)
+        covered[side] = np.mean([float(((a - b).abs().amax(0) > 0.03).float().mean())
+                                 for a, b in (drops[(i, i)] for i in range(40))])
+    assert covered[256] > 1.4 * covered[None]
+
+    same = SyntheticWeatherDataset([path], crop=24, length=10, clean_share=0.3, weather_side=24)
+    plain = SyntheticWeatherDataset([path], crop=24, length=10, clean_share=0.3)
+    for i in range(10):
+        assert all(torch.equal(a, b) for a, b in zip(same[(i, i)], plain[(i, i)]))
+    with pytest.raises(ValueError, match=r"weather_side must be at least the crop \(24\), got 16"):
+        SyntheticWeatherDataset([path], crop=24, weather_side=16)
+
+
 def test_synthetic_weather_weights_set_the_share_of_each_weather(tmp_path, monkeypatch):
     """Weights (3, 0, 1, 0, 0) over snow, rainfog, raindrop, rain, haze: about 3/4 snow, 1/4 raindrop, nothing
     else; uniform (no weights) keeps the draws of before (one rng.integers per sample)."""
@@ -517,3 +563,8 @@ def test_online_weather_training_set(tmp_path, capsys):
     assert ds.tone_share == 0.4 and "40% of crops toned first" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"tone_share must be in \[0, 1\], got -0.5"):
         FinetuneConfig(tone_share=-0.5).validate()
+    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
+                                            weather_side=80))
+    assert ds.weather_side == 80 and "weather made on 80² squares" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"weather_side must be at least crop \(32\), got 16 \(e.g. --weather-side 64"):
+        FinetuneConfig(crop=32, weather_side=16).validate()

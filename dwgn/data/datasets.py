@@ -223,14 +223,17 @@ class SyntheticWeatherDataset(Dataset):
     `weights` (one non-negative number per weather, not all zero); with probability `clean_share` the pair
     is clean -> clean instead (the model learns to leave clean photos alone). With probability `tone_share`
     the crop first gets a random global tone (transforms.random_tone: paler, flatter, darker or tinted), for
-    both kinds of pair: scenes the few training photos lack, seen clean and under weather.
+    both kinds of pair: scenes the few training photos lack, seen clean and under weather. With `weather_side`
+    larger than `crop`, the weather is made on a random `weather_side` square and the training crop is then cut
+    from it (as the real benchmarks crop photos degraded at full size): drops, flakes and streaks keep the sizes
+    and densities they have on a photo of that side instead of shrinking with the crop.
 
     Every sample is fresh (its crop, weather and weather parameters come from the sample's seed), so a
     few dozen photos give as many distinct pairs as training asks for (`train.py --online-weather`)."""
 
     def __init__(self, paths: list[Path], crop: int = 128, weathers: tuple[str, ...] = WEATHERS,
                  length: int | None = None, clean_share: float = 0.0, weights: tuple[float, ...] | None = None,
-                 tone_share: float = 0.0):
+                 tone_share: float = 0.0, weather_side: int | None = None):
         unknown = [w for w in weathers if w not in WEATHERS]
         if unknown or not weathers:
             raise ValueError(f"unknown weathers {unknown}; choose from {', '.join(WEATHERS)}")
@@ -238,7 +241,10 @@ class SyntheticWeatherDataset(Dataset):
             raise ValueError(f"clean_share must be in [0, 1), got {clean_share}")
         if not 0.0 <= tone_share <= 1.0:
             raise ValueError(f"tone_share must be in [0, 1], got {tone_share}")
+        if weather_side is not None and weather_side < crop:
+            raise ValueError(f"weather_side must be at least the crop ({crop}), got {weather_side}")
         self.clean = CleanImageDataset(paths, crop=crop, length=length)
+        self.weather_side = weather_side if weather_side and weather_side > crop else None  # None: the crop
         self.weathers = tuple(weathers)
         self.clean_share = clean_share
         self.tone_share = tone_share
@@ -254,10 +260,13 @@ class SyntheticWeatherDataset(Dataset):
         if not 0 <= i < len(self.clean):
             raise IndexError(f"index {i} out of range for {len(self.clean)} samples")
         img = self.clean._cache.get(self.clean.paths[i % len(self.clean.paths)])
-        crop = random_dihedral(random_crop([img], self.clean.crop, rng), rng)[0]
+        side = self.weather_side or self.clean.crop
+        crop = random_dihedral(random_crop([img], side, rng), rng)[0]
         if self.tone_share > 0 and rng.random() < self.tone_share:  # no draw at 0: older samples unchanged
             crop = random_tone(crop, rng)
         if self.clean_share > 0 and rng.random() < self.clean_share:  # no draw at 0: older samples unchanged
+            if self.weather_side is not None:
+                crop = random_crop([crop], self.clean.crop, rng)[0]
             return to_tensor(crop), to_tensor(crop)
         # Weather is added after the rotation so rain still falls downwards.
         if self.cumulative is None:
@@ -266,4 +275,6 @@ class SyntheticWeatherDataset(Dataset):
             weather = self.weathers[min(int(np.searchsorted(self.cumulative, rng.random(), side="right")),
                                         len(self.weathers) - 1)]
         degraded = synthesize(crop, weather, rng)
+        if self.weather_side is not None:  # the training crop, cut from the degraded square and its clean one
+            degraded, crop = random_crop([degraded, crop], self.clean.crop, rng)
         return to_tensor(degraded), to_tensor(crop)

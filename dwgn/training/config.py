@@ -109,6 +109,9 @@ class FinetuneConfig(TrainConfig):
     clean_share: float = opt(0.15, "with --online-weather: share of clean -> clean training pairs")
     tone_share: float = opt(0.0, "with --online-weather: share of training crops given a random global tone first "
                             "(paler, flatter, darker or tinted scenes; clean and weather pairs alike)")
+    weather_side: int | None = opt(None, "with --online-weather: side of the square the weather is made on before "
+                                   "the training crop is cut from it (sizes of drops, flakes and streaks as on a "
+                                   "photo of that side); none = the crop itself")
     weather_weights: tuple[float, ...] = opt((1.0, 1.0, 1.0, 1.0, 1.0), "with --online-weather: relative sampling "
                                              "weights of snow,rainfog,raindrop,rain,haze (0 leaves one out)")
 
@@ -120,6 +123,9 @@ class FinetuneConfig(TrainConfig):
             raise ConfigError(f"clean_share must be in [0, 1), got {self.clean_share}")
         if not 0.0 <= self.tone_share <= 1.0:
             raise ConfigError(f"tone_share must be in [0, 1], got {self.tone_share}")
+        if self.weather_side is not None and self.weather_side < self.crop:
+            raise ConfigError(f"weather_side must be at least crop ({self.crop}), got {self.weather_side} "
+                              f"(e.g. --weather-side {2 * self.crop}, or none)")
         from dwgn.data.weather import weather_cumulative
 
         try:
