@@ -100,5 +100,6 @@ cp runs/gpu-demo-2/finetune/config.yaml checkpoints/dwgn-small-demo.yaml
 
 # The previous demo model (tiny, CPU only) and its recipe: git history before commit 102bd5f.
 
-# Runs tried after part 5 and not shipped (sessions 8 to 12): commands and numbers in the README ("Tried and
-# not shipped (session 8)", "(session 9)", "(session 10)", "(session 11)", "(session 12; no GPU lent)").
+# Runs tried after part 5 and not shipped (sessions 8 to 13): commands and numbers in the README ("Tried and
+# not shipped (session 8)", "(session 9)", "(session 10)", "(session 11)", "(session 12; no GPU lent)",
+# "(session 13; no GPU lent)").
