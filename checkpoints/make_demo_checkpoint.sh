@@ -25,7 +25,7 @@
 #   was runs/s5/continue (dwgn-small-demo.yaml records both).
 # * Part 4 ran on the same CPU, two threads, about 92 minutes (2.6 images/s), in session 6 at commit 6c8cafd,
 #   from part 3's release as shipped then (checkpoints/dwgn-small-demo.safetensors at commit 29ad64b); run
-#   directory runs/s6/continue. Its own release was not shipped (the README says why).
+#   directory runs/s6/continue. Its own release was not shipped (docs/demo_model_history.md says why).
 # * Part 5 ran on the same CPU, two threads, about 88 minutes (2.6 images/s), in session 7 with the code of
 #   commit 486a25e (its --warmup-steps was committed a minute after the run started), from part 4's last.pt
 #   (its EMA weights, float32); run directory runs/s7/continue (dwgn-small-demo.yaml records it).
@@ -37,11 +37,11 @@
 #   machine (dwgn-small-demo.yaml records both). Log and summary: benchmarks/results/gpu/h100_s11_*.
 # * Part 7 (session 11) was decided on the held-out check, so its held-out numbers are not an untouched test:
 #   part 6's release alone makes a pale close-up of wood (a held-out photo) 27 dB, reading
-#   it as haze; the equal average of parts 5 and 6 keeps it at 38.5 dB (README, "The shipped model (session 11)"). The mix was not
-#   tuned: 0.5 is the only mix of these two that was measured.
+#   it as haze; the equal average of parts 5 and 6 keeps it at 38.5 dB (docs/demo_model_history.md, "The
+#   shipped model (session 11)"). The mix was not tuned: 0.5 is the only mix of these two that was measured.
 # * Before part 6, each release was the last step's EMA weights (no model selection on any test data; best.pt is not used).
 #   The held-out check of the README was also run on part 1's release and on part 2 at steps 500 and 1050,
-#   to decide whether to ship (the README lists those numbers).
+#   to decide whether to ship (docs/demo_model_history.md lists those numbers).
 set -euo pipefail
 python dataset/fetch_photos.py
 
@@ -100,6 +100,5 @@ cp runs/gpu-demo-2/finetune/config.yaml checkpoints/dwgn-small-demo.yaml
 
 # The previous demo model (tiny, CPU only) and its recipe: git history before commit 102bd5f.
 
-# Runs tried after part 5 and not shipped (sessions 8 to 13): commands and numbers in the README ("Tried and
-# not shipped (session 8)", "(session 9)", "(session 10)", "(session 11)", "(session 12; no GPU lent)",
-# "(session 13; no GPU lent)").
+# Runs tried after part 5 and not shipped (sessions 8 to 14): commands, the rules they were judged by and their
+# numbers in docs/demo_model_history.md ("Tried and not shipped (session 8)" to "(session 14; no GPU lent)").
