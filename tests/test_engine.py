@@ -158,6 +158,37 @@ def test_run_directory_logs_and_checkpoint_keys(tmp_path):
     assert any(not torch.equal(last["model"][k], last["model_ema"][k]) for k in last["model"])
 
 
+def test_keep_every_keeps_the_users_weights_of_those_steps_and_resuming_keeps_them(tmp_path):
+    train(config(tmp_path / "kept", steps=5, ema_decay=0.5, keep_every=2), stage())
+    snaps = tmp_path / "kept" / "snapshots"
+    assert sorted(p.name for p in snaps.iterdir()) == ["step-000002.safetensors", "step-000004.safetensors"]
+    for step in (2, 4):  # the same run killed after that step: its EMA weights, not the raw ones
+        with pytest.raises(Killed):
+            train(config(tmp_path / f"ref{step}", steps=5, ema_decay=0.5), stage(CountingHooks(kill_at=step)))
+        last = load_checkpoint(tmp_path / f"ref{step}" / "last.pt")
+        assert last["step"] == step
+        snap = load_checkpoint(snaps / f"step-{step:06d}.safetensors")
+        assert snap["step"] == step and "optimizer" not in snap and snap["config"]["keep_every"] == 2
+        assert snap["config"]["model"] == json.loads(json.dumps(last["config"]["model"]))  # JSON metadata
+        assert set(snap["model"]) == set(last["model_ema"])
+        for k in last["model"]:
+            assert snap["model"][k].dtype == torch.float32, k
+            assert torch.equal(snap["model"][k], last["model_ema"][k]), k
+        assert any(not torch.equal(snap["model"][k], last["model"][k]) for k in last["model"])
+    before = (snaps / "step-000004.safetensors").read_bytes()
+    extended = train(config(tmp_path / "kept", steps=6, ema_decay=0.5, keep_every=3), stage())  # a free key
+    assert extended.step == 6
+    assert sorted(p.name for p in snaps.iterdir()) == ["step-000002.safetensors", "step-000004.safetensors",
+                                                        "step-000006.safetensors"]
+    assert (snaps / "step-000004.safetensors").read_bytes() == before
+    model = build_model("tiny")
+    model.load_state_dict(load_checkpoint(snaps / "step-000006.safetensors")["model"])  # a release like any other
+    train(config(tmp_path / "none", steps=2), stage())
+    assert not (tmp_path / "none" / "snapshots").exists()
+    with pytest.raises(ConfigError, match="keep_every must be 0"):
+        config(tmp_path, keep_every=-1).validate()
+
+
 class PoisonHooks(StageHooks):
     def prepare(self, batch, step):
         inputs, targets = super().prepare(batch, step)

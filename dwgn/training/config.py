@@ -67,6 +67,8 @@ class TrainConfig:
     log_every: int = opt(10, "steps between log.jsonl / TensorBoard lines")
     val_every: int = opt(50, "steps between validations (0 = only at the end)")
     save_every: int = opt(50, "steps between last.pt checkpoints (and always at the end)")
+    keep_every: int = opt(0, "steps between kept snapshots of the weights a user gets (the EMA when kept), "
+                          "snapshots/step-NNNNNN.safetensors in float32, never overwritten; 0 = none")
     compile: bool = opt(False, "torch.compile every block (fullgraph); off until a GPU shows it faster")
     cuda_graphs: bool = opt(False, "capture the whole fixed-size step as a CUDA graph (CUDA; amp bf16 or none, "
                             "grad_clip 0, one process)")
@@ -78,6 +80,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.keep_every < 0:
+            raise ConfigError(f"keep_every must be 0 (no snapshots) or a number of steps, got {self.keep_every}")
         for name in ("lr", "lr_min", "warmup_steps", "weight_decay", "grad_clip", "val_every", "num_workers", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from dwgn.errors import UserError
 from dwgn.training.acceleration import CudaGraphStep, capturable_adam, compile_blocks, l1_step_loss
-from dwgn.training.checkpoint import FORMAT_VERSION, check_architecture, checkpoint_model_config, save_checkpoint
+from dwgn.training.checkpoint import (FORMAT_VERSION, check_architecture, checkpoint_model_config, model_weights,
+                                     save_checkpoint)
 from dwgn.training.config import TrainConfig, config_to_dict, save_yaml
 from dwgn.training.run_dir import RunLog, open_run, restart, rng_state, run_dir_for, set_rng_state
 from dwgn.training.sampler import StepSampler, mix_seed
@@ -176,6 +177,19 @@ class Run:
         save_checkpoint(self.last_path, {**self.weights(), "optimizer": self.optimizer.state_dict(),
                                          "scaler": self.scaler.state_dict(), "rng": rng_state(),
                                          "best_val_psnr": self.best, **extras})
+
+    def snapshot_path(self, step: int) -> Path:
+        return self.ctx.run_dir / "snapshots" / f"step-{step:06d}.safetensors"
+
+    def save_snapshot(self) -> Path:
+        """The weights a user gets at this step (the EMA when kept), as a float32 release that later steps never
+        overwrite: for the held-out check along a run, or `python -m dwgn.export A OUT --average B`."""
+        weights = self.weights()
+        path = self.snapshot_path(self.step)
+        save_checkpoint(path, {"format_version": weights["format_version"], "model": model_weights(weights),
+                               "config": weights["config"], "step": self.step,
+                               "note": f"snapshot of {self.ctx.run_dir} at step {self.step}"})
+        return path
 
     def resume(self, ckpt: dict[str, Any]) -> None:
         """Load everything last.pt holds (the architecture was checked by `start_run`)."""
@@ -369,6 +383,8 @@ def _loop(run: Run, log: RunLog) -> float | None:
                     dist.barrier()
             if save_now and run.main:
                 run.save_last()
+            if cfg.keep_every and done % cfg.keep_every == 0 and run.main:
+                run.save_snapshot()
     except KeyboardInterrupt:
         if run.main and not ctx.distributed and run.step > start and not run.mid_step:
             run.save_last()  # the state after the last completed step: resuming from it stays exact

@@ -24,7 +24,7 @@ from dwgn.training.config import ConfigError, TrainConfig, config_to_dict
 # Keys that may change between the runs of one directory: where and how fast it runs, how often it logs.
 # `steps` is checked on its own (a larger value extends the run).
 FREE_KEYS = ("steps", "out", "restart", "device", "num_workers", "log_every", "val_every", "save_every",
-             "compile", "cuda_graphs")
+             "keep_every", "compile", "cuda_graphs")
 
 
 def run_dir_for(cfg: TrainConfig, stage_name: str) -> Path:
