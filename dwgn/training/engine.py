@@ -186,7 +186,8 @@ class Run:
         overwrite: for the held-out check along a run, or `python -m dwgn.export A OUT --average B`."""
         weights = self.weights()
         path = self.snapshot_path(self.step)
-        save_checkpoint(path, {"format_version": weights["format_version"], "model": model_weights(weights),
+        user = {k: v.detach().cpu() for k, v in model_weights(weights).items()}  # a CPU release, as dwgn.export's
+        save_checkpoint(path, {"format_version": weights["format_version"], "model": user,
                                "config": weights["config"], "step": self.step,
                                "note": f"snapshot of {self.ctx.run_dir} at step {self.step}"})
         return path
