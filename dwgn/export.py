@@ -25,7 +25,7 @@ import torch
 from dwgn.errors import run_main
 from dwgn.training.checkpoint import (SAFETENSORS_SUFFIX, CheckpointError, check_architecture,
                                       checkpoint_model_config, load_checkpoint, load_model, model_weights,
-                                      save_checkpoint)
+                                      release_of, save_checkpoint)
 
 PROG = "python -m dwgn.export"
 RELEASE_SUFFIXES = (SAFETENSORS_SUFFIX, ".pt", ".pth")
@@ -71,15 +71,7 @@ def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16,
         check_architecture(checkpoint_model_config(other, average), checkpoint_model_config(ckpt, src), average)
         weights = average_weights(weights, model_weights(other), mix, (str(src), str(average)))
         extra = {"averaged_with": str(average), "mix": mix}
-    release = {
-        "format_version": ckpt["format_version"],
-        "model": {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},
-        "config": ckpt["config"],
-        "step": ckpt["step"],
-        "exported_from": Path(src).name,
-        "note": note or ckpt.get("note", ""),
-        **extra,
-    }
+    release = release_of(ckpt, weights, dtype, note or ckpt.get("note", ""), exported_from=Path(src).name, **extra)
     save_checkpoint(dst, release)
     return release
 

@@ -149,6 +149,18 @@ def model_weights(ckpt: dict[str, Any], prefer_ema: bool = True) -> dict[str, to
     return ckpt["model"]
 
 
+def release_of(ckpt: dict[str, Any], weights: dict[str, torch.Tensor] | None = None,
+               dtype: torch.dtype | None = None, note: str = "", **extra: Any) -> dict[str, Any]:
+    """What `load_model` needs of a checkpoint and nothing else: its format version, config and step, and
+    `weights` (default: model_weights(ckpt)) on the CPU, floating ones cast to `dtype` (None: kept), with
+    `note` and any `extra` keys. Optimizer, RNG and stage state are left out."""
+    weights = model_weights(ckpt) if weights is None else weights
+    model = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu()
+             for k, v in weights.items()}
+    return {"format_version": ckpt["format_version"], "model": model, "config": ckpt["config"],
+            "step": ckpt["step"], "note": note, **extra}
+
+
 def load_weights(model: nn.Module, path: str | Path, prefer_ema: bool = True) -> dict[str, Any]:
     """Load a checkpoint's weights (EMA if present and preferred) into `model` after checking its
     architecture; returns the checkpoint."""

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from dwgn.errors import UserError
 from dwgn.training.acceleration import CudaGraphStep, capturable_adam, compile_blocks, l1_step_loss
-from dwgn.training.checkpoint import (FORMAT_VERSION, check_architecture, checkpoint_model_config, model_weights,
+from dwgn.training.checkpoint import (FORMAT_VERSION, check_architecture, checkpoint_model_config, release_of,
                                      save_checkpoint)
 from dwgn.training.config import TrainConfig, config_to_dict, save_yaml
 from dwgn.training.run_dir import RunLog, open_run, restart, rng_state, run_dir_for, set_rng_state
@@ -178,19 +178,11 @@ class Run:
                                          "scaler": self.scaler.state_dict(), "rng": rng_state(),
                                          "best_val_psnr": self.best, **extras})
 
-    def snapshot_path(self, step: int) -> Path:
-        return self.ctx.run_dir / "snapshots" / f"step-{step:06d}.safetensors"
-
-    def save_snapshot(self) -> Path:
+    def save_snapshot(self) -> None:
         """The weights a user gets at this step (the EMA when kept), as a float32 release that later steps never
         overwrite: for the held-out check along a run, or `python -m dwgn.export A OUT --average B`."""
-        weights = self.weights()
-        path = self.snapshot_path(self.step)
-        user = {k: v.detach().cpu() for k, v in model_weights(weights).items()}  # a CPU release, as dwgn.export's
-        save_checkpoint(path, {"format_version": weights["format_version"], "model": user,
-                               "config": weights["config"], "step": self.step,
-                               "note": f"snapshot of {self.ctx.run_dir} at step {self.step}"})
-        return path
+        save_checkpoint(self.ctx.run_dir / "snapshots" / f"step-{self.step:06d}.safetensors",
+                        release_of(self.weights(), note=f"snapshot of {self.ctx.run_dir} at step {self.step}"))
 
     def resume(self, ckpt: dict[str, Any]) -> None:
         """Load everything last.pt holds (the architecture was checked by `start_run`)."""
