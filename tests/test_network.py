@@ -206,3 +206,22 @@ def test_group_conv3x3_equals_per_image_conv_then_channel_gain():
     expected = torch.stack([torch.nn.functional.conv2d(x[i:i + 1], kernels[i], padding=1, groups=4)[0] * gains[i, :, None, None]
                             for i in range(2)])
     torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_constants_first_made_during_inference_still_serve_training():
+    """Restoring a photo (inference mode) and then training in the same process: the cached one-hot, identity
+    and mask constants made during the restore must be usable by autograd afterwards."""
+    from dwgn.models import dynamic_conv, hdmc
+
+    dynamic_conv._EYES.clear()
+    hdmc._ONE_HOTS.clear()
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        model(x)
+    assert dynamic_conv._EYES and hdmc._ONE_HOTS  # made in inference mode, and kept
+    assert not any(t.is_inference() for t in (*dynamic_conv._EYES.values(), *hdmc._ONE_HOTS.values()))
+    (model(x) - x).abs().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)

@@ -166,8 +166,15 @@ def cached_constant(cache: dict, key: tuple, make: Callable[[], Tensor]) -> Tens
     such a tensor lives in one trace only."""
     if key in cache:
         return cache[key]
-    value = make()
-    if type(value) is torch.Tensor and not torch.compiler.is_compiling():
+    compiling = torch.compiler.is_compiling()
+    # A kept constant must serve training too, and a tensor made in inference mode cannot be saved for backward;
+    # `compiling` is checked first because dynamo cannot trace is_inference_mode_enabled().
+    if not compiling and torch.is_inference_mode_enabled():
+        with torch.inference_mode(False):
+            value = make()
+    else:
+        value = make()
+    if type(value) is torch.Tensor and not compiling:
         cache[key] = value
     return value
 
