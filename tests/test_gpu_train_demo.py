@@ -55,12 +55,13 @@ def test_dry_run_with_init_goes_on_from_the_release_without_stage_1(tmp_path, sm
     release = "checkpoints/dwgn-small-demo.safetensors"
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_train_demo.py"), "--dry-run", "--budget", "400",
                            "--out", str(out), "--runs", str(tmp_path / "runs"), "--init", release, "--lr", "1e-4",
-                           "--clean-share", "0.3", "--warmup", "0.5", "--weather-weights", "2,1,2,1.5,1"],
+                           "--clean-share", "0.3", "--warmup", "0.5", "--weather-weights", "2,1,2,1.5,1",
+                           "--train-args", "--tone-share 0.5 --weather-side 128 --keep-every 3"],
                           capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert [s["name"] for s in summary["steps"]] == ["stage 2 calibration (eager)", "demo set", "stage 2",
-                                                     "export stage 2"]
+                                                     "export stage 2", "export stage 2 best"]
     assert summary["stage1_init"] == release
     stage2 = summary["steps"][2]["command"]
     assert f"--init {release}" in stage2 and "--lr 0.0001" in stage2 and "--clean-share 0.3" in stage2
@@ -69,6 +70,15 @@ def test_dry_run_with_init_goes_on_from_the_release_without_stage_1(tmp_path, sm
     assert "weathers snow 27%, rainfog 13%, raindrop 27%, rain 20%, haze 13%" in (out / "session.log").read_text()
     assert "initialised from checkpoints/dwgn-small-demo.safetensors" in (out / "session.log").read_text()
     assert torch.load(out / "dwgn-small-demo.pt", weights_only=True)["step"] == 6
+    # --train-args reach Stage 2 and its calibration; best.pt and the kept snapshots come back in OUT
+    assert "--tone-share 0.5 --weather-side 128 --keep-every 3" in stage2
+    assert "--tone-share 0.5 --weather-side 128" in summary["steps"][0]["command"]
+    assert "50% of crops toned first, weather made on 128² squares" in (out / "session.log").read_text()
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step-000003.safetensors",
+                                                                    "step-000006.safetensors"]
+    best = torch.load(out / "dwgn-small-demo-best.pt", weights_only=True)
+    run_best = torch.load(tmp_path / "runs" / "finetune" / "best.pt", weights_only=True)
+    assert 1 <= best["step"] <= 6 and best["step"] == run_best["step"]
 
 
 def test_a_missing_init_is_refused_before_anything_runs(tmp_path):
@@ -76,4 +86,20 @@ def test_a_missing_init_is_refused_before_anything_runs(tmp_path):
                            "--init", "checkpoints/nothing.safetensors"], capture_output=True, text=True, timeout=120,
                           cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 2 and "--init checkpoints/nothing.safetensors: no such file" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("train_args, message", [
+    ("--steps 50", "--train-args sets --steps, which this script sizes or sets itself"),
+    ("--tone-share 0.5 --clean_share=0.1", "--train-args sets --clean_share, which this script sizes or sets itself"),
+    ("--tone-share 2", "--train-args '--tone-share 2': tone_share must be in [0, 1], got 2.0"),
+    ("--weather-sides 256", "unknown config key 'weather_sides'"),
+    ('--note "open', "--train-args '--note \"open': No closing quotation"),
+])
+def test_bad_train_args_are_refused_before_anything_runs(tmp_path, train_args, message):
+    """Flags the script sets itself, and values train.py would refuse, stop it before a GPU second is spent."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_train_demo.py"), "--out", str(tmp_path / "o"),
+                           f"--train-args={train_args}"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "o").exists()

@@ -3,7 +3,8 @@
     python tools/gpu_train_demo.py --out OUT [--budget 540]     # on a CUDA machine
     python tools/gpu_train_demo.py --out OUT --dry-run          # the same path on the CPU, a few steps each
     python tools/gpu_train_demo.py --out OUT --init checkpoints/dwgn-small-demo.safetensors --clean-share 0.35 \
-        --warmup 0.1 [--weather-weights 2,1,2,1.5,1] [--gpu-check 0]
+        --warmup 0.1 [--weather-weights 2,1,2,1.5,1] [--gpu-check 0] \
+        [--train-args "--tone-share 0.5 --weather-side 256"]
                                                                 # more Stage 2 for a release (no Stage 1)
 
 What it runs, each as a subprocess with a time limit, printing the exact command first:
@@ -15,7 +16,9 @@ What it runs, each as a subprocess with a time limit, printing the exact command
 3. a 30-step calibration of Stage 2's exact command (its log's images/s), which sizes the real run:
    Stage 2 gets as many steps as fit in what is left of --budget, rounded down to a multiple of 100;
 4. Stage 2, `train.py --online-weather` (weather made on the fly from the demo's 40 training photos);
-5. the releases (`python -m dwgn.export`) and the run logs, into --out;
+5. the releases (`python -m dwgn.export`: Stage 2's last step, and its best.pt, the step with the best validation
+   on the demo sets, as dwgn-small-demo-best.pt), the snapshots of `--train-args "--keep-every N"` and the run
+   logs, into --out;
 6. `benchmarks/gpu_check.py` (the `paper` network's GPU table) with whatever time is left.
 Everything it ran, with step counts, rates and exit codes, goes to OUT/summary.json; the commands it printed are
 the recipe (checkpoints/make_demo_checkpoint.sh). It stops early and says why when a step fails.
@@ -26,6 +29,7 @@ import argparse
 import atexit
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -45,6 +49,11 @@ STAGE2 = ["train.py", "--config", "configs/finetune_demo.yaml", "--preset", "sma
 STAGE2_BATCH = 32
 RESERVE_S = 25.0   # export and packing after Stage 2
 CALIB_STEPS = 30
+# train.py flags this script sets for Stage 2 itself (its own options or the calibration's sizing): --train-args
+# may not set them, or the calibrated run would not be the run that the summary describes
+OWNED_FLAGS = {"--steps", "--warmup-steps", "--out", "--init", "--lr", "--clean-share", "--weather-weights",
+               "--batch-size", "--val-every", "--save-every", "--val-data", "--cuda-graphs", "--num-workers",
+               "--preset", "--config", "--restart"}
 
 
 class Session:
@@ -180,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                              "default: uniform)")
     parser.add_argument("--warmup", type=float, default=0.0,
                         help="Stage 2's linear warm-up as a share of its steps (train.py --warmup-steps); 0.1 suits --init")
+    parser.add_argument("--train-args", default="", metavar="FLAGS",
+                        help="more train.py flags for Stage 2 and its calibration, one quoted string (e.g. "
+                             "\"--tone-share 0.5 --weather-side 256 --keep-every 500\"); checked by train.py itself")
     parser.add_argument("--dry-run", action="store_true", help="CPU, a few steps per stage: checks the path only")
     args = parser.parse_args(argv)
     if args.init is not None and not (ROOT / args.init).is_file():
@@ -187,6 +199,23 @@ def main(argv: list[str] | None = None) -> int:
                      "or a run's last.pt)")
     if not 0.0 <= args.warmup < 1.0:
         parser.error(f"--warmup {args.warmup:g}: a share of Stage 2's steps in [0, 1), such as 0.1")
+    try:
+        extra = shlex.split(args.train_args)
+    except ValueError as err:
+        parser.error(f"--train-args {args.train_args!r}: {err} (one quoted string of train.py flags)")
+    owned = sorted({f.split("=")[0] for f in extra
+                    if f.startswith("--") and "--" + f[2:].split("=")[0].replace("_", "-") in OWNED_FLAGS})
+    if owned:
+        parser.error(f"--train-args sets {', '.join(owned)}, which this script sizes or sets itself "
+                     f"(use its own --lr, --clean-share, --weather-weights, --warmup, --init, --budget instead)")
+    if extra:  # a bad flag or value is refused here, not after the GPU has started and calibrated
+        from dwgn.training.config import ConfigError, FinetuneConfig, parse_config
+
+        base = [str(ROOT / a) if a.endswith(".yaml") else a for a in STAGE2[1:]]
+        try:
+            parse_config(FinetuneConfig, [*base, *extra], prog="train.py")
+        except ConfigError as err:
+            parser.error(f"--train-args {args.train_args!r}: {err}")
     args.out.mkdir(parents=True, exist_ok=True)
     s = Session(args.out, args.budget, args.dry_run)
     runs = args.runs
@@ -232,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
               *workers, "--init", str(init)]
     if args.weather_weights is not None:
         stage2 += ["--weather-weights", args.weather_weights]
+    stage2 += extra
     if args.dry_run:
         stage2 += ["--crop", "64", "--val-images", "2"]
     rate = None
@@ -267,6 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     # 5. releases and logs
     if (ROOT / out2 / "last.pt").is_file():
         s.run("export stage 2", ["-m", "dwgn.export", str(out2 / "last.pt"), str(args.out / "dwgn-small-demo.pt")], 60)
+    if (ROOT / out2 / "best.pt").is_file():  # the step with the best demo-set validation: a candidate named beforehand
+        s.run("export stage 2 best", ["-m", "dwgn.export", str(out2 / "best.pt"),
+                                      str(args.out / "dwgn-small-demo-best.pt")], 60)
+    snapshots = sorted((ROOT / out2 / "snapshots").glob("step-*.safetensors"))
+    if snapshots:
+        (args.out / "snapshots").mkdir(exist_ok=True)
+        for snap in snapshots:
+            shutil.copy2(snap, args.out / "snapshots" / snap.name)
+        s.say(f"{len(snapshots)} snapshots (--keep-every) copied to {args.out / 'snapshots'}")
     if args.init is None and (ROOT / init).is_file():
         s.run("export stage 1", ["-m", "dwgn.export", str(init), str(args.out / "pretrain-small.pt")], 60)
     with tarfile.open(args.out / "runs.tar.gz", "w:gz") as tar:
