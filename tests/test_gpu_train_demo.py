@@ -26,7 +26,8 @@ def test_dry_run_trains_both_stages_and_writes_the_releases(tmp_path, small_demo
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     names = [s["name"] for s in summary["steps"]]
-    assert names == ["stage 1", "stage 2 calibration (eager)", "demo set", "stage 2", "export stage 2", "export stage 1"]
+    assert names == ["stage 1", "stage 2 calibration (eager)", "demo set", "stage 2", "export stage 2",
+                     "export stage 2 best", "export stage 1"]
     assert all(s["rc"] == 0 for s in summary["steps"])
     assert summary["stage2_steps"] == 6 and summary["cuda_graphs"] is False
     assert "import test_sets; test_sets(" in summary["steps"][2]["command"]  # built beside the steps before Stage 2
@@ -34,8 +35,9 @@ def test_dry_run_trains_both_stages_and_writes_the_releases(tmp_path, small_demo
     assert stage2.startswith("python train.py ") and "--online-weather" in stage2 and "--steps 6" in stage2
     release = torch.load(out / "dwgn-small-demo.pt", weights_only=True)
     assert release["step"] == 6 and release["config"]["model"]["width"] == 32
+    assert (out / "dwgn-small-demo-best.pt").is_file() and not (out / "snapshots").exists()  # no --keep-every
     assert "--data" not in summary["steps"][0]["command"]  # no fetched photos: pre-training.py's default
-    assert (out / "runs.tar.gz").stat().st_size > 0 and (out / "session.log").read_text().count("exit 0") == 6
+    assert (out / "runs.tar.gz").stat().st_size > 0 and (out / "session.log").read_text().count("exit 0") == 7
 
 
 def test_without_cuda_it_refuses_to_train(tmp_path):
