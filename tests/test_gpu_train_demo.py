@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,9 @@ def test_dry_run_with_init_goes_on_from_the_release_without_stage_1(tmp_path, sm
     best = torch.load(out / "dwgn-small-demo-best.pt", weights_only=True)
     run_best = torch.load(tmp_path / "runs" / "finetune" / "best.pt", weights_only=True)
     assert 1 <= best["step"] <= 6 and best["step"] == run_best["step"]
+    with tarfile.open(out / "runs.tar.gz") as tar:  # the logs, not the weights a second time
+        packed = tar.getnames()
+    assert "finetune/log.jsonl" in packed and not [n for n in packed if n.endswith((".pt", ".safetensors"))]
 
 
 def test_a_missing_init_is_refused_before_anything_runs(tmp_path):

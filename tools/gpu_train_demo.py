@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         s.run("export stage 1", ["-m", "dwgn.export", str(init), str(args.out / "pretrain-small.pt")], 60)
     with tarfile.open(args.out / "runs.tar.gz", "w:gz") as tar:
         for path in sorted((ROOT / runs).rglob("*")):
-            if path.is_file() and path.suffix != ".pt":
+            if path.is_file() and path.suffix not in (".pt", ".safetensors"):  # weights: exported or copied above
                 tar.add(path, arcname=str(path.relative_to(ROOT / runs)))
     s.save()
 
