@@ -179,3 +179,41 @@ def test_figure_draws_the_clean_photos_in_and_out(monkeypatch, capsys, tmp_path)
     assert mpimg.imread(png).shape[0] > mpimg.imread(one).shape[0]  # a row per photo
     with pytest.raises(ValueError, match="no photos"):
         results_figure.draw_clean([], tmp_path / "none.png", "t")
+
+
+class DarkenLarge(Identity):
+    """Leaves an image alone up to LIMIT px on its longer side, darkens it (x 0.9) beyond: a size-dependent model."""
+    LIMIT = 300
+
+    def forward(self, x):
+        return x * 0.9 if max(x.shape[-2:]) > self.LIMIT else x
+
+
+def test_clean_sides_repeat_the_clean_check_at_each_size(monkeypatch, capsys, tmp_path):
+    paths = packaged_photos("test")[1:3]
+    assert all(max(read_image(p).shape[:2]) > 512 for p in paths)  # so that 256 and 512 px are both downscales
+    result = heldout.evaluate(DarkenLarge(), paths, crops=1, size=64, weathers=("haze",), clean_sides=(256, 512, 256))
+    by_side = result["clean_by_side"]
+    assert list(by_side) == ["256", "512"]  # in the order given, each once
+    assert all(math.isinf(r["psnr_y"]) for r in by_side["256"]["per_photo"])  # left alone at 256 px
+    expected = [_darkened_psnr_y(p) for p in paths]  # darkened at 512 px, scored as the main clean check scores it
+    assert [r["psnr_y"] for r in by_side["512"]["per_photo"]] == pytest.approx(expected, abs=0.05)
+    assert [r["psnr_y"] for r in result["clean"]["per_photo"]] == pytest.approx(expected, abs=0.05)
+    assert by_side["512"]["min_psnr_y"] == pytest.approx(min(expected), abs=0.05)
+    assert by_side["512"]["lowest"] == paths[int(np.argmin(expected))].name
+    assert by_side["512"]["mean_psnr_y"] == pytest.approx(sum(expected) / 2, abs=0.05)
+    report = heldout.format_report(result)
+    assert "clean photos by size" in report and "256 px" in report and "512 px" in report
+    assert "clean_by_side" not in heldout.evaluate(DarkenLarge(), paths[:1], crops=1, size=64, weathers=("haze",))
+    with pytest.raises(ValueError, match="clean_sides must be whole numbers of pixels >= 64"):
+        heldout.evaluate(Identity(), paths[:1], crops=1, size=64, weathers=("haze",), clean_sides=(32,))
+
+    import dwgn.evaluation.evaluate as evaluate_module
+    monkeypatch.setattr(evaluate_module, "load_checkpoint_model", lambda *a, **k: DarkenLarge())
+    out_json = tmp_path / "r.json"
+    assert heldout.main(["--crops", "1", "--size", "64", "--weathers", "haze", "--clean-sides", "256,512",
+                         "--json", str(out_json)]) == 0
+    assert list(json.loads(out_json.read_text())["clean_by_side"]) == ["256", "512"]
+    for bad in ("256,x", "256,32"):
+        assert heldout.main(["--clean-sides", bad]) == 2
+        assert f"--clean-sides '{bad}': comma-separated whole numbers of px, each at least 64" in capsys.readouterr().err

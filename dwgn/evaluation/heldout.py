@@ -2,7 +2,8 @@
 
     python -m dwgn.evaluation.heldout [--checkpoint PATH] [--crops 2] [--size 256] [--settings heldout]
                                       [--photos heldout] [--weathers snow,rainfog,raindrop,rain,haze]
-                                      [--heldout-params haze_airlight,...] [--json PATH] [--figure PNG|JPG]
+                                      [--heldout-params haze_airlight,...] [--clean-sides 256,512,768]
+                                      [--json PATH] [--figure PNG|JPG]
 
 Photos: the packaged test photos (dwgn.data.photos) plus the fetched held-out photos
 (dwgn.data.photo_sources, when `python dataset/fetch_photos.py` has been run); none of them is ever a
@@ -16,7 +17,10 @@ squares; it sees the answer), which shows how much of each weather's loss a sing
 would recover. Clean photos: each held-out photo, scaled to at most
 CLEAN_SIDE px, restored as it is; PSNR-Y and PSNR-RGB of restored against the photo, per photo and
 mean (a model that leaves clean photos alone scores high); `--figure` draws them in and out with the
-difference magnified. SYNTHETIC weather: not a benchmark.
+difference magnified. `--clean-sides` repeats the clean-photo check with each photo scaled to at most each of those
+sides (the report's table and the JSON's `clean_by_side`): a model trained on small crops may leave a photo alone
+at 256 px and not at 512 (the whole photo, not its texture, changes with the side). SYNTHETIC weather: not a
+benchmark.
 
 `--photos train` runs the same measurement on the demo's TRAINING photos instead (dwgn.data.demo), for
 choosing between models -- a checkpoint, a weight average's `--mix` (`python -m dwgn.export --average`)
@@ -107,10 +111,16 @@ def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: Held
 
 def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 256, settings: str = "heldout",
              seed: int = 0, photo_set: str = "heldout", weathers: tuple[str, ...] = WEATHERS,
-             heldout_params: tuple[str, ...] | None = None, clean_outputs: list | None = None) -> dict:
+             heldout_params: tuple[str, ...] | None = None, clean_outputs: list | None = None,
+             clean_sides: tuple[int, ...] = ()) -> dict:
     """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int}}, "mean_gain": dB,
-    "global_fit_gain": dB, "clean": {...}}. `clean_outputs`, a list, receives (name, clean photo, restored,
-    PSNR-Y) for every clean photo (for `results_figure.draw_clean`)."""
+    "global_fit_gain": dB, "clean": {...}}, and with `clean_sides` also "clean_by_side": {str(side): {"per_photo":
+    [{"photo", "psnr_y"}], "mean_psnr_y", "min_psnr_y", "lowest"}} (each photo scaled to at most that side).
+    `clean_outputs`, a list, receives (name, clean photo, restored, PSNR-Y) for every clean photo (for
+    `results_figure.draw_clean`)."""
+    bad_sides = [s for s in clean_sides if int(s) != s or s < 64]
+    if bad_sides:
+        raise ValueError(f"clean_sides must be whole numbers of pixels >= 64, got {bad_sides}")
     if settings not in _SETTINGS:
         raise ValueError(f"settings must be one of {', '.join(_SETTINGS)}, got {settings!r}")
     unknown = [w for w in weathers if w not in WEATHERS]
@@ -138,7 +148,15 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         clean_rows.append({"photo": path.name, "psnr_y": psnr(out, img), "psnr_rgb": psnr(out, img, y_channel=False)})
         if clean_outputs is not None:
             clean_outputs.append((path.name, img, out, clean_rows[-1]["psnr_y"]))
-    return {
+    by_side = {}
+    for side in dict.fromkeys(clean_sides):  # in the order given, each once
+        rows = ([{"photo": r["photo"], "psnr_y": r["psnr_y"]} for r in clean_rows] if side == CLEAN_SIDE else
+                [{"photo": p.name, "psnr_y": psnr(restore(model, img, tile=0), img)}
+                 for p, img in ((p, _scaled(photo, side)) for p, photo in zip(paths, photos))])
+        lowest = min(rows, key=lambda r: r["psnr_y"])
+        by_side[str(side)] = {"per_photo": rows, "mean_psnr_y": statistics.fmean(r["psnr_y"] for r in rows),
+                              "min_psnr_y": lowest["psnr_y"], "lowest": lowest["photo"]}
+    result = {
         "settings": settings, "photo_set": photo_set, "weathers": list(scores),
         "heldout_params": sorted(HELDOUT_RANGES) if held is True else sorted(held) if held else [],
         "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
@@ -149,6 +167,9 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
                   "mean_psnr_y": statistics.fmean(r["psnr_y"] for r in clean_rows),
                   "mean_psnr_rgb": statistics.fmean(r["psnr_rgb"] for r in clean_rows)},
     }
+    if by_side:
+        result["clean_by_side"] = by_side
+    return result
 
 
 def format_report(result: dict) -> str:
@@ -171,6 +192,15 @@ def format_report(result: dict) -> str:
         lines.append(f"  {r['photo']:<22} PSNR-Y {r['psnr_y']:6.2f}   PSNR-RGB {r['psnr_rgb']:6.2f}")
     lines.append(f"  {'mean':<22} PSNR-Y {result['clean']['mean_psnr_y']:6.2f}   "
                  f"PSNR-RGB {result['clean']['mean_psnr_rgb']:6.2f}")
+    by_side = result.get("clean_by_side")
+    if by_side:
+        sides = list(by_side)
+        lines.append("clean photos by size (PSNR-Y; each photo scaled to at most that many px):")
+        lines.append(f"  {'photo':<22}" + "".join(f"{s + ' px':>10}" for s in sides))
+        for i, photo in enumerate(r["photo"] for r in by_side[sides[0]]["per_photo"]):
+            lines.append(f"  {photo:<22}" + "".join(f"{by_side[s]['per_photo'][i]['psnr_y']:>10.2f}" for s in sides))
+        lines.append(f"  {'mean':<22}" + "".join(f"{by_side[s]['mean_psnr_y']:>10.2f}" for s in sides))
+        lines.append(f"  {'lowest':<22}" + "".join(f"{by_side[s]['min_psnr_y']:>10.2f}" for s in sides))
     return "\n".join(lines)
 
 
@@ -190,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout-params", default=None,
                         help="comma-separated weather parameters to draw outside the training ranges (the others "
                              f"inside them); default: all. Keys: {','.join(HELDOUT_RANGES)}")
+    parser.add_argument("--clean-sides", default="",
+                        help="comma-separated sides in px (e.g. 256,512,768): also check the clean photos scaled to "
+                             "at most each of them")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     parser.add_argument("--figure", type=Path, default=None,
@@ -210,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --heldout-params {args.heldout_params!r}: {why}; keys: {','.join(HELDOUT_RANGES)}",
                   file=sys.stderr)
             return 2
+    try:
+        sides = tuple(int(v) for v in args.clean_sides.split(",") if v.strip())
+    except ValueError:
+        sides = (0,)
+    if any(v < 64 for v in sides):
+        print(f"error: --clean-sides {args.clean_sides!r}: comma-separated whole numbers of px, each at least 64 "
+              "(e.g. 256,512,768)", file=sys.stderr)
+        return 2
     if args.crops <= 0 or args.size < 64:
         print(f"error: --crops must be positive and --size at least 64 (got {args.crops}, {args.size})",
               file=sys.stderr)
@@ -226,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = heldout_photos(fetched)
     outputs: list | None = [] if args.figure else None
     result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos, weathers, params,
-                      outputs)
+                      outputs, sides)
     print(format_report(result))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
