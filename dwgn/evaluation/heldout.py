@@ -19,8 +19,7 @@ CLEAN_SIDE px, restored as it is; PSNR-Y and PSNR-RGB of restored against the ph
 mean (a model that leaves clean photos alone scores high); `--figure` draws them in and out with the
 difference magnified. `--clean-sides` repeats the clean-photo check with each photo scaled to at most each of those
 sides (the report's table and the JSON's `clean_by_side`): a model trained on small crops may leave a photo alone
-at 256 px and not at 512 (the whole photo, not its texture, changes with the side). SYNTHETIC weather: not a
-benchmark.
+at 256 px and not at 512. SYNTHETIC weather: not a benchmark.
 
 `--photos train` runs the same measurement on the demo's TRAINING photos instead (dwgn.data.demo), for
 choosing between models -- a checkpoint, a weight average's `--mix` (`python -m dwgn.export --average`)
@@ -243,11 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --heldout-params {args.heldout_params!r}: {why}; keys: {','.join(HELDOUT_RANGES)}",
                   file=sys.stderr)
             return 2
-    try:
-        sides = tuple(int(v) for v in args.clean_sides.split(",") if v.strip())
-    except ValueError:
-        sides = (0,)
-    if any(v < 64 for v in sides):
+    words = [v.strip() for v in args.clean_sides.split(",") if v.strip()]
+    sides = tuple(int(v) for v in words if v.isdigit())
+    if len(sides) < len(words) or any(v < 64 for v in sides):
         print(f"error: --clean-sides {args.clean_sides!r}: comma-separated whole numbers of px, each at least 64 "
               "(e.g. 256,512,768)", file=sys.stderr)
         return 2
