@@ -218,3 +218,36 @@ def test_clean_sides_repeat_the_clean_check_at_each_size(monkeypatch, capsys, tm
     for bad in ("256,x", "256,32"):
         assert heldout.main(["--clean-sides", bad]) == 2
         assert f"--clean-sides '{bad}': comma-separated whole numbers of px, each at least 64" in capsys.readouterr().err
+
+
+def test_tile_restores_in_tiles_so_a_size_dependent_model_sees_only_tiles(monkeypatch, capsys, tmp_path):
+    # DarkenLarge darkens whatever it sees at once beyond 300 px: restored whole (the default) or in 384 px tiles,
+    # a 512 px photo is darkened; in 256 px tiles every box it sees is at most 256 px, so the photo comes back as it
+    # was. The weather crops (64 px) fit in one tile either way.
+    paths = packaged_photos("test")[1:3]
+    expected = [_darkened_psnr_y(p) for p in paths]
+    kw = dict(crops=1, size=64, weathers=("haze",))
+    whole = heldout.evaluate(DarkenLarge(), paths, **kw)
+    tiled = heldout.evaluate(DarkenLarge(), paths, tile=256, overlap=64, **kw)
+    big_tiles = heldout.evaluate(DarkenLarge(), paths, tile=384, overlap=64, **kw)
+    assert [r["psnr_y"] for r in whole["clean"]["per_photo"]] == pytest.approx(expected, abs=0.05)
+    assert [r["psnr_y"] for r in big_tiles["clean"]["per_photo"]] == pytest.approx(expected, abs=0.05)
+    assert all(r["psnr_y"] > 100 for r in tiled["clean"]["per_photo"])  # unchanged (up to float rounding of Y)
+    assert tiled["weather"]["haze"] == whole["weather"]["haze"]
+    assert (whole["tile"], whole["overlap"], tiled["tile"], tiled["overlap"]) == (0, 0, 256, 64)
+    assert "restored in 256 px tiles (overlap 64 px)" in heldout.format_report(tiled)
+    assert "tiles" not in heldout.format_report(whole).splitlines()[0]
+    with pytest.raises(ValueError, match="tile must be 0 .* got tile 128, overlap 128"):
+        heldout.evaluate(Identity(), paths[:1], tile=128, overlap=128, **kw)
+
+    import dwgn.evaluation.evaluate as evaluate_module
+    monkeypatch.setattr(evaluate_module, "load_checkpoint_model", lambda *a, **k: DarkenLarge())
+    out_json = tmp_path / "r.json"
+    assert heldout.main(["--crops", "1", "--size", "64", "--weathers", "haze", "--tile", "256", "--overlap", "32",
+                         "--json", str(out_json)]) == 0
+    saved = json.loads(out_json.read_text())
+    assert (saved["tile"], saved["overlap"]) == (256, 32)
+    assert all(r["psnr_y"] > 100 for r in saved["clean"]["per_photo"])
+    capsys.readouterr()
+    assert heldout.main(["--tile", "64", "--overlap", "64"]) == 2
+    assert "--tile 64 --overlap 64: --tile is 0 (whole images) or a side in px" in capsys.readouterr().err

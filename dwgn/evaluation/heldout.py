@@ -3,7 +3,7 @@
     python -m dwgn.evaluation.heldout [--checkpoint PATH] [--crops 2] [--size 256] [--settings heldout]
                                       [--photos heldout] [--weathers snow,rainfog,raindrop,rain,haze]
                                       [--heldout-params haze_airlight,...] [--clean-sides 256,512,768]
-                                      [--json PATH] [--figure PNG|JPG]
+                                      [--tile N [--overlap PX]] [--json PATH] [--figure PNG|JPG]
 
 Photos: the packaged test photos (dwgn.data.photos) plus the fetched held-out photos
 (dwgn.data.photo_sources, when `python dataset/fetch_photos.py` has been run); none of them is ever a
@@ -19,7 +19,10 @@ CLEAN_SIDE px, restored as it is; PSNR-Y and PSNR-RGB of restored against the ph
 mean (a model that leaves clean photos alone scores high); `--figure` draws them in and out with the
 difference magnified. `--clean-sides` repeats the clean-photo check with each photo scaled to at most each of those
 sides (the report's table and the JSON's `clean_by_side`): a model trained on small crops may leave a photo alone
-at 256 px and not at 512. SYNTHETIC weather: not a benchmark.
+at 256 px and not at 512. `--tile N` restores every image in N x N tiles (dwgn.evaluation.restore: overlapping by
+`--overlap`, each tile run with the image-wide statistics of the global pools) instead of whole, as `test.py --tile N`
+does: whether a model's trouble with a large photo comes from the size it sees at once (the default, 0, restores
+every image whole, as the aims are measured). SYNTHETIC weather: not a benchmark.
 
 `--photos train` runs the same measurement on the demo's TRAINING photos instead (dwgn.data.demo), for
 choosing between models -- a checkpoint, a weight average's `--mix` (`python -m dwgn.export --average`)
@@ -48,7 +51,7 @@ from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import HELDOUT_RANGES, WEATHERS, Heldout, check_heldout_keys, synthesize
 from dwgn.evaluation.metrics import psnr
-from dwgn.evaluation.restore import restore
+from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore
 from dwgn.io import write_text_atomic
 
 CLEAN_SIDE = 512
@@ -111,15 +114,20 @@ def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: Held
 def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 256, settings: str = "heldout",
              seed: int = 0, photo_set: str = "heldout", weathers: tuple[str, ...] = WEATHERS,
              heldout_params: tuple[str, ...] | None = None, clean_outputs: list | None = None,
-             clean_sides: tuple[int, ...] = ()) -> dict:
+             clean_sides: tuple[int, ...] = (), tile: int = 0, overlap: int = DEFAULT_OVERLAP) -> dict:
     """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int}}, "mean_gain": dB,
     "global_fit_gain": dB, "clean": {...}}, and with `clean_sides` also "clean_by_side": {str(side): {"per_photo":
     [{"photo", "psnr_y"}], "mean_psnr_y", "min_psnr_y", "lowest"}} (each photo scaled to at most that side).
+    `tile` 0 restores every image whole; N restores images larger than N x N in N x N tiles (`restore`'s tiling,
+    `overlap` px of overlap); the result records both.
     `clean_outputs`, a list, receives (name, clean photo, restored, PSNR-Y) for every clean photo (for
     `results_figure.draw_clean`)."""
     bad_sides = [s for s in clean_sides if int(s) != s or s < 64]
     if bad_sides:
         raise ValueError(f"clean_sides must be whole numbers of pixels >= 64, got {bad_sides}")
+    if int(tile) != tile or tile < 0 or overlap < 0 or (tile and overlap >= tile):
+        raise ValueError(f"tile must be 0 (whole images) or a side in px with 0 <= overlap < tile, got tile {tile}, "
+                         f"overlap {overlap}")
     if settings not in _SETTINGS:
         raise ValueError(f"settings must be one of {', '.join(_SETTINGS)}, got {settings!r}")
     unknown = [w for w in weathers if w not in WEATHERS]
@@ -136,21 +144,21 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
                                                  for w in WEATHERS if w in weathers}
     for weather, _, degraded, clean in weather_cases(photos, crops, size, held, seed, weathers):
         scores[weather]["input"].append(psnr(degraded, clean))
-        scores[weather]["restored"].append(psnr(restore(model, degraded, tile=0), clean))
+        scores[weather]["restored"].append(psnr(restore(model, degraded, tile=tile, overlap=overlap), clean))
         scores[weather]["global_fit"].append(psnr(global_fit(degraded, clean), clean))
     per_weather = {w: {"input": statistics.fmean(s["input"]), "restored": statistics.fmean(s["restored"]),
                        "global_fit": statistics.fmean(s["global_fit"]), "n": len(s["input"])} for w, s in scores.items()}
     clean_rows = []
     for path, photo in zip(paths, photos):
         img = _scaled(photo, CLEAN_SIDE)
-        out = restore(model, img, tile=0)
+        out = restore(model, img, tile=tile, overlap=overlap)
         clean_rows.append({"photo": path.name, "psnr_y": psnr(out, img), "psnr_rgb": psnr(out, img, y_channel=False)})
         if clean_outputs is not None:
             clean_outputs.append((path.name, img, out, clean_rows[-1]["psnr_y"]))
     by_side = {}
     for side in dict.fromkeys(clean_sides):  # in the order given, each once
         rows = ([{"photo": r["photo"], "psnr_y": r["psnr_y"]} for r in clean_rows] if side == CLEAN_SIDE else
-                [{"photo": p.name, "psnr_y": psnr(restore(model, img, tile=0), img)}
+                [{"photo": p.name, "psnr_y": psnr(restore(model, img, tile=tile, overlap=overlap), img)}
                  for p, img in ((p, _scaled(photo, side)) for p, photo in zip(paths, photos))])
         lowest = min(rows, key=lambda r: r["psnr_y"])
         by_side[str(side)] = {"per_photo": rows, "mean_psnr_y": statistics.fmean(r["psnr_y"] for r in rows),
@@ -159,6 +167,7 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         "settings": settings, "photo_set": photo_set, "weathers": list(scores),
         "heldout_params": sorted(HELDOUT_RANGES) if held is True else sorted(held) if held else [],
         "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
+        "tile": tile, "overlap": overlap if tile else 0,
         "weather": per_weather,
         "mean_gain": statistics.fmean(v["restored"] - v["input"] for v in per_weather.values()),
         "global_fit_gain": statistics.fmean(v["global_fit"] - v["input"] for v in per_weather.values()),
@@ -178,7 +187,8 @@ def format_report(result: dict) -> str:
     if settings == "heldout" and sorted(result.get("heldout_params", HELDOUT_RANGES)) != sorted(HELDOUT_RANGES):
         settings += f" (only {', '.join(result['heldout_params'])} outside the training ranges)"
     lines = [f"SYNTHETIC weather, {settings} settings, {len(result['photos'])} {what} x "
-             f"{result['crops']} crops of {result['size']} px; PSNR-Y (dB)",
+             f"{result['crops']} crops of {result['size']} px; PSNR-Y (dB)"
+             + (f"; restored in {result['tile']} px tiles (overlap {result['overlap']} px)" if result.get("tile") else ""),
              f"{'weather':<10}{'input':>8}{'restored':>10}{'gain':>8}{'n':>5}   global fit (oracle, not a model)"]
     for w, v in result["weather"].items():
         lines.append(f"{w:<10}{v['input']:>8.2f}{v['restored']:>10.2f}{v['restored'] - v['input']:>+8.2f}{v['n']:>5}"
@@ -222,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clean-sides", default="",
                         help="comma-separated sides in px (e.g. 256,512,768): also check the clean photos scaled to "
                              "at most each of them")
+    parser.add_argument("--tile", type=int, default=0,
+                        help="restore in N x N tiles (rounded up to a multiple of 64) with image-wide statistics, as "
+                             "test.py --tile N does; default 0: every image whole, as the aims are measured")
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in px (with --tile)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     parser.add_argument("--figure", type=Path, default=None,
@@ -248,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --clean-sides {args.clean_sides!r}: comma-separated whole numbers of px, each at least 64 "
               "(e.g. 256,512,768)", file=sys.stderr)
         return 2
+    if args.tile < 0 or args.overlap < 0 or (args.tile and args.overlap >= args.tile):
+        print(f"error: --tile {args.tile} --overlap {args.overlap}: --tile is 0 (whole images) or a side in px, and "
+              "the overlap at least 0 and smaller than the tile (e.g. --tile 256 --overlap 64)", file=sys.stderr)
+        return 2
     if args.crops <= 0 or args.size < 64:
         print(f"error: --crops must be positive and --size at least 64 (got {args.crops}, {args.size})",
               file=sys.stderr)
@@ -264,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = heldout_photos(fetched)
     outputs: list | None = [] if args.figure else None
     result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos, weathers, params,
-                      outputs, sides)
+                      outputs, sides, args.tile, args.overlap)
     print(format_report(result))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
@@ -274,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
         name = Path(args.checkpoint or DEFAULT_CHECKPOINT).name  # the checkpoint load_checkpoint_model loaded
         which = "held-out" if args.photos == "heldout" else "TRAINING"
-        title = f"Clean {which} photos through {name} (at most {CLEAN_SIDE} px)"
+        tiled = f", in {args.tile} px tiles" if args.tile else ""
+        title = f"Clean {which} photos through {name} (at most {CLEAN_SIDE} px{tiled})"
         print(f"wrote {draw_clean(outputs, args.figure, title)}")
     return 0
 
