@@ -237,6 +237,10 @@ def test_tile_restores_in_tiles_so_a_size_dependent_model_sees_only_tiles(monkey
     assert (whole["tile"], whole["overlap"], tiled["tile"], tiled["overlap"]) == (0, 0, 256, 64)
     assert "restored in 256 px tiles (overlap 64 px)" in heldout.format_report(tiled)
     assert "tiles" not in heldout.format_report(whole).splitlines()[0]
+    padded = DarkenLarge()
+    padded.multiple = 64  # restore rounds the tile up to the network's padding multiple: the record says what ran
+    rounded = heldout.evaluate(padded, paths[:1], tile=200, overlap=32, **kw)
+    assert rounded["tile"] == 256 and rounded["clean"]["per_photo"][0]["psnr_y"] > 100
     with pytest.raises(ValueError, match="tile must be 0 .* got tile 128, overlap 128"):
         heldout.evaluate(Identity(), paths[:1], tile=128, overlap=128, **kw)
 

@@ -51,7 +51,7 @@ from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import HELDOUT_RANGES, WEATHERS, Heldout, check_heldout_keys, synthesize
 from dwgn.evaluation.metrics import psnr
-from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore
+from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore, tile_side
 from dwgn.io import write_text_atomic
 
 CLEAN_SIDE = 512
@@ -111,6 +111,11 @@ def weather_cases(photos: list[np.ndarray], crops: int, size: int, heldout: Held
     return cases
 
 
+def _tiling_ok(tile: int, overlap: int) -> bool:
+    """tile 0 (whole images), or a side in px with 0 <= overlap < tile (restore checks it only when it tiles)."""
+    return int(tile) == tile and tile >= 0 and overlap >= 0 and (tile == 0 or overlap < tile)
+
+
 def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 256, settings: str = "heldout",
              seed: int = 0, photo_set: str = "heldout", weathers: tuple[str, ...] = WEATHERS,
              heldout_params: tuple[str, ...] | None = None, clean_outputs: list | None = None,
@@ -125,7 +130,7 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
     bad_sides = [s for s in clean_sides if int(s) != s or s < 64]
     if bad_sides:
         raise ValueError(f"clean_sides must be whole numbers of pixels >= 64, got {bad_sides}")
-    if int(tile) != tile or tile < 0 or overlap < 0 or (tile and overlap >= tile):
+    if not _tiling_ok(tile, overlap):
         raise ValueError(f"tile must be 0 (whole images) or a side in px with 0 <= overlap < tile, got tile {tile}, "
                          f"overlap {overlap}")
     if settings not in _SETTINGS:
@@ -167,7 +172,7 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         "settings": settings, "photo_set": photo_set, "weathers": list(scores),
         "heldout_params": sorted(HELDOUT_RANGES) if held is True else sorted(held) if held else [],
         "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
-        "tile": tile, "overlap": overlap if tile else 0,
+        "tile": tile_side(model, tile), "overlap": overlap if tile else 0,  # the tile restore used
         "weather": per_weather,
         "mean_gain": statistics.fmean(v["restored"] - v["input"] for v in per_weather.values()),
         "global_fit_gain": statistics.fmean(v["global_fit"] - v["input"] for v in per_weather.values()),
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --clean-sides {args.clean_sides!r}: comma-separated whole numbers of px, each at least 64 "
               "(e.g. 256,512,768)", file=sys.stderr)
         return 2
-    if args.tile < 0 or args.overlap < 0 or (args.tile and args.overlap >= args.tile):
+    if not _tiling_ok(args.tile, args.overlap):
         print(f"error: --tile {args.tile} --overlap {args.overlap}: --tile is 0 (whole images) or a side in px, and "
               "the overlap at least 0 and smaller than the tile (e.g. --tile 256 --overlap 64)", file=sys.stderr)
         return 2
@@ -292,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 
         name = Path(args.checkpoint or DEFAULT_CHECKPOINT).name  # the checkpoint load_checkpoint_model loaded
         which = "held-out" if args.photos == "heldout" else "TRAINING"
-        tiled = f", in {args.tile} px tiles" if args.tile else ""
+        tiled = f", in {result['tile']} px tiles" if result["tile"] else ""
         title = f"Clean {which} photos through {name} (at most {CLEAN_SIDE} px{tiled})"
         print(f"wrote {draw_clean(outputs, args.figure, title)}")
     return 0

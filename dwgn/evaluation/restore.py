@@ -217,16 +217,19 @@ def auto_tile(h: int, w: int) -> int:
     return DEFAULT_TILE if h * w > AUTO_TILE_PIXELS else 0
 
 
+def tile_side(model: nn.Module, tile: int) -> int:
+    """The side of the tiles `restore(model, ..., tile=tile)` uses: `tile` rounded up to the model's padding
+    multiple (a padded tile would see zeros where image should be); 0 stays 0 (whole image)."""
+    multiple = getattr(model, "multiple", 1)
+    return -(-tile // multiple) * multiple
+
+
 def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
                    self_ensemble: bool = False, amp: bool = False, refine: int = 0,
                    progress: bool = False) -> Tensor:
     """x (1,3,H,W) float in [0,1] on the model's device -> restored (1,3,H,W), not clipped."""
     h, w = x.shape[-2:]
-    if tile is None:
-        tile = auto_tile(h, w)
-    elif tile:
-        multiple = getattr(model, "multiple", 1)
-        tile = -(-tile // multiple) * multiple  # round up: a padded tile sees zeros where image should be
+    tile = auto_tile(h, w) if tile is None else tile_side(model, tile)
 
     def one(v: Tensor) -> Tensor:
         if tile and (v.shape[-2] > tile or v.shape[-1] > tile):
