@@ -419,6 +419,42 @@ def test_demo_rainfog_training_names_never_use_the_outdoor_rain_test_scenes():
     assert names[900] == "im_0351_s80_a04.png"
 
 
+def test_clean_crop_makes_whole_steps_clean_at_their_own_size(tmp_path):
+    """clean_crop=72, crop=24: the clean-or-weather choice comes from the step seed (the sampler's third item), so
+    every pair of a step is the same kind and size (a batch stacks); a clean pair is the photo's 72 px crop (some
+    dihedral of a 72 px window of the photo), a weather pair a 24 px one; about clean_share of the steps are clean.
+    clean_crop equal to the crop (or None) gives the samples of before; a plain (index, seed) draws from the seed."""
+    from dwgn.training.sampler import StepSampler
+
+    path = img(tmp_path / "a.png", 100, 90, seed=4)
+    photo = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    ds = SyntheticWeatherDataset([path], crop=24, weathers=("haze",), length=50, clean_share=0.4, clean_crop=72)
+    kinds = []
+    for items in StepSampler(len(ds), 3, seed=5, start=0, steps=60):
+        pairs = [ds[item] for item in items]
+        clean = {torch.equal(inp, gt) for inp, gt in pairs}
+        sides = {inp.shape[-1] for inp, _ in pairs}
+        assert len(clean) == 1 and sides == ({72} if clean == {True} else {24})
+        kinds.append(clean.pop())
+        if kinds[-1]:  # the crop is a window of the photo, up to a flip/rotation
+            inp = pairs[0][0]
+            windows = {(y, x) for y in range(photo.shape[1] - 71) for x in range(photo.shape[2] - 71)
+                       for view in [torch.rot90(inp, k, (1, 2)) for k in range(4)]
+                       + [torch.rot90(inp.flip(2), k, (1, 2)) for k in range(4)]
+                       if torch.allclose(view, photo[:, y:y + 72, x:x + 72], atol=1e-6)}
+            assert windows
+    assert 0.25 < sum(kinds) / len(kinds) < 0.55
+    same = SyntheticWeatherDataset([path], crop=24, length=10, clean_share=0.3, clean_crop=24)
+    plain = SyntheticWeatherDataset([path], crop=24, length=10, clean_share=0.3)
+    assert same.clean_crop is None
+    assert all(torch.equal(same[(i, i, 7)][0], plain[(i, i)][0]) for i in range(10))
+    solo = [ds[(i, 100 + i)] for i in range(40)]  # no step seed: each sample chooses from its own seed
+    assert {torch.equal(*p) for p in solo} == {True, False}
+    assert all((p[0].shape[-1] == 72) == torch.equal(*p) for p in solo)
+    with pytest.raises(ValueError, match=r"clean_crop must be a positive side in px \(or None for the crop\), got -8"):
+        SyntheticWeatherDataset([path], crop=24, clean_crop=-8)
+
+
 def test_synthetic_weather_clean_share(tmp_path):
     p = [img(tmp_path / "a.png", 120, 150, seed=3)]
     sw = SyntheticWeatherDataset(p, crop=48, weathers=("haze",), length=200, clean_share=0.3)
@@ -568,3 +604,8 @@ def test_online_weather_training_set(tmp_path, capsys):
     assert ds.weather_side == 80 and "weather made on 80² squares" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"weather_side must be at least crop \(32\), got 16 \(e.g. --weather-side 64"):
         FinetuneConfig(crop=32, weather_side=16).validate()
+    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
+                                            clean_share=0.3, clean_crop=64))
+    assert ds.clean_crop == 64 and "30% of steps clean -> clean 64² pairs" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"clean_crop must be a positive side in px, got 0 \(e.g. --clean-crop 64"):
+        FinetuneConfig(crop=32, clean_crop=0).validate()

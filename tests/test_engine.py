@@ -29,7 +29,7 @@ class NoisyPairs(Dataset):
         return self.n
 
     def __getitem__(self, item):
-        index, seed = item if isinstance(item, tuple) else (item, item)
+        index, seed = item[:2] if isinstance(item, tuple) else (item, item)
         base = np.random.default_rng(1000 + index).random((3, self.size + 8, self.size + 8), dtype=np.float32)
         rng = np.random.default_rng(seed)
         top, left = rng.integers(0, 9, size=2)
@@ -79,12 +79,15 @@ def test_sampler_is_deterministic_covers_epochs_and_splits_over_ranks():
     ranks = [StepSampler(n=5, global_batch=4, seed=7, start=0, steps=5, rank=r, world=2) for r in range(2)]
     for step in range(5):
         assert ranks[0].items(step) + ranks[1].items(step) == one.items(step)
-    flat = [i for items in one for i, _ in items]  # 20 positions = 4 epochs of 5
+    flat = [item[0] for items in one for item in items]  # 20 positions = 4 epochs of 5
     for e in range(4):
         assert sorted(flat[5 * e:5 * e + 5]) == [0, 1, 2, 3, 4]
     assert StepSampler(5, 4, 7, start=3, steps=5).items(3) == one.items(3)  # resuming mid-way
-    seeds = [s for items in one for _, s in items]
+    seeds = [item[1] for items in one for item in items]
     assert len(set(seeds)) == len(seeds)
+    step_seeds = [{item[2] for item in items} for items in one]  # one per step, shared by its samples and ranks
+    assert all(len(s) == 1 for s in step_seeds) and len(set.union(*step_seeds)) == 5
+    assert {item[2] for item in ranks[1].items(2)} == step_seeds[2]
     assert StepSampler(5, 4, 8, 0, 5).items(0) != one.items(0)
     with pytest.raises(ValueError, match="divide evenly over 3"):
         StepSampler(5, 4, 7, 0, 5, rank=0, world=3)

@@ -137,10 +137,10 @@ def pretraining_images(data: str | Path | None) -> list[Path]:
 # ---------------------------------------------------------------------------------------------
 # Datasets
 # ---------------------------------------------------------------------------------------------
-def _index_and_rng(index: int | tuple[int, int]) -> tuple[int, np.random.Generator]:
-    """int i -> (i, rng(i)); (i, seed) -> (i, rng(seed))."""
+def _index_and_rng(index: int | tuple[int, ...]) -> tuple[int, np.random.Generator]:
+    """int i -> (i, rng(i)); (i, seed) or the sampler's (i, seed, step_seed) -> (i, rng(seed))."""
     if isinstance(index, tuple):
-        i, seed = index
+        i, seed = index[:2]
     else:
         i, seed = index, index
     return int(i), np.random.default_rng(int(seed))
@@ -228,12 +228,19 @@ class SyntheticWeatherDataset(Dataset):
     from it (as the real benchmarks crop photos degraded at full size): drops, flakes and streaks keep the sizes
     and densities they have on a photo of that side instead of shrinking with the crop.
 
+    With `clean_crop` other than `crop`, clean -> clean pairs are `clean_crop` squares (e.g. as large as the
+    photos the model must leave alone: a network whose image-wide pools see a 512 px photo differently from
+    a 256 px crop only learns that on 512 px pairs). A batch stacks pairs of one size, so the choice clean or
+    weather is then made once per training step, from the step seed of the sampler's `(index, sample seed,
+    step seed)` (dwgn.training.sampler; a plain int index or `(index, seed)` draws it from the sample's
+    seed): `clean_share` is the share of steps whose whole batch is clean.
+
     Every sample is fresh (its crop, weather and weather parameters come from the sample's seed), so a
     few dozen photos give as many distinct pairs as training asks for (`train.py --online-weather`)."""
 
     def __init__(self, paths: list[Path], crop: int = 128, weathers: tuple[str, ...] = WEATHERS,
                  length: int | None = None, clean_share: float = 0.0, weights: tuple[float, ...] | None = None,
-                 tone_share: float = 0.0, weather_side: int | None = None):
+                 tone_share: float = 0.0, weather_side: int | None = None, clean_crop: int | None = None):
         unknown = [w for w in weathers if w not in WEATHERS]
         if unknown or not weathers:
             raise ValueError(f"unknown weathers {unknown}; choose from {', '.join(WEATHERS)}")
@@ -243,7 +250,10 @@ class SyntheticWeatherDataset(Dataset):
             raise ValueError(f"tone_share must be in [0, 1], got {tone_share}")
         if weather_side is not None and weather_side < crop:
             raise ValueError(f"weather_side must be at least the crop ({crop}), got {weather_side}")
+        if clean_crop is not None and clean_crop <= 0:
+            raise ValueError(f"clean_crop must be a positive side in px (or None for the crop), got {clean_crop}")
         self.clean = CleanImageDataset(paths, crop=crop, length=length)
+        self.clean_crop = clean_crop if clean_crop and clean_crop != crop else None  # None: the crop
         self.weather_side = weather_side if weather_side and weather_side > crop else None  # None: the crop
         self.weathers = tuple(weathers)
         self.clean_share = clean_share
@@ -255,16 +265,29 @@ class SyntheticWeatherDataset(Dataset):
     def __len__(self) -> int:
         return len(self.clean)
 
-    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         i, rng = _index_and_rng(index)
         if not 0 <= i < len(self.clean):
             raise IndexError(f"index {i} out of range for {len(self.clean)} samples")
         img = self.clean._cache.get(self.clean.paths[i % len(self.clean.paths)])
+        if self.clean_crop is not None:  # clean or weather for the whole step: pairs of one size per batch
+            step_rng = np.random.default_rng(index[2]) if isinstance(index, tuple) and len(index) > 2 else rng
+            if self.clean_share > 0 and step_rng.random() < self.clean_share:
+                crop = random_dihedral(random_crop([img], self.clean_crop, rng), rng)[0]
+                if self.tone_share > 0 and rng.random() < self.tone_share:
+                    crop = random_tone(crop, rng)
+                return to_tensor(crop), to_tensor(crop)
+            return self._weather_pair(img, rng, clean_drawn=True)
+        return self._weather_pair(img, rng, clean_drawn=False)
+
+    def _weather_pair(self, img: np.ndarray, rng: np.random.Generator,
+                      clean_drawn: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """A weather pair (or, unless `clean_drawn` says the clean choice was made already, a clean one)."""
         side = self.weather_side or self.clean.crop
         crop = random_dihedral(random_crop([img], side, rng), rng)[0]
         if self.tone_share > 0 and rng.random() < self.tone_share:  # no draw at 0: older samples unchanged
             crop = random_tone(crop, rng)
-        if self.clean_share > 0 and rng.random() < self.clean_share:  # no draw at 0: older samples unchanged
+        if not clean_drawn and self.clean_share > 0 and rng.random() < self.clean_share:  # none at 0: as before
             if self.weather_side is not None:
                 crop = random_crop([crop], self.clean.crop, rng)[0]
             return to_tensor(crop), to_tensor(crop)

@@ -116,6 +116,9 @@ class FinetuneConfig(TrainConfig):
     weather_side: int | None = opt(None, "with --online-weather: side of the square the weather is made on before "
                                    "the training crop is cut from it (sizes of drops, flakes and streaks as on a "
                                    "photo of that side); none = the crop itself")
+    clean_crop: int | None = opt(None, "with --online-weather: side of the clean -> clean crops (e.g. as large as the "
+                                 "photos to leave alone); other than --crop, each step's batch is then all clean or "
+                                 "all weather, and --clean-share the share of clean steps; none = --crop")
     weather_weights: tuple[float, ...] = opt((1.0, 1.0, 1.0, 1.0, 1.0), "with --online-weather: relative sampling "
                                              "weights of snow,rainfog,raindrop,rain,haze (0 leaves one out)")
 
@@ -130,6 +133,9 @@ class FinetuneConfig(TrainConfig):
         if self.weather_side is not None and self.weather_side < self.crop:
             raise ConfigError(f"weather_side must be at least crop ({self.crop}), got {self.weather_side} "
                               f"(e.g. --weather-side {2 * self.crop}, or none)")
+        if self.clean_crop is not None and self.clean_crop <= 0:
+            raise ConfigError(f"clean_crop must be a positive side in px, got {self.clean_crop} "
+                              f"(e.g. --clean-crop {2 * self.crop}, or none for --crop)")
         from dwgn.data.weather import weather_cumulative
 
         try:

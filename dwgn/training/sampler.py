@@ -2,7 +2,9 @@
 (seed, step), never on how many processes or data-loader workers there are or whether the run resumed.
 
 For step s and global batch position j: dataset index perm_e[(s*B + j) mod N] with perm_e a permutation
-seeded by (seed, epoch e), so each epoch visits every sample once; sample seed hash(seed, s, j).
+seeded by (seed, epoch e), so each epoch visits every sample once; sample seed hash(seed, s, j); step seed
+hash(seed, s), the same for every sample of the step on every rank (for choices a whole batch must share,
+such as the size of its crops: SyntheticWeatherDataset's clean_crop).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ def mix_seed(*values: int) -> int:
 
 class StepSampler(Sampler):
     """Yields, for each step in [start, steps), this rank's slice of the global batch as a list of
-    `(dataset index, sample seed)`; indices walk a per-epoch permutation seeded by (seed, epoch)."""
+    `(dataset index, sample seed, step seed)`; indices walk a per-epoch permutation seeded by (seed, epoch)."""
 
     def __init__(self, n: int, global_batch: int, seed: int, start: int, steps: int, rank: int = 0, world: int = 1):
         if n <= 0:
@@ -39,11 +41,12 @@ class StepSampler(Sampler):
             self._perm = (epoch, np.random.default_rng([self.seed, 1, epoch]).permutation(self.n))
         return int(self._perm[1][position % self.n])
 
-    def items(self, step: int) -> list[tuple[int, int]]:
-        """This rank's `(index, sample_seed)` pairs for `step`."""
+    def items(self, step: int) -> list[tuple[int, int, int]]:
+        """This rank's `(index, sample_seed, step_seed)` triples for `step`."""
         local = self.batch // self.world
         js = range(self.rank * local, (self.rank + 1) * local)
-        return [(self._index(step * self.batch + j), mix_seed(self.seed, 2, step, j)) for j in js]
+        step_seed = mix_seed(self.seed, 3, step)
+        return [(self._index(step * self.batch + j), mix_seed(self.seed, 2, step, j), step_seed) for j in js]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start, self.steps):

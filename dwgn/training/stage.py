@@ -68,7 +68,7 @@ class EngineContext:
 @dataclass
 class StepContext:
     step: int                             # index of the step being taken (0-based; == completed steps before it)
-    items: list[tuple[int, int]]          # this rank's (dataset index, sample seed) pairs
+    items: list[tuple[int, int, int]]     # this rank's (dataset index, sample seed, step seed) triples
     engine: EngineContext
 
     @property
@@ -81,7 +81,7 @@ class StepContext:
 
     @property
     def seeds(self) -> list[int]:
-        return [s for _, s in self.items]
+        return [item[1] for item in self.items]
 
 
 class StageHooks:
