@@ -100,5 +100,5 @@ cp runs/gpu-demo-2/finetune/config.yaml checkpoints/dwgn-small-demo.yaml
 
 # The previous demo model (tiny, CPU only) and its recipe: git history before commit 102bd5f.
 
-# Runs tried after part 5 and not shipped (sessions 8 to 17): commands, the rules they were judged by and their
-# numbers in docs/demo_model_history.md ("Tried and not shipped (session 8)" to "(session 17; no GPU lent)").
+# Runs tried after part 5 and not shipped (sessions 8 to 18): commands, the rules they were judged by and their
+# numbers in docs/demo_model_history.md ("Tried and not shipped (session 8)" to "(session 18; no GPU lent)").

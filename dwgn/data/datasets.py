@@ -229,8 +229,8 @@ class SyntheticWeatherDataset(Dataset):
     and densities they have on a photo of that side instead of shrinking with the crop.
 
     With `clean_crop` other than `crop`, clean -> clean pairs are `clean_crop` squares (e.g. as large as the
-    photos the model must leave alone: a network whose image-wide pools see a 512 px photo differently from
-    a 256 px crop only learns that on 512 px pairs). A batch stacks pairs of one size, so the choice clean or
+    photos the model must leave alone: the image-wide pools of HDFN see a 512 px photo differently from a
+    256 px crop, and a model trained on crops alone never sees the former). A batch stacks pairs of one size, so the choice clean or
     weather is then made once per training step, from the step seed of the sampler's `(index, sample seed,
     step seed)` (dwgn.training.sampler; a plain int index or `(index, seed)` draws it from the sample's
     seed): `clean_share` is the share of steps whose whole batch is clean.
