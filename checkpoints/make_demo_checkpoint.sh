@@ -98,7 +98,7 @@ python -m dwgn.export runs/gpu-demo-2/finetune/last.pt runs/gpu-demo-2/dwgn-smal
 python -m dwgn.export runs/demo-small-cpu4/release.safetensors runs/soup-s11.safetensors \
     --average runs/gpu-demo-2/dwgn-small-demo.pt --mix 0.5 \
     --note "small preset; the equal weight average of two Stage 2 runs from one start. Start: Stage 1, 400 adversarial steps on 33 fetched photos (GPU); Stage 2: 400 steps of batch 32 (GPU), then on a CPU 1600 of batch 4 at 128px, 2600 of batch 2 at 192px, 3600 of batch 4 at 128px (lr 4e-4) and 3400 of batch 4 at 128px (warm-up, lr 1.5e-4, 35 % clean pairs). Averaged with: that start plus 3200 GPU steps of batch 32 at 128px (lr 3e-4, 35 % clean, weathers weighted 2,1,2,1.5,1). Weather made on the fly from 40 photos (checkpoints/make_demo_checkpoint.sh)"
-cp runs/gpu-demo-2/finetune/config.yaml checkpoints/dwgn-small-demo.yaml
+# (its training config then: runs/gpu-demo-2/finetune/config.yaml)
 
 # Parts 8 to 14 (CPU, two threads, sessions 12 to 18): Stage 2 continued from part 6's release alone (not the average),
 # a run per session; each run's command and the rule it was judged by: docs/demo_model_history.md.
@@ -147,5 +147,6 @@ cp runs/demo-s18/config.yaml checkpoints/dwgn-small-demo.yaml
 
 # The previous demo model (tiny, CPU only) and its recipe: git history before commit 102bd5f.
 
-# Runs tried after part 5 and not shipped as they were (sessions 8 to 18; parts 8 to 13 are such runs, trained on): commands, the rules they were judged by and their
-# numbers in docs/demo_model_history.md ("Tried and not shipped (session 8)" to "(session 18; no GPU lent)").
+# Runs tried after part 5 and not shipped as they were (sessions 8 to 18; parts 8 to 13 are such runs, trained on):
+# commands, the rules they were judged by and their numbers in docs/demo_model_history.md ("Tried and not shipped
+# (session 8)" to "(session 18; no GPU lent)").
