@@ -270,24 +270,26 @@ class SyntheticWeatherDataset(Dataset):
         if not 0 <= i < len(self.clean):
             raise IndexError(f"index {i} out of range for {len(self.clean)} samples")
         img = self.clean._cache.get(self.clean.paths[i % len(self.clean.paths)])
-        if self.clean_crop is not None:  # clean or weather for the whole step: pairs of one size per batch
-            step_rng = np.random.default_rng(index[2]) if isinstance(index, tuple) and len(index) > 2 else rng
-            if self.clean_share > 0 and step_rng.random() < self.clean_share:
-                crop = random_dihedral(random_crop([img], self.clean_crop, rng), rng)[0]
-                if self.tone_share > 0 and rng.random() < self.tone_share:
-                    crop = random_tone(crop, rng)
-                return to_tensor(crop), to_tensor(crop)
-            return self._weather_pair(img, rng, clean_drawn=True)
-        return self._weather_pair(img, rng, clean_drawn=False)
+        if self.clean_crop is None:
+            return self._crop_pair(img, rng, may_be_clean=True)
+        # clean or weather for the whole step (pairs of one size per batch), from the step seed when there is one
+        step_rng = np.random.default_rng(index[2]) if isinstance(index, tuple) and len(index) > 2 else rng
+        if self.clean_share > 0 and step_rng.random() < self.clean_share:
+            crop = self._toned(random_dihedral(random_crop([img], self.clean_crop, rng), rng)[0], rng)
+            return to_tensor(crop), to_tensor(crop)
+        return self._crop_pair(img, rng, may_be_clean=False)
 
-    def _weather_pair(self, img: np.ndarray, rng: np.random.Generator,
-                      clean_drawn: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """A weather pair (or, unless `clean_drawn` says the clean choice was made already, a clean one)."""
+    def _toned(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The crop, given a random tone with probability tone_share (no draw at 0: older samples unchanged)."""
+        return random_tone(crop, rng) if self.tone_share > 0 and rng.random() < self.tone_share else crop
+
+    def _crop_pair(self, img: np.ndarray, rng: np.random.Generator,
+                   may_be_clean: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """A pair at the training crop: a weather pair, or with probability clean_share (when `may_be_clean`) a
+        clean one."""
         side = self.weather_side or self.clean.crop
-        crop = random_dihedral(random_crop([img], side, rng), rng)[0]
-        if self.tone_share > 0 and rng.random() < self.tone_share:  # no draw at 0: older samples unchanged
-            crop = random_tone(crop, rng)
-        if not clean_drawn and self.clean_share > 0 and rng.random() < self.clean_share:  # none at 0: as before
+        crop = self._toned(random_dihedral(random_crop([img], side, rng), rng)[0], rng)
+        if may_be_clean and self.clean_share > 0 and rng.random() < self.clean_share:  # none at 0: as before
             if self.weather_side is not None:
                 crop = random_crop([crop], self.clean.crop, rng)[0]
             return to_tensor(crop), to_tensor(crop)
