@@ -497,6 +497,41 @@ def test_tone_share_gives_clean_and_weather_pairs_a_global_tone(tmp_path):
         SyntheticWeatherDataset([path], tone_share=1.5)
 
 
+def test_pair_tone_share_tones_a_weather_pair_after_the_weather_with_one_map_on_both_sides(tmp_path):
+    """pair_tone_share=1: a weather pair (D, J) comes out as (f(D), f(J)) with one affine map per channel,
+    f(x) = clip(((x - m) c + m + s) g), m the clean crop's mean, c, s, g in the tone ranges (reference written
+    here: the map is fitted on the clean side, then must give the degraded side). Clean pairs and everything
+    drawn before the tone are as without it; pair_tone_share=0 draws nothing: the samples of before."""
+    from dwgn.data.transforms import TONE_CONTRAST, TONE_GAIN, TONE_SHIFT
+
+    path = img(tmp_path / "a.png", 90, 100, seed=7)
+    kw = dict(crop=48, length=30, clean_share=0.3, weathers=("haze", "snow"))
+    toned = SyntheticWeatherDataset([path], pair_tone_share=1.0, **kw)
+    plain = SyntheticWeatherDataset([path], **kw)
+    n_weather = 0
+    for i in range(30):
+        (d1, j1), (d0, j0) = toned[(i, i)], plain[(i, i)]
+        if torch.equal(d0, j0):  # a clean pair: untouched
+            assert torch.equal(d1, d0) and torch.equal(j1, j0)
+            continue
+        n_weather += 1
+        d0, j0, d1, j1 = (t.permute(1, 2, 0).double().numpy() for t in (d0, j0, d1, j1))
+        m = j0.mean()
+        for ch in range(3):
+            ok = (j1[..., ch] > 1e-3) & (j1[..., ch] < 1 - 1e-3)  # unclipped pixels of the clean side
+            slope, icpt = np.polyfit(j0[..., ch][ok] - m, j1[..., ch][ok], 1)  # = c g, (m + s) g
+            # c g and (m + s) g with g in TONE_GAIN: c and m + s lie within their ranges scaled by the gains
+            assert TONE_CONTRAST[0] * TONE_GAIN[0] - 1e-4 <= slope <= TONE_CONTRAST[1] * TONE_GAIN[1] + 1e-4
+            assert (m + TONE_SHIFT[0]) * TONE_GAIN[0] - 1e-4 <= icpt <= (m + TONE_SHIFT[1]) * TONE_GAIN[1] + 1e-4
+            np.testing.assert_allclose(d1[..., ch], np.clip((d0[..., ch] - m) * slope + icpt, 0, 1), atol=2e-5)
+    assert n_weather >= 12
+    off = SyntheticWeatherDataset([path], pair_tone_share=0.0, **kw)
+    for i in range(10):
+        assert all(torch.equal(a, b) for a, b in zip(plain[(i, i)], off[(i, i)]))
+    with pytest.raises(ValueError, match=r"pair_tone_share must be in \[0, 1\], got 1.5"):
+        SyntheticWeatherDataset([path], pair_tone_share=1.5)
+
+
 def test_weather_side_makes_the_weather_on_a_larger_square_then_cuts_the_crop(tmp_path):
     """weather_side=64, crop=24: the sample is a 64 px square (corner, dihedral), the weather synthesised on the
     whole square, then one 24 px window of the degraded square and the same window of the clean one (reference
@@ -599,6 +634,11 @@ def test_online_weather_training_set(tmp_path, capsys):
     assert ds.tone_share == 0.4 and "40% of crops toned first" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"tone_share must be in \[0, 1\], got -0.5"):
         FinetuneConfig(tone_share=-0.5).validate()
+    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
+                                            pair_tone_share=0.3))
+    assert ds.pair_tone_share == 0.3 and "30% of weather pairs toned after the weather" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"pair_tone_share must be in \[0, 1\], got 2.0 \(e.g. --pair-tone-share"):
+        FinetuneConfig(pair_tone_share=2.0).validate()
     ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
                                             weather_side=80))
     assert ds.weather_side == 80 and "weather made on 80² squares" in capsys.readouterr().out

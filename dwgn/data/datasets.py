@@ -20,7 +20,7 @@ from dwgn.data.imagenet import read_image_list, scan_images
 from dwgn.data.images import read_image
 from dwgn.data.paths import DATA_ROOT, DEMO_ROOT
 from dwgn.data.photos import packaged_photos
-from dwgn.data.transforms import random_crop, random_dihedral, random_tone, to_tensor
+from dwgn.data.transforms import apply_tone, draw_tone, random_crop, random_dihedral, random_tone, to_tensor
 from dwgn.data.weather import WEATHERS, synthesize, weather_cumulative
 
 TEST_SET_NAMES = ("snow100k-s", "snow100k-l", "outdoor-rain", "raindrop-a", "raindrop-b", "demo")
@@ -223,7 +223,11 @@ class SyntheticWeatherDataset(Dataset):
     `weights` (one non-negative number per weather, not all zero); with probability `clean_share` the pair
     is clean -> clean instead (the model learns to leave clean photos alone). With probability `tone_share`
     the crop first gets a random global tone (transforms.random_tone: paler, flatter, darker or tinted), for
-    both kinds of pair: scenes the few training photos lack, seen clean and under weather. With `weather_side`
+    both kinds of pair: scenes the few training photos lack, seen clean and under weather. With probability
+    `pair_tone_share` a weather pair gets one random tone after the weather, the same affine map per channel on
+    both sides (m: the clean crop's mean): the weather's own light is toned with the scene, so haze and fog
+    appear with darker, brighter and tinted air than the synthesiser draws (I = J t + A (1 - t) maps to
+    f(I) = f(J) t + f(A) (1 - t)), and streaks and flakes with dimmer or tinted light. With `weather_side`
     larger than `crop`, the weather is made on a random `weather_side` square and the training crop is then cut
     from it (as the real benchmarks crop photos degraded at full size): drops, flakes and streaks keep the sizes
     and densities they have on a photo of that side instead of shrinking with the crop.
@@ -240,7 +244,8 @@ class SyntheticWeatherDataset(Dataset):
 
     def __init__(self, paths: list[Path], crop: int = 128, weathers: tuple[str, ...] = WEATHERS,
                  length: int | None = None, clean_share: float = 0.0, weights: tuple[float, ...] | None = None,
-                 tone_share: float = 0.0, weather_side: int | None = None, clean_crop: int | None = None):
+                 tone_share: float = 0.0, weather_side: int | None = None, clean_crop: int | None = None,
+                 pair_tone_share: float = 0.0):
         unknown = [w for w in weathers if w not in WEATHERS]
         if unknown or not weathers:
             raise ValueError(f"unknown weathers {unknown}; choose from {', '.join(WEATHERS)}")
@@ -248,6 +253,8 @@ class SyntheticWeatherDataset(Dataset):
             raise ValueError(f"clean_share must be in [0, 1), got {clean_share}")
         if not 0.0 <= tone_share <= 1.0:
             raise ValueError(f"tone_share must be in [0, 1], got {tone_share}")
+        if not 0.0 <= pair_tone_share <= 1.0:
+            raise ValueError(f"pair_tone_share must be in [0, 1], got {pair_tone_share}")
         if weather_side is not None and weather_side < crop:
             raise ValueError(f"weather_side must be at least the crop ({crop}), got {weather_side}")
         if clean_crop is not None and clean_crop <= 0:
@@ -258,6 +265,7 @@ class SyntheticWeatherDataset(Dataset):
         self.weathers = tuple(weathers)
         self.clean_share = clean_share
         self.tone_share = tone_share
+        self.pair_tone_share = pair_tone_share
         cumulative = None if weights is None else weather_cumulative(weights, self.weathers)  # validates them
         # equal weights are the uniform draw, with the draws of before weights existed
         self.cumulative = None if weights is None or len(set(weights)) == 1 else cumulative
@@ -302,4 +310,8 @@ class SyntheticWeatherDataset(Dataset):
         degraded = synthesize(crop, weather, rng)
         if self.weather_side is not None:  # the training crop, cut from the degraded square and its clean one
             degraded, crop = random_crop([degraded, crop], self.clean.crop, rng)
+        if self.pair_tone_share > 0 and rng.random() < self.pair_tone_share:  # no draw at 0: older samples unchanged
+            tone = draw_tone(rng)
+            m = float(np.asarray(crop, dtype=np.float32).mean()) / (255.0 if crop.dtype == np.uint8 else 1.0)
+            degraded, crop = apply_tone(degraded, *tone, mean=m), apply_tone(crop, *tone, mean=m)
         return to_tensor(degraded), to_tensor(crop)

@@ -70,16 +70,30 @@ TONE_SHIFT = (-0.15, 0.25)
 TONE_GAIN = (0.92, 1.08)
 
 
+def draw_tone(rng: np.random.Generator) -> tuple[float, float, np.ndarray]:
+    """The contrast c, shift s and per-channel gains of one random tone, drawn uniformly from TONE_CONTRAST,
+    TONE_SHIFT and TONE_GAIN (in that order)."""
+    c = rng.uniform(*TONE_CONTRAST)
+    s = rng.uniform(*TONE_SHIFT)
+    gain = rng.uniform(*TONE_GAIN, size=3)
+    return float(c), float(s), gain
+
+
+def apply_tone(img: np.ndarray, c: float, s: float, gain: np.ndarray, mean: float | None = None) -> np.ndarray:
+    """(x - m) c + m + s, then a gain per channel, clipped to [0, 1], as float32 (img uint8, or float in [0, 1];
+    m: `mean`, or the image's own mean over pixels and channels). One affine map per channel: given the same
+    `mean`, two images get the same map (a pair keeps its relation, e.g. haze's I = J t + A (1 - t) holds for
+    the toned pair with the toned air)."""
+    x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32)
+    m = float(x.mean()) if mean is None else float(mean)
+    out = ((x - m) * c + (m + s)) * np.asarray(gain, dtype=np.float32)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
 def random_tone(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random global tone change of an image (uint8, or float in [0, 1]), as float32 in [0, 1]:
     (x - m) c + m + s, then a gain per channel, clipped to [0, 1] (m: the image's mean over pixels and
     channels; c, s and the gains drawn uniformly from TONE_CONTRAST, TONE_SHIFT and TONE_GAIN). It turns a
     training photo into a paler, flatter, darker or tinted scene of the same content, which the few training
     photos of the demo lack."""
-    c = rng.uniform(*TONE_CONTRAST)
-    s = rng.uniform(*TONE_SHIFT)
-    gain = rng.uniform(*TONE_GAIN, size=3)
-    x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32)
-    m = float(x.mean())
-    out = ((x - m) * c + (m + s)) * gain.astype(np.float32)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    return apply_tone(img, *draw_tone(rng))

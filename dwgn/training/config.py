@@ -113,6 +113,8 @@ class FinetuneConfig(TrainConfig):
     clean_share: float = opt(0.15, "with --online-weather: share of clean -> clean training pairs")
     tone_share: float = opt(0.0, "with --online-weather: share of training crops given a random global tone first "
                             "(paler, flatter, darker or tinted scenes; clean and weather pairs alike)")
+    pair_tone_share: float = opt(0.0, "with --online-weather: share of weather pairs given a random global tone after "
+                                 "the weather, the same on input and target (the air of haze and fog toned too)")
     weather_side: int | None = opt(None, "with --online-weather: side of the square the weather is made on before "
                                    "the training crop is cut from it (sizes of drops, flakes and streaks as on a "
                                    "photo of that side); none = the crop itself")
@@ -130,6 +132,8 @@ class FinetuneConfig(TrainConfig):
             raise ConfigError(f"clean_share must be in [0, 1), got {self.clean_share}")
         if not 0.0 <= self.tone_share <= 1.0:
             raise ConfigError(f"tone_share must be in [0, 1], got {self.tone_share}")
+        if not 0.0 <= self.pair_tone_share <= 1.0:
+            raise ConfigError(f"pair_tone_share must be in [0, 1], got {self.pair_tone_share} (e.g. --pair-tone-share 0.5)")
         if self.weather_side is not None and self.weather_side < self.crop:
             raise ConfigError(f"weather_side must be at least crop ({self.crop}), got {self.weather_side} "
                               f"(e.g. --weather-side {2 * self.crop}, or none)")

@@ -132,13 +132,14 @@ def online_training_set(cfg: FinetuneConfig) -> Dataset:
     dataset = SyntheticWeatherDataset(paths, crop=cfg.crop, length=ONLINE_SAMPLES_PER_PHOTO * len(paths),
                                       clean_share=cfg.clean_share, weights=cfg.weather_weights,
                                       tone_share=cfg.tone_share, weather_side=cfg.weather_side,
-                                      clean_crop=cfg.clean_crop)
+                                      clean_crop=cfg.clean_crop, pair_tone_share=cfg.pair_tone_share)
     mix = "" if dataset.cumulative is None else ", weathers " + ", ".join(
         f"{w} {p:.0%}" for w, p in zip(dataset.weathers, np.diff(dataset.cumulative, prepend=0.0)))
     print(f"data: SYNTHETIC weather made on the fly from {len(paths)} clean photos ({source}), "
           + (f"{cfg.clean_share:.0%} of steps clean -> clean {cfg.clean_crop}² pairs" if dataset.clean_crop
              else f"{cfg.clean_share:.0%} clean -> clean pairs") + mix
           + (f", {cfg.tone_share:.0%} of crops toned first" if cfg.tone_share else "")
+          + (f", {cfg.pair_tone_share:.0%} of weather pairs toned after the weather" if cfg.pair_tone_share else "")
           + (f", weather made on {cfg.weather_side}² squares" if dataset.weather_side else ""))
     return dataset
 
