@@ -133,7 +133,8 @@ class FinetuneConfig(TrainConfig):
         if not 0.0 <= self.tone_share <= 1.0:
             raise ConfigError(f"tone_share must be in [0, 1], got {self.tone_share}")
         if not 0.0 <= self.pair_tone_share <= 1.0:
-            raise ConfigError(f"pair_tone_share must be in [0, 1], got {self.pair_tone_share} (e.g. --pair-tone-share 0.5)")
+            raise ConfigError(f"pair_tone_share must be in [0, 1], got {self.pair_tone_share} "
+                              "(e.g. --pair-tone-share 0.5)")
         if self.weather_side is not None and self.weather_side < self.crop:
             raise ConfigError(f"weather_side must be at least crop ({self.crop}), got {self.weather_side} "
                               f"(e.g. --weather-side {2 * self.crop}, or none)")
