@@ -20,7 +20,8 @@ from dwgn.data.imagenet import read_image_list, scan_images
 from dwgn.data.images import read_image
 from dwgn.data.paths import DATA_ROOT, DEMO_ROOT
 from dwgn.data.photos import packaged_photos
-from dwgn.data.transforms import apply_tone, draw_tone, random_crop, random_dihedral, random_tone, to_tensor
+from dwgn.data.transforms import (apply_tone, as_unit_float, draw_tone, random_crop, random_dihedral, random_tone,
+                                  to_tensor)
 from dwgn.data.weather import WEATHERS, synthesize, weather_cumulative
 
 TEST_SET_NAMES = ("snow100k-s", "snow100k-l", "outdoor-rain", "raindrop-a", "raindrop-b", "demo")
@@ -311,7 +312,7 @@ class SyntheticWeatherDataset(Dataset):
         if self.weather_side is not None:  # the training crop, cut from the degraded square and its clean one
             degraded, crop = random_crop([degraded, crop], self.clean.crop, rng)
         if self.pair_tone_share > 0 and rng.random() < self.pair_tone_share:  # no draw at 0: older samples unchanged
-            tone = draw_tone(rng)
-            m = float(np.asarray(crop, dtype=np.float32).mean()) / (255.0 if crop.dtype == np.uint8 else 1.0)
-            degraded, crop = apply_tone(degraded, *tone, mean=m), apply_tone(crop, *tone, mean=m)
+            tone, clean = draw_tone(rng), as_unit_float(crop)
+            m = float(clean.mean())
+            degraded, crop = apply_tone(degraded, *tone, mean=m), apply_tone(clean, *tone, mean=m)
         return to_tensor(degraded), to_tensor(crop)

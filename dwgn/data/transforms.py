@@ -79,12 +79,17 @@ def draw_tone(rng: np.random.Generator) -> tuple[float, float, np.ndarray]:
     return float(c), float(s), gain
 
 
+def as_unit_float(img: np.ndarray) -> np.ndarray:
+    """An image (uint8, or float in [0, 1]) as float32 in [0, 1] (uint8 divided by 255; float unchanged)."""
+    return img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32)
+
+
 def apply_tone(img: np.ndarray, c: float, s: float, gain: np.ndarray, mean: float | None = None) -> np.ndarray:
     """(x - m) c + m + s, then a gain per channel, clipped to [0, 1], as float32 (img uint8, or float in [0, 1];
     m: `mean`, or the image's own mean over pixels and channels). One affine map per channel: given the same
     `mean`, two images get the same map (a pair keeps its relation, e.g. haze's I = J t + A (1 - t) holds for
     the toned pair with the toned air)."""
-    x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32)
+    x = as_unit_float(img)
     m = float(x.mean()) if mean is None else float(mean)
     out = ((x - m) * c + (m + s)) * np.asarray(gain, dtype=np.float32)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
