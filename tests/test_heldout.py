@@ -255,3 +255,19 @@ def test_tile_restores_in_tiles_so_a_size_dependent_model_sees_only_tiles(monkey
     capsys.readouterr()
     assert heldout.main(["--tile", "64", "--overlap", "64"]) == 2
     assert "--tile 64 --overlap 64: --tile is 0 (whole images) or a side in px" in capsys.readouterr().err
+
+
+def test_passes_restore_every_image_again_and_the_report_says_so(capsys):
+    paths = packaged_photos("test")[:1]
+    one = heldout.evaluate(Darken(), paths, crops=1, size=64, weathers=("rain",))
+    two = heldout.evaluate(Darken(), paths, crops=1, size=64, weathers=("rain",), passes=2)
+    assert one["passes"] == 1 and two["passes"] == 2
+    (_, _, degraded, clean), = heldout.weather_cases([read_image(paths[0])], 1, 64, True, weathers=("rain",))
+    twice = np.clip(np.round(degraded.astype(np.float32) / 255 * 0.81 * 255), 0, 255).astype(np.uint8)
+    assert two["weather"]["rain"]["restored"] == pytest.approx(psnr(twice, clean), abs=0.05)
+    photo = heldout._scaled(read_image(paths[0]), heldout.CLEAN_SIDE)
+    clean_twice = np.clip(np.round(photo.astype(np.float32) / 255 * 0.81 * 255), 0, 255).astype(np.uint8)
+    assert two["clean"]["per_photo"][0]["psnr_y"] == pytest.approx(psnr(clean_twice, photo), abs=0.05)
+    assert "2 passes" in heldout.format_report(two) and "passes" not in heldout.format_report(one)
+    assert heldout.main(["--passes", "0"]) == 2
+    assert "--passes 0: a whole number >= 1" in capsys.readouterr().err

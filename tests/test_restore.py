@@ -153,3 +153,33 @@ def test_bad_inputs_are_clear_errors():
         restore(model, np.zeros((8, 8, 2), np.uint8))
     with pytest.raises(ValueError, match="overlap"):
         restore(model, _photo(64, 64), tile=32, overlap=32)
+
+
+class Contrast(nn.Module):
+    """y = 3 (x - channel mean) + 0.5: goes outside [0, 1], and clipping that moves the next pass's mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(3.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (x - x.mean(dim=(-2, -1), keepdim=True)) + 0.5
+
+
+def test_passes_run_the_model_again_on_its_own_clipped_float_output():
+    def ref_pass(x):  # the model on an HxWx3 float image, from its definition
+        return 3.0 * (x - x.mean(axis=(0, 1))) + 0.5
+
+    img = _photo(24, 40)
+    assert (ref_pass(img / 255.0) > 1).mean() > 0.05  # the first pass does leave [0, 1]
+    x = img / 255.0
+    for passes in (1, 2, 3):
+        got = restore(Contrast(), img, passes=passes).astype(int)
+        assert np.abs(got - np.round(np.clip(ref_pass(x), 0, 1) * 255)).max() <= 1, passes  # rounding only
+        x = np.clip(ref_pass(x), 0, 1)  # clipped, kept in float, before the next pass
+    unclipped = np.round(np.clip(ref_pass(ref_pass(img / 255.0)), 0, 1) * 255)
+    assert np.abs(restore(Contrast(), img, passes=2).astype(int) - unclipped).max() > 5  # the clip matters here
+    assert restore(Contrast(), img, passes=2, self_ensemble=True).shape == img.shape
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="passes must be a whole number >= 1"):
+            restore(Contrast(), img, passes=bad)

@@ -3,7 +3,7 @@
     python -m dwgn.evaluation.heldout [--checkpoint PATH] [--crops 2] [--size 256] [--settings heldout]
                                       [--photos heldout] [--weathers snow,rainfog,raindrop,rain,haze]
                                       [--heldout-params haze_airlight,...] [--clean-sides 256,512,768]
-                                      [--tile N [--overlap PX]] [--json PATH] [--figure PNG|JPG]
+                                      [--tile N [--overlap PX]] [--passes N] [--json PATH] [--figure PNG|JPG]
 
 Photos: the packaged test photos (dwgn.data.photos) plus the fetched held-out photos
 (dwgn.data.photo_sources, when `python dataset/fetch_photos.py` has been run); none of them is ever a
@@ -51,7 +51,7 @@ from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import HELDOUT_RANGES, WEATHERS, Heldout, check_heldout_keys, synthesize
 from dwgn.evaluation.metrics import psnr
-from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore, tile_side
+from dwgn.evaluation.restore import DEFAULT_OVERLAP, check_passes, restore, tile_side
 from dwgn.io import write_text_atomic
 
 CLEAN_SIDE = 512
@@ -119,12 +119,14 @@ def _tiling_ok(tile: int, overlap: int) -> bool:
 def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 256, settings: str = "heldout",
              seed: int = 0, photo_set: str = "heldout", weathers: tuple[str, ...] = WEATHERS,
              heldout_params: tuple[str, ...] | None = None, clean_outputs: list | None = None,
-             clean_sides: tuple[int, ...] = (), tile: int = 0, overlap: int = DEFAULT_OVERLAP) -> dict:
+             clean_sides: tuple[int, ...] = (), tile: int = 0, overlap: int = DEFAULT_OVERLAP,
+             passes: int = 1) -> dict:
     """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int}}, "mean_gain": dB,
     "global_fit_gain": dB, "clean": {...}}, and with `clean_sides` also "clean_by_side": {str(side): {"per_photo":
     [{"photo", "psnr_y"}], "mean_psnr_y", "min_psnr_y", "lowest"}} (each photo scaled to at most that side).
     `tile` 0 restores every image whole; N restores images larger than N x N in N x N tiles (`restore`'s tiling,
-    `overlap` px of overlap); the result records both.
+    `overlap` px of overlap); the result records both. `passes` > 1 restores every image again from its own
+    restoration (`restore`'s passes), and is recorded too.
     `clean_outputs`, a list, receives (name, clean photo, restored, PSNR-Y) for every clean photo (for
     `results_figure.draw_clean`)."""
     bad_sides = [s for s in clean_sides if int(s) != s or s < 64]
@@ -133,6 +135,7 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
     if not _tiling_ok(tile, overlap):
         raise ValueError(f"tile must be 0 (whole images) or a side in px with 0 <= overlap < tile, got tile {tile}, "
                          f"overlap {overlap}")
+    check_passes(passes)
     if settings not in _SETTINGS:
         raise ValueError(f"settings must be one of {', '.join(_SETTINGS)}, got {settings!r}")
     unknown = [w for w in weathers if w not in WEATHERS]
@@ -149,21 +152,21 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
                                                  for w in WEATHERS if w in weathers}
     for weather, _, degraded, clean in weather_cases(photos, crops, size, held, seed, weathers):
         scores[weather]["input"].append(psnr(degraded, clean))
-        scores[weather]["restored"].append(psnr(restore(model, degraded, tile=tile, overlap=overlap), clean))
+        scores[weather]["restored"].append(psnr(restore(model, degraded, tile=tile, overlap=overlap, passes=passes), clean))
         scores[weather]["global_fit"].append(psnr(global_fit(degraded, clean), clean))
     per_weather = {w: {"input": statistics.fmean(s["input"]), "restored": statistics.fmean(s["restored"]),
                        "global_fit": statistics.fmean(s["global_fit"]), "n": len(s["input"])} for w, s in scores.items()}
     clean_rows = []
     for path, photo in zip(paths, photos):
         img = _scaled(photo, CLEAN_SIDE)
-        out = restore(model, img, tile=tile, overlap=overlap)
+        out = restore(model, img, tile=tile, overlap=overlap, passes=passes)
         clean_rows.append({"photo": path.name, "psnr_y": psnr(out, img), "psnr_rgb": psnr(out, img, y_channel=False)})
         if clean_outputs is not None:
             clean_outputs.append((path.name, img, out, clean_rows[-1]["psnr_y"]))
     by_side = {}
     for side in dict.fromkeys(clean_sides):  # in the order given, each once
         rows = ([{"photo": r["photo"], "psnr_y": r["psnr_y"]} for r in clean_rows] if side == CLEAN_SIDE else
-                [{"photo": p.name, "psnr_y": psnr(restore(model, img, tile=tile, overlap=overlap), img)}
+                [{"photo": p.name, "psnr_y": psnr(restore(model, img, tile=tile, overlap=overlap, passes=passes), img)}
                  for p, img in ((p, _scaled(photo, side)) for p, photo in zip(paths, photos))])
         lowest = min(rows, key=lambda r: r["psnr_y"])
         by_side[str(side)] = {"per_photo": rows, "mean_psnr_y": statistics.fmean(r["psnr_y"] for r in rows),
@@ -173,6 +176,7 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         "heldout_params": sorted(HELDOUT_RANGES) if held is True else sorted(held) if held else [],
         "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
         "tile": tile_side(model, tile), "overlap": overlap if tile else 0,  # the tile restore used
+        "passes": passes,
         "weather": per_weather,
         "mean_gain": statistics.fmean(v["restored"] - v["input"] for v in per_weather.values()),
         "global_fit_gain": statistics.fmean(v["global_fit"] - v["input"] for v in per_weather.values()),
@@ -193,7 +197,9 @@ def format_report(result: dict) -> str:
         settings += f" (only {', '.join(result['heldout_params'])} outside the training ranges)"
     lines = [f"SYNTHETIC weather, {settings} settings, {len(result['photos'])} {what} x "
              f"{result['crops']} crops of {result['size']} px; PSNR-Y (dB)"
-             + (f"; restored in {result['tile']} px tiles (overlap {result['overlap']} px)" if result.get("tile") else ""),
+             + (f"; restored in {result['tile']} px tiles (overlap {result['overlap']} px)" if result.get("tile") else "")
+             + (f"; {result['passes']} passes (each restoring the last one's output)" if result.get("passes", 1) > 1
+                else ""),
              f"{'weather':<10}{'input':>8}{'restored':>10}{'gain':>8}{'n':>5}   global fit (oracle, not a model)"]
     for w, v in result["weather"].items():
         lines.append(f"{w:<10}{v['input']:>8.2f}{v['restored']:>10.2f}{v['restored'] - v['input']:>+8.2f}{v['n']:>5}"
@@ -241,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="restore in N x N tiles (rounded up to a multiple of 64) with image-wide statistics, as "
                              "test.py --tile N does; default 0: every image whole, as the aims are measured")
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in px (with --tile)")
+    parser.add_argument("--passes", type=int, default=1,
+                        help="run the model this many times, each time on its own last output (default 1: the "
+                             "network as trained)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     parser.add_argument("--figure", type=Path, default=None,
@@ -271,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --tile {args.tile} --overlap {args.overlap}: --tile is 0 (whole images) or a side in px, and "
               "the overlap at least 0 and smaller than the tile (e.g. --tile 256 --overlap 64)", file=sys.stderr)
         return 2
+    if args.passes < 1:
+        print(f"error: --passes {args.passes}: a whole number >= 1 (1 = one forward pass, 2 = restore the restored "
+              "image once more)", file=sys.stderr)
+        return 2
     if args.crops <= 0 or args.size < 64:
         print(f"error: --crops must be positive and --size at least 64 (got {args.crops}, {args.size})",
               file=sys.stderr)
@@ -287,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = heldout_photos(fetched)
     outputs: list | None = [] if args.figure else None
     result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos, weathers, params,
-                      outputs, sides, args.tile, args.overlap)
+                      outputs, sides, args.tile, args.overlap, args.passes)
     print(format_report(result))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
@@ -298,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         name = Path(args.checkpoint or DEFAULT_CHECKPOINT).name  # the checkpoint load_checkpoint_model loaded
         which = "held-out" if args.photos == "heldout" else "TRAINING"
         tiled = f", in {result['tile']} px tiles" if result["tile"] else ""
+        tiled += f", {args.passes} passes" if args.passes > 1 else ""
         title = f"Clean {which} photos through {name} (at most {CLEAN_SIDE} px{tiled})"
         print(f"wrote {draw_clean(outputs, args.figure, title)}")
     return 0

@@ -226,8 +226,11 @@ def tile_side(model: nn.Module, tile: int) -> int:
 
 def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
                    self_ensemble: bool = False, amp: bool = False, refine: int = 0,
-                   progress: bool = False) -> Tensor:
-    """x (1,3,H,W) float in [0,1] on the model's device -> restored (1,3,H,W), not clipped."""
+                   progress: bool = False, passes: int = 1) -> Tensor:
+    """x (1,3,H,W) float in [0,1] on the model's device -> restored (1,3,H,W), not clipped.
+
+    passes > 1 runs the restoration again on its own output (clipped to [0, 1], not rounded), passes times in all."""
+    check_passes(passes)
     h, w = x.shape[-2:]
     tile = auto_tile(h, w) if tile is None else tile_side(model, tile)
 
@@ -242,25 +245,38 @@ def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap
             return tiled_forward(model, v, tile, overlap, pools, amp, progress)
         return _forward(model, v, amp)
 
-    if not self_ensemble:
-        return one(x)
-    return sum(_inverse(one(_transform(x, k)), k) for k in range(8)) / 8
+    def once(v: Tensor) -> Tensor:
+        return sum(_inverse(one(_transform(v, k)), k) for k in range(8)) / 8 if self_ensemble else one(v)
+
+    out = once(x)
+    for _ in range(passes - 1):
+        out = once(out.clamp(0, 1))
+    return out
+
+
+def check_passes(passes: int) -> None:
+    """passes is a whole number >= 1 (how many times the model runs, each time on the last output)."""
+    if isinstance(passes, bool) or int(passes) != passes or passes < 1:
+        raise ValueError(f"passes must be a whole number >= 1 (1 = one forward pass, 2 = restore the restored image "
+                         f"once more), got {passes!r}")
 
 
 def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
             self_ensemble: bool = False, device: str | torch.device | None = None, amp: bool | None = None,
-            refine: int = 0, progress: bool = False) -> np.ndarray:
+            refine: int = 0, progress: bool = False, passes: int = 1) -> np.ndarray:
     """Restore one photo: HxWx3 uint8 RGB in, HxWx3 uint8 out (gray HxW and RGBA HxWx4 keep their layout;
     the alpha channel passes through untouched; uint16 in gives uint16 out). Read-only arrays are fine.
 
     tile: None tiles automatically above AUTO_TILE_PIXELS (tiles of DEFAULT_TILE), 0 never tiles, N uses
     N x N tiles (N rounded up to a multiple of 64) overlapping by `overlap`; refine: extra sweeps that
     re-measure the global statistics with the previous ones fixed (module docstring; 0 is usually enough).
-    self_ensemble averages the 8 flips/rotations. device: None uses the model's device, otherwise the
+    self_ensemble averages the 8 flips/rotations. passes: how many times the model runs, each pass on the last
+    one's output (clipped to [0, 1], kept in float between passes); 1 is the network as trained. device: None uses the model's device, otherwise the
     model is moved there. amp: bfloat16 autocast, default on CUDA only.
     The output is deterministic: the same input gives bitwise the same image.
     """
     rgb, layout, alpha = _as_rgb(image)
+    check_passes(passes)
     if device is not None:
         model.to(device)
     dev = next(model.parameters()).device
@@ -272,7 +288,7 @@ def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overla
             peak = 65535 if rgb.dtype == np.uint16 else 255
             pixels = torch.from_numpy(rgb.astype(np.int32) if peak == 65535 else rgb)  # torch lacks uint16 ops
             x = pixels.to(dev).permute(2, 0, 1)[None].float() / peak  # (1,3,H,W)
-            restored = restore_tensor(model, x, tile, overlap, self_ensemble, amp, refine, progress)
+            restored = restore_tensor(model, x, tile, overlap, self_ensemble, amp, refine, progress, passes)
             out = _to_dtype(restored, rgb.dtype)  # (H,W,3)
     finally:
         model.train(was_training)
