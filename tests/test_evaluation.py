@@ -348,3 +348,19 @@ def test_both_readers_refuse_float_and_out_of_range_gray_images_naming_the_file(
             reader(tmp_path / "wide.tif")
     assert read_photo(tmp_path / "ok16.png").dtype == np.uint16 and read_photo(tmp_path / "ok16.png").max() == 65535
     assert read_image(tmp_path / "ok16.png").dtype == np.uint8 and read_image(tmp_path / "ok16.png").max() == 255
+
+
+def test_passes_restore_each_photo_that_many_times_and_a_bad_count_is_refused(tmp_path, checkpoint, capsys):
+    from dwgn.evaluation.restore import restore
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.fromarray(_image(40, 56, 3)).save(photos / "a.png")
+    run(["--checkpoint", str(checkpoint), "--input", str(photos), "--results", str(tmp_path / "r2"), "--passes", "2"])
+    model = load_checkpoint_model(checkpoint, "cpu")
+    img = read_image(photos / "a.png")
+    got = read_image(tmp_path / "r2" / "in" / "a.png")
+    assert np.array_equal(got, restore(model, img, passes=2)) and not np.array_equal(got, restore(model, img))
+    with pytest.raises(SystemExit):
+        run(["--checkpoint", str(checkpoint), "--input", str(photos), "--passes", "0"])
+    assert "--passes 0: a whole number >= 1" in capsys.readouterr().err

@@ -58,7 +58,7 @@ def _finite(x: float | None) -> float | None:
 
 def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out_dir: Path, *,
                  tile: int | None = None, self_ensemble: bool = False, crop_border: int = 0,
-                 overlap: int = DEFAULT_OVERLAP) -> tuple[dict, list[dict]]:
+                 overlap: int = DEFAULT_OVERLAP, passes: int = 1) -> tuple[dict, list[dict]]:
     """Restore every input of a set into out_dir (PNG, same file stem) and score it against its gt.
     Returns (the set's metrics.json entry, one row per image)."""
     _refuse_collisions([inp for inp, _ in pairs], out_dir)
@@ -74,7 +74,7 @@ def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out
                             f"is {gt.shape[1]}x{gt.shape[0]}; scores are computed at native size, nothing is "
                             "resized: fix or remove this pair")
         name = inp_path.stem + ".png"
-        restored = restore(model, inp, tile=tile, overlap=overlap, self_ensemble=self_ensemble)
+        restored = restore(model, inp, tile=tile, overlap=overlap, self_ensemble=self_ensemble, passes=passes)
         save_photo(out_dir / name, restored)
         scores = all_metrics(restored, gt, crop_border)  # the saved 8-bit image, as written
         rows.append({"set": key, "name": name, "input": str(inp_path), "gt": str(gt_path), **scores,
@@ -118,7 +118,7 @@ def photo_files(source: Path) -> tuple[list[Path], list[tuple[str, str]]]:
 
 def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int | None = None,
                    self_ensemble: bool = False, overlap: int = DEFAULT_OVERLAP,
-                   overwrite: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
+                   overwrite: bool = False, passes: int = 1) -> tuple[list[Path], list[tuple[str, str]]]:
     """Restore every photo in `source` (a folder, or one photo; no ground truth) to out_dir/<stem>.png at its
     own size and in its own layout (gray stays gray, alpha and 16 bits are kept, EXIF orientation applied).
     Returns (written files, skipped (path, reason)). Name clashes and (without `overwrite`) earlier outputs
@@ -134,7 +134,7 @@ def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int |
             skipped.append((str(path), str(e)))
             continue
         out = out_dir / (path.stem + ".png")
-        save_photo(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble))
+        save_photo(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble, passes=passes))
         written.append(out)
     return written, skipped
 
@@ -226,6 +226,9 @@ def get_parser() -> argparse.ArgumentParser:
                         "default: tiles of 512 above one megapixel")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels")
     p.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
+    p.add_argument("--passes", type=int, default=1,
+                   help="run the model this many times, each on its own last output (default 1: the network as "
+                        "trained; x passes time)")
     p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side before scoring")
     p.add_argument("--profile", action="store_true", help="print parameters, MACs and latency per image size")
     p.add_argument("--profile-sizes", type=int, nargs="+", default=[256, 512])
@@ -275,6 +278,9 @@ def run(argv: list[str] | None = None) -> dict:
     Raises DataError when nothing was restored or scored (after listing what was skipped)."""
     parser = get_parser()
     args = parser.parse_args(argv)
+    if args.passes < 1:
+        parser.error(f"--passes {args.passes}: a whole number >= 1 (1 = one forward pass, 2 = restore the restored "
+                     "image once more)")
     if args.compile and args.tile != 0:
         parser.error("--compile applies to whole-image inference only (tiled inference records and replays "
                      "the global pools); add --tile 0, or drop --compile")
@@ -287,7 +293,7 @@ def run(argv: list[str] | None = None) -> dict:
 
         compile_blocks(model)
     results_dir = Path(args.results)
-    opts = {"tile": args.tile, "overlap": args.overlap, "self_ensemble": args.self_ensemble}
+    opts = {"tile": args.tile, "overlap": args.overlap, "self_ensemble": args.self_ensemble, "passes": args.passes}
     summary: dict = {"metrics": {}, "restored": [], "skipped": [], "profile": []}
     if args.profile:
         summary["profile"] = _run_profile(model, args, results_dir)
