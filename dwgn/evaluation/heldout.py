@@ -152,7 +152,8 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
                                                  for w in WEATHERS if w in weathers}
     for weather, _, degraded, clean in weather_cases(photos, crops, size, held, seed, weathers):
         scores[weather]["input"].append(psnr(degraded, clean))
-        scores[weather]["restored"].append(psnr(restore(model, degraded, tile=tile, overlap=overlap, passes=passes), clean))
+        restored = restore(model, degraded, tile=tile, overlap=overlap, passes=passes)
+        scores[weather]["restored"].append(psnr(restored, clean))
         scores[weather]["global_fit"].append(psnr(global_fit(degraded, clean), clean))
     per_weather = {w: {"input": statistics.fmean(s["input"]), "restored": statistics.fmean(s["restored"]),
                        "global_fit": statistics.fmean(s["global_fit"]), "n": len(s["input"])} for w, s in scores.items()}
@@ -166,7 +167,8 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
     by_side = {}
     for side in dict.fromkeys(clean_sides):  # in the order given, each once
         rows = ([{"photo": r["photo"], "psnr_y": r["psnr_y"]} for r in clean_rows] if side == CLEAN_SIDE else
-                [{"photo": p.name, "psnr_y": psnr(restore(model, img, tile=tile, overlap=overlap, passes=passes), img)}
+                [{"photo": p.name,
+                  "psnr_y": psnr(restore(model, img, tile=tile, overlap=overlap, passes=passes), img)}
                  for p, img in ((p, _scaled(photo, side)) for p, photo in zip(paths, photos))])
         lowest = min(rows, key=lambda r: r["psnr_y"])
         by_side[str(side)] = {"per_photo": rows, "mean_psnr_y": statistics.fmean(r["psnr_y"] for r in rows),
