@@ -271,12 +271,11 @@ def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overla
     N x N tiles (N rounded up to a multiple of 64) overlapping by `overlap`; refine: extra sweeps that
     re-measure the global statistics with the previous ones fixed (module docstring; 0 is usually enough).
     self_ensemble averages the 8 flips/rotations. passes: how many times the model runs, each pass on the last
-    one's output (clipped to [0, 1], kept in float between passes); 1 is the network as trained. device: None uses the model's device, otherwise the
-    model is moved there. amp: bfloat16 autocast, default on CUDA only.
+    one's output (clipped to [0, 1], kept in float between passes); 1 is the network as trained.
+    device: None uses the model's device, otherwise the model is moved there. amp: bfloat16 autocast, default on CUDA only.
     The output is deterministic: the same input gives bitwise the same image.
     """
     rgb, layout, alpha = _as_rgb(image)
-    check_passes(passes)
     if device is not None:
         model.to(device)
     dev = next(model.parameters()).device
