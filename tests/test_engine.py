@@ -481,3 +481,50 @@ def test_self_feed_trains_that_share_of_steps_on_the_networks_own_restoration_of
     train(config(tmp_path / "run", steps=4, log_every=2), stage(SelfFeed(0.5)))
     logged = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if "loss" in x]
     assert len(logged) == 2 and all(0.0 <= x["self_fed"] <= 1.0 for x in logged)
+
+
+class RecordingHooks(StageHooks):
+    """Keeps each step's batch, so that a test can redo the step by hand."""
+
+    def __init__(self):
+        self.batches = []
+
+    def prepare(self, batch, step):
+        inputs, targets = super().prepare(batch, step)
+        self.batches.append((inputs.clone(), targets.clone()))
+        return inputs, targets
+
+
+def test_cpu_amp_runs_the_forward_in_bfloat16_and_the_step_equals_a_reference(tmp_path):
+    """`cpu_amp`: one engine step equals a hand-written step (forward under CPU bf16 autocast, L1 in float32, Adam
+    at the schedule's rate); without it the same step runs in float32, and the two steps' weights differ."""
+    trained = {}
+    for cpu_amp in (True, False):
+        hooks = RecordingHooks()
+        st = stage(hooks)
+        start = {k: v.clone() for k, v in st.model.state_dict().items()}
+        seen = []
+        first_conv = next(m for m in st.model.modules() if isinstance(m, torch.nn.Conv2d))
+        first_conv.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+        cfg = config(tmp_path / f"amp-{cpu_amp}", steps=1, lr=1e-3, cpu_amp=cpu_amp)
+        train(cfg, st)
+        assert seen and set(seen) == {torch.bfloat16 if cpu_amp else torch.float32}
+        reference = build_model("tiny")
+        reference.load_state_dict(start)
+        optimizer = torch.optim.Adam(reference.parameters(), lr=cosine_lr(0, cfg), betas=tuple(cfg.betas))
+        inputs, targets = hooks.batches[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_amp):
+            restored = reference(inputs)
+        torch.nn.functional.l1_loss(restored.float(), targets).backward()
+        optimizer.step()
+        trained[cpu_amp] = load_checkpoint(tmp_path / f"amp-{cpu_amp}" / "last.pt")["model"]
+        for k, v in reference.state_dict().items():
+            assert torch.allclose(trained[cpu_amp][k], v, atol=1e-6, rtol=0), (cpu_amp, k)
+    assert any(not torch.allclose(trained[True][k], trained[False][k], atol=1e-6, rtol=0) for k in trained[True])
+
+
+def test_cpu_amp_needs_amp_bf16():
+    message = r"cpu_amp .* needs amp bf16, got amp fp16 \(drop --cpu-amp, or set --amp bf16\)"
+    with pytest.raises(ConfigError, match=message):
+        FinetuneConfig(cpu_amp=True, amp="fp16").validate()
+    FinetuneConfig(cpu_amp=True).validate()

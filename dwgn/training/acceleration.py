@@ -40,8 +40,8 @@ def has_compiled_modules(model: nn.Module) -> bool:
 
 
 def l1_step_loss(model: nn.Module, inputs: Tensor, targets: Tensor, amp_dtype: torch.dtype | None) -> Tensor:
-    """The training loss, L1 in float32; the forward under CUDA autocast when amp_dtype is given (None off CUDA)."""
-    with torch.autocast("cuda", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+    """The training loss, L1 in float32; the forward under autocast on the inputs' device when amp_dtype is given."""
+    with torch.autocast(inputs.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         restored = model(inputs)
     return F.l1_loss(restored.float(), targets.float())
 

@@ -62,7 +62,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
 
 
 def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA only; the CPU trains in plain float32."""
+    """Mixed precision on CUDA; on the CPU plain float32, or bfloat16 autocast with cfg.cpu_amp."""
+    if device.type == "cpu" and cfg.cpu_amp:
+        return torch.bfloat16
     if device.type != "cuda" or cfg.amp == "none":
         return None
     return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
