@@ -183,3 +183,20 @@ def test_passes_run_the_model_again_on_its_own_clipped_float_output():
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="passes must be a whole number >= 1"):
             restore(Contrast(), img, passes=bad)
+
+
+def test_amp_on_the_cpu_runs_the_network_under_bf16_autocast():
+    """restore(amp=True) on the CPU is the network under CPU bf16 autocast (it used to ask CUDA's autocast, which
+    left a CPU forward in float32); amp=False is the float32 forward."""
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny").eval()
+    photo = _photo(64, 64)
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        full = to_uint8(model(x).float())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = to_uint8(model(x).float())
+    assert not np.array_equal(full, half)
+    np.testing.assert_array_equal(restore(model, photo, tile=0, amp=True), half)
+    np.testing.assert_array_equal(restore(model, photo, tile=0, amp=False), full)
+    np.testing.assert_array_equal(restore(model, photo, tile=0), full)  # the CPU's default: float32

@@ -45,9 +45,9 @@ _GRAY = np.array([0.299, 0.587, 0.114])
 
 # ---------------------------------------------------------------------------------------------- tensors
 def _forward(model: nn.Module, x: Tensor, amp: bool) -> Tensor:
-    """(B,3,H,W) -> (B,3,H,W) float32; bfloat16 autocast on CUDA when amp (float16's range is the narrower; bf16
-    is what training uses)."""
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    """(B,3,H,W) -> (B,3,H,W) float32; bfloat16 autocast on x's device when amp (float16's range is the narrower;
+    bf16 is what training uses)."""
+    ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with ctx:
         return model(x).float()
 
@@ -272,7 +272,8 @@ def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overla
     re-measure the global statistics with the previous ones fixed (module docstring; 0 is usually enough).
     self_ensemble averages the 8 flips/rotations. passes: how many times the model runs, each pass on the last
     one's output (clipped to [0, 1], kept in float between passes); 1 is the network as trained.
-    device: None uses the model's device, otherwise the model is moved there. amp: bfloat16 autocast, default on CUDA only.
+    device: None uses the model's device, otherwise the model is moved there. amp: bfloat16 autocast, default on
+    CUDA only (amp=True on the CPU runs it there too: faster on CPUs with bf16 instructions, ~2-3 digits per value).
     The output is deterministic: the same input gives bitwise the same image.
     """
     rgb, layout, alpha = _as_rgb(image)
