@@ -153,6 +153,26 @@ python -m dwgn.export runs/demo-s18/snapshots/step-000150.safetensors checkpoint
     --average runs/demo-s20/snapshots/step-000200.safetensors --mix 0.5 \
     --note "small preset; Stage 1: 400 adversarial steps on 33 fetched photos (GPU); Stage 2: 400 steps of batch 32 (GPU), then on a CPU 1600 of batch 4 at 128px, 2600 of batch 2 at 192px, 3600 and 3400 of batch 4 at 128px; 3200 GPU steps of batch 32 at 128px; then on a CPU 2200 and 1900 steps of batch 4 at 128px (half the crops toned, weather made on 256px squares), 400 (best of 1200) and 1500 at 128px, 800 and 700 of batch 2 at 256px, and 150 of batch 2 with 35 % of the steps clean 384px squares; the release is the equal weight average of that and 200 more steps of batch 2 with half the weather pairs toned after the weather (--pair-tone-share 0.5); weather made on the fly from 40 photos (checkpoints/make_demo_checkpoint.sh)"
 cp runs/demo-s20/config.yaml checkpoints/dwgn-small-demo.yaml
+# Part 16 (session 22): 500 more steps of part 15's recipe from part 15's release (the file just written), the CPU
+# forward in bf16 autocast (--cpu-amp, about twice the steps of float32 in the same time); the release is the uniform
+# weight average of the run's kept EMA weights at steps 100 to 500 (each candidate named before its held-out numbers
+# were seen; docs/demo_model_history.md)
+python train.py --config configs/finetune_demo.yaml --preset small --online-weather --clean-share 0.35 --clean-crop 384 \
+    --tone-share 0.5 --pair-tone-share 0.5 --weather-side 256 --weather-weights 2,1,1.5,1.5,1.5 \
+    --init checkpoints/dwgn-small-demo.safetensors --steps 500 --warmup-steps 20 --batch-size 2 --crop 256 \
+    --lr 5e-5 --ema-decay 0.99 --seed 70 --num-workers 1 --val-images 10 --val-every 100 --keep-every 100 \
+    --save-every 10 --cpu-amp --out runs/demo-s22
+S=runs/demo-s22/snapshots
+python -m dwgn.export $S/step-000100.safetensors runs/demo-s22/avg2.safetensors --average $S/step-000200.safetensors \
+    --mix 0.5 --dtype float32
+python -m dwgn.export runs/demo-s22/avg2.safetensors runs/demo-s22/avg3.safetensors \
+    --average $S/step-000300.safetensors --mix 0.3333333333333333 --dtype float32
+python -m dwgn.export runs/demo-s22/avg3.safetensors runs/demo-s22/avg4.safetensors \
+    --average $S/step-000400.safetensors --mix 0.25 --dtype float32
+python -m dwgn.export runs/demo-s22/avg4.safetensors checkpoints/dwgn-small-demo.safetensors \
+    --average $S/step-000500.safetensors --mix 0.2 \
+    --note "small preset; Stage 1: 400 adversarial steps on 33 fetched photos (GPU); Stage 2: 400 steps of batch 32 (GPU), then on a CPU 1600 of batch 4 at 128px, 2600 of batch 2 at 192px, 3600 and 3400 of batch 4 at 128px; 3200 GPU steps of batch 32 at 128px; then on a CPU 2200 and 1900 steps of batch 4 at 128px (half the crops toned, weather made on 256px squares), 400 (best of 1200) and 1500 at 128px, 800 and 700 of batch 2 at 256px, and 150 of batch 2 with 35 % of the steps clean 384px squares; the equal weight average of that and 200 more steps of batch 2 with half the weather pairs toned after the weather (--pair-tone-share 0.5), trained on for 500 steps of that recipe in bf16 autocast (--cpu-amp); the release is the uniform weight average of that run's EMA weights at steps 100, 200, 300, 400 and 500; weather made on the fly from 40 photos (checkpoints/make_demo_checkpoint.sh)"
+cp runs/demo-s22/config.yaml checkpoints/dwgn-small-demo.yaml
 
 # The previous demo model (tiny, CPU only) and its recipe: git history before commit 102bd5f.
 
