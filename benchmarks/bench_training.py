@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
+from dataclasses import replace
 
 import torch
 
 from dwgn.training.config import FinetuneConfig
 from dwgn.training.acceleration import l1_step_loss
-from dwgn.training.engine import EngineContext, amp_dtype_for, make_optimizer, optimizer_step
+from dwgn.training.engine import amp_dtype_for, make_optimizer, optimizer_step
 from dwgn.models.network import build_model, count_parameters
 
 
@@ -25,20 +25,17 @@ def measure(preset: str, steps: int, batch: int, crop: int, precisions: tuple[bo
     """One row per entry of `precisions` (cpu_amp off / on), the steps of the precisions interleaved."""
     torch.manual_seed(0)
     model = build_model(preset)
-    optimizer, scaler, dtypes = None, torch.amp.GradScaler("cpu", enabled=False), {}
-    for cpu_amp in precisions:
-        cfg = FinetuneConfig(preset=preset, model=model.config, batch_size=batch, crop=crop, cpu_amp=cpu_amp)
-        cfg.validate()
-        dtypes[cpu_amp] = EngineContext(cfg, Path("."), torch.device("cpu"), 0, 1, model, amp_dtype_for(
-            cfg, torch.device("cpu"))).amp_dtype
-        optimizer = optimizer or make_optimizer(model, cfg)
+    cfg = FinetuneConfig(preset=preset, model=model.config, batch_size=batch, crop=crop)
+    dtypes = {p: amp_dtype_for(replace(cfg, cpu_amp=p), torch.device("cpu")) for p in precisions}
+    optimizer = make_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
     inputs, targets = torch.rand(batch, 3, crop, crop), torch.rand(batch, 3, crop, crop)
     times: dict[bool, list[float]] = {p: [] for p in precisions}
     for _ in range(steps + 1):  # the first step of each warms up allocators and is not counted
         for cpu_amp in precisions:
             start = time.perf_counter()
             loss = l1_step_loss(model, inputs, targets, dtypes[cpu_amp])
-            optimizer_step(loss, model, optimizer, scaler, 0.0)
+            optimizer_step(loss, model, optimizer, scaler, cfg.grad_clip)
             times[cpu_amp].append(time.perf_counter() - start)
     rows = []
     for cpu_amp in precisions:
