@@ -364,3 +364,16 @@ def test_passes_restore_each_photo_that_many_times_and_a_bad_count_is_refused(tm
     with pytest.raises(SystemExit):
         run(["--checkpoint", str(checkpoint), "--input", str(photos), "--passes", "0"])
     assert "--passes 0: a whole number >= 1" in capsys.readouterr().err
+    # --pass-gate: the second pass runs only when the first changed the photo by more than the gate (in dB)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        first = model(x).clamp(0, 1)
+    d = -10 * torch.log10(torch.mean((first - x) ** 2)).item()  # how much the first pass changed it, by hand
+    for gate, passes in ((d + 0.5, 2), (d - 0.5, 1)):
+        out = tmp_path / f"gate{passes}"
+        run(["--checkpoint", str(checkpoint), "--input", str(photos), "--results", str(out), "--passes", "2",
+             "--pass-gate", str(gate)])
+        assert np.array_equal(read_image(out / "in" / "a.png"), restore(model, img, passes=passes)), gate
+    with pytest.raises(SystemExit):
+        run(["--checkpoint", str(checkpoint), "--input", str(photos), "--pass-gate", "30"])
+    assert "needs passes >= 2" in capsys.readouterr().err

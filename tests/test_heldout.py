@@ -257,6 +257,39 @@ def test_tile_restores_in_tiles_so_a_size_dependent_model_sees_only_tiles(monkey
     assert "--tile 64 --overlap 64: --tile is 0 (whole images) or a side in px" in capsys.readouterr().err
 
 
+def test_pass_gate_decides_per_image_and_the_report_counts_the_second_passes(capsys):
+    paths = packaged_photos("test")[:1]
+    kw = dict(crops=1, size=64, weathers=("rain", "haze"))
+    one = heldout.evaluate(Darken(), paths, **kw)
+    two = heldout.evaluate(Darken(), paths, passes=2, **kw)
+    cases = heldout.weather_cases([read_image(paths[0])], 1, 64, True, weathers=("rain", "haze"))
+    photo = heldout._scaled(read_image(paths[0]), heldout.CLEAN_SIDE)
+
+    def change_db(img):  # how much Darken's first pass changes an image, from its definition
+        x = img.astype(np.float64) / 255
+        return -10 * np.log10(np.mean((0.9 * x - x) ** 2))
+
+    d = {w: change_db(degraded) for w, _, degraded, _ in cases}
+    gate = (d["rain"] + d["haze"]) / 2  # between the two weathers: one restored twice, the other once
+    assert abs(d["rain"] - d["haze"]) > 0.2
+    again, once = ("rain", "haze") if d["rain"] < d["haze"] else ("haze", "rain")
+    gated = heldout.evaluate(Darken(), paths, passes=2, pass_gate=gate, **kw)
+    assert gated["pass_gate"] == gate and two["pass_gate"] is None
+    assert gated["weather"][again]["restored"] == two["weather"][again]["restored"]
+    assert gated["weather"][once]["restored"] == one["weather"][once]["restored"]
+    assert (gated["weather"][again]["more_passes"], gated["weather"][once]["more_passes"]) == (1, 0)
+    clean_passes = 2 if change_db(photo) < gate else 1
+    assert gated["clean"]["per_photo"][0]["passes"] == clean_passes
+    want = (two if clean_passes == 2 else one)["clean"]["per_photo"][0]["psnr_y"]
+    assert gated["clean"]["per_photo"][0]["psnr_y"] == want
+    report = heldout.format_report(gated)
+    assert f"a further pass only while the last changed the image more than {gate:g} dB" in report
+    assert f"1/1 restored again" in report and f"{clean_passes} pass" in report
+    assert "restored again" not in heldout.format_report(two)
+    assert heldout.main(["--pass-gate", "30"]) == 2
+    assert "needs passes >= 2" in capsys.readouterr().err
+
+
 def test_passes_restore_every_image_again_and_the_report_says_so(capsys):
     paths = packaged_photos("test")[:1]
     one = heldout.evaluate(Darken(), paths, crops=1, size=64, weathers=("rain",))

@@ -26,7 +26,7 @@ from dwgn.data.images import read_image, read_photo, save_photo
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.errors import DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
-from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore
+from dwgn.evaluation.restore import DEFAULT_OVERLAP, check_passes, restore
 from dwgn.io import atomic_path, write_text_atomic
 
 PROTOCOL = "Y BT.601, 8-bit, native size"
@@ -58,7 +58,8 @@ def _finite(x: float | None) -> float | None:
 
 def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out_dir: Path, *,
                  tile: int | None = None, self_ensemble: bool = False, crop_border: int = 0,
-                 overlap: int = DEFAULT_OVERLAP, passes: int = 1) -> tuple[dict, list[dict]]:
+                 overlap: int = DEFAULT_OVERLAP, passes: int = 1,
+                 pass_gate: float | None = None) -> tuple[dict, list[dict]]:
     """Restore every input of a set into out_dir (PNG, same file stem) and score it against its gt.
     Returns (the set's metrics.json entry, one row per image)."""
     _refuse_collisions([inp for inp, _ in pairs], out_dir)
@@ -74,7 +75,8 @@ def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out
                             f"is {gt.shape[1]}x{gt.shape[0]}; scores are computed at native size, nothing is "
                             "resized: fix or remove this pair")
         name = inp_path.stem + ".png"
-        restored = restore(model, inp, tile=tile, overlap=overlap, self_ensemble=self_ensemble, passes=passes)
+        restored = restore(model, inp, tile=tile, overlap=overlap, self_ensemble=self_ensemble, passes=passes,
+                           pass_gate=pass_gate)
         save_photo(out_dir / name, restored)
         scores = all_metrics(restored, gt, crop_border)  # the saved 8-bit image, as written
         rows.append({"set": key, "name": name, "input": str(inp_path), "gt": str(gt_path), **scores,
@@ -118,7 +120,8 @@ def photo_files(source: Path) -> tuple[list[Path], list[tuple[str, str]]]:
 
 def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int | None = None,
                    self_ensemble: bool = False, overlap: int = DEFAULT_OVERLAP,
-                   overwrite: bool = False, passes: int = 1) -> tuple[list[Path], list[tuple[str, str]]]:
+                   overwrite: bool = False, passes: int = 1,
+                   pass_gate: float | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
     """Restore every photo in `source` (a folder, or one photo; no ground truth) to out_dir/<stem>.png at its
     own size and in its own layout (gray stays gray, alpha and 16 bits are kept, EXIF orientation applied).
     Returns (written files, skipped (path, reason)). Name clashes and (without `overwrite`) earlier outputs
@@ -134,7 +137,8 @@ def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int |
             skipped.append((str(path), str(e)))
             continue
         out = out_dir / (path.stem + ".png")
-        save_photo(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble, passes=passes))
+        save_photo(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble, passes=passes,
+                                pass_gate=pass_gate))
         written.append(out)
     return written, skipped
 
@@ -229,6 +233,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=int, default=1,
                    help="run the model this many times, each on its own last output (default 1: the network as "
                         "trained; x passes time)")
+    p.add_argument("--pass-gate", type=float, default=None, metavar="DB",
+                   help="with --passes 2 or more: a further pass runs only while the last one changed the photo more "
+                        "than this (PSNR between its input and output below DB), so a clean photo is restored once")
     p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side before scoring")
     p.add_argument("--profile", action="store_true", help="print parameters, MACs and latency per image size")
     p.add_argument("--profile-sizes", type=int, nargs="+", default=[256, 512])
@@ -281,6 +288,10 @@ def run(argv: list[str] | None = None) -> dict:
     if args.passes < 1:
         parser.error(f"--passes {args.passes}: a whole number >= 1 (1 = one forward pass, 2 = restore the restored "
                      "image once more)")
+    try:
+        check_passes(args.passes, args.pass_gate)
+    except ValueError as err:
+        parser.error(f"--pass-gate {args.pass_gate}: {err}")
     if args.compile and args.tile != 0:
         parser.error("--compile applies to whole-image inference only (tiled inference records and replays "
                      "the global pools); add --tile 0, or drop --compile")
@@ -293,7 +304,8 @@ def run(argv: list[str] | None = None) -> dict:
 
         compile_blocks(model)
     results_dir = Path(args.results)
-    opts = {"tile": args.tile, "overlap": args.overlap, "self_ensemble": args.self_ensemble, "passes": args.passes}
+    opts = {"tile": args.tile, "overlap": args.overlap, "self_ensemble": args.self_ensemble, "passes": args.passes,
+            "pass_gate": args.pass_gate}
     summary: dict = {"metrics": {}, "restored": [], "skipped": [], "profile": []}
     if args.profile:
         summary["profile"] = _run_profile(model, args, results_dir)
