@@ -156,7 +156,9 @@ cp runs/demo-s20/config.yaml checkpoints/dwgn-small-demo.yaml
 # Part 16 (session 22): 500 more steps of part 15's recipe from part 15's release (the file just written), the CPU
 # forward in bf16 autocast (--cpu-amp, about twice the steps of float32 in the same time); the release is the uniform
 # weight average of the run's kept EMA weights at steps 100 to 500 (each candidate named before its held-out numbers
-# were seen; docs/demo_model_history.md)
+# were seen; docs/demo_model_history.md). Session 23 re-exported it (same weights, same command) with --passes 2
+# --pass-gate 35: the release records that it restores in two passes, the second only when the first changed the
+# image by more than 35 dB (PSNR of the change); the gate was chosen on the training photos (docs/demo_model_history.md)
 python train.py --config configs/finetune_demo.yaml --preset small --online-weather --clean-share 0.35 --clean-crop 384 \
     --tone-share 0.5 --pair-tone-share 0.5 --weather-side 256 --weather-weights 2,1,1.5,1.5,1.5 \
     --init checkpoints/dwgn-small-demo.safetensors --steps 500 --warmup-steps 20 --batch-size 2 --crop 256 \
@@ -170,7 +172,7 @@ python -m dwgn.export runs/demo-s22/avg2.safetensors runs/demo-s22/avg3.safetens
 python -m dwgn.export runs/demo-s22/avg3.safetensors runs/demo-s22/avg4.safetensors \
     --average $S/step-000400.safetensors --mix 0.25 --dtype float32
 python -m dwgn.export runs/demo-s22/avg4.safetensors checkpoints/dwgn-small-demo.safetensors \
-    --average $S/step-000500.safetensors --mix 0.2 \
+    --average $S/step-000500.safetensors --mix 0.2 --passes 2 --pass-gate 35 \
     --note "small preset; Stage 1: 400 adversarial steps on 33 fetched photos (GPU); Stage 2: 400 steps of batch 32 (GPU), then on a CPU 1600 of batch 4 at 128px, 2600 of batch 2 at 192px, 3600 and 3400 of batch 4 at 128px; 3200 GPU steps of batch 32 at 128px; then on a CPU 2200 and 1900 steps of batch 4 at 128px (half the crops toned, weather made on 256px squares), 400 (best of 1200) and 1500 at 128px, 800 and 700 of batch 2 at 256px, and 150 of batch 2 with 35 % of the steps clean 384px squares; the equal weight average of that and 200 more steps of batch 2 with half the weather pairs toned after the weather (--pair-tone-share 0.5), trained on for 500 steps of that recipe in bf16 autocast (--cpu-amp); the release is the uniform weight average of that run's EMA weights at steps 100, 200, 300, 400 and 500; weather made on the fly from 40 photos (checkpoints/make_demo_checkpoint.sh)"
 cp runs/demo-s22/config.yaml checkpoints/dwgn-small-demo.yaml
 

@@ -257,7 +257,7 @@ def test_tile_restores_in_tiles_so_a_size_dependent_model_sees_only_tiles(monkey
     assert "--tile 64 --overlap 64: --tile is 0 (whole images) or a side in px" in capsys.readouterr().err
 
 
-def test_pass_gate_decides_per_image_and_the_report_counts_the_second_passes(capsys):
+def test_pass_gate_decides_per_image_and_the_report_counts_the_second_passes(capsys, monkeypatch):
     paths = packaged_photos("test")[:1]
     kw = dict(crops=1, size=64, weathers=("rain", "haze"))
     one = heldout.evaluate(Darken(), paths, **kw)
@@ -286,8 +286,13 @@ def test_pass_gate_decides_per_image_and_the_report_counts_the_second_passes(cap
     assert f"a further pass only while the last changed the image more than {gate:g} dB" in report
     assert f"1/1 restored again" in report and f"{clean_passes} pass" in report
     assert "restored again" not in heldout.format_report(two)
-    assert heldout.main(["--pass-gate", "30"]) == 2
+    assert heldout.main(["--passes", "1", "--pass-gate", "30"]) == 2
     assert "needs passes >= 2" in capsys.readouterr().err
+    import dwgn.evaluation.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "load_checkpoint_model", lambda *a, **k: Darken())  # records one pass
+    assert heldout.main(["--pass-gate", "30"]) == 2
+    assert "needs passes >= 2" in capsys.readouterr().err.replace("\n", " ")
 
 
 def test_passes_restore_every_image_again_and_the_report_says_so(capsys):

@@ -119,12 +119,14 @@ class Restorer:
                               f"{WHOLE_IMAGE_MAX_PIXELS / 2 ** 20:.0f} megapixels): pick 'tiled' or 'auto'")
         with self._lock:
             start = time.perf_counter()
-            output = restore(self.model, image, tile=tile)
+            ran: list[int] = []  # the checkpoint's recommended passes (restore's default); how many ran
+            output = restore(self.model, image, tile=tile, passes_run=ran)
             seconds = time.perf_counter() - start
         out = Path(tempfile.mkdtemp(dir=self.out_dir)) / f"{Path(path).stem}-restored.png"
         Image.fromarray(output).save(out)
         tiled = tile and max(h, w) > tile  # a photo within one tile is restored whole
-        return Restoration(image, output, out, seconds, f"tiled, {tile} px tiles" if tiled else "whole image", notes)
+        how = (f"tiled, {tile} px tiles" if tiled else "whole image") + (f", {ran[0]} passes" if ran[0] > 1 else "")
+        return Restoration(image, output, out, seconds, how, notes)
 
 
 __all__ = ["DEFAULT_MAX_MEGAPIXELS", "MODES", "Restoration", "Restorer", "UploadError", "WHOLE_IMAGE_MAX_PIXELS",

@@ -26,7 +26,7 @@ from dwgn.data.images import read_image, read_photo, save_photo
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.errors import DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
-from dwgn.evaluation.restore import DEFAULT_OVERLAP, check_passes, restore
+from dwgn.evaluation.restore import DEFAULT_OVERLAP, check_passes, describe_inference, inference_of, restore
 from dwgn.io import atomic_path, write_text_atomic
 
 PROTOCOL = "Y BT.601, 8-bit, native size"
@@ -58,10 +58,12 @@ def _finite(x: float | None) -> float | None:
 
 def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out_dir: Path, *,
                  tile: int | None = None, self_ensemble: bool = False, crop_border: int = 0,
-                 overlap: int = DEFAULT_OVERLAP, passes: int = 1,
+                 overlap: int = DEFAULT_OVERLAP, passes: int | None = None,
                  pass_gate: float | None = None) -> tuple[dict, list[dict]]:
     """Restore every input of a set into out_dir (PNG, same file stem) and score it against its gt.
-    Returns (the set's metrics.json entry, one row per image)."""
+    Returns (the set's metrics.json entry, one row per image). passes=None: as the checkpoint recommends
+    (`restore`); the entry records the passes and gate used."""
+    passes, pass_gate = inference_of(model, passes, pass_gate)
     _refuse_collisions([inp for inp, _ in pairs], out_dir)
     rows, skipped = [], []
     for inp_path, gt_path in tqdm(pairs, desc=key, unit="img", disable=None):
@@ -87,6 +89,7 @@ def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out
     entry["skipped"] = [path for path, _ in skipped]
     entry["protocol"] = PROTOCOL if not crop_border else f"{PROTOCOL}, crop border {crop_border}"
     entry["synthetic"] = key.startswith("demo-") or key in DEMO_TEST_SETS
+    entry["passes"], entry["pass_gate"] = passes, pass_gate
     entry["_reasons"] = skipped  # printed, not written
     return entry, rows
 
@@ -120,7 +123,7 @@ def photo_files(source: Path) -> tuple[list[Path], list[tuple[str, str]]]:
 
 def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int | None = None,
                    self_ensemble: bool = False, overlap: int = DEFAULT_OVERLAP,
-                   overwrite: bool = False, passes: int = 1,
+                   overwrite: bool = False, passes: int | None = None,
                    pass_gate: float | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
     """Restore every photo in `source` (a folder, or one photo; no ground truth) to out_dir/<stem>.png at its
     own size and in its own layout (gray stays gray, alpha and 16 bits are kept, EXIF orientation applied).
@@ -195,13 +198,13 @@ def profile(model: nn.Module, sizes: list[int], repeats: int = 3) -> list[dict]:
     for size in sizes:
         params, macs = count(model, size)
         image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-        restore(model, image, tile=0)  # warm-up: allocator, cuDNN algorithm choice
+        restore(model, image, tile=0, passes=1)  # warm-up: allocator, cuDNN algorithm choice
         times = []
         for _ in range(repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t = time.perf_counter()
-            restore(model, image, tile=0)
+            restore(model, image, tile=0, passes=1)  # the network once, whatever the checkpoint recommends
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t)
@@ -230,9 +233,10 @@ def get_parser() -> argparse.ArgumentParser:
                         "default: tiles of 512 above one megapixel")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels")
     p.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
-    p.add_argument("--passes", type=int, default=1,
-                   help="run the model this many times, each on its own last output (default 1: the network as "
-                        "trained; x passes time)")
+    p.add_argument("--passes", type=int, default=None,
+                   help="run the model this many times, each on its own last output (x passes time; 1: the network "
+                        "as trained); default: as the checkpoint recommends (the shipped model: 2, gated at 35 dB), "
+                        "else 1")
     p.add_argument("--pass-gate", type=float, default=None, metavar="DB",
                    help="with --passes 2 or more: a further pass runs only while the last one changed the photo more "
                         "than this (PSNR between its input and output below DB), so a clean photo is restored once")
@@ -285,13 +289,14 @@ def run(argv: list[str] | None = None) -> dict:
     Raises DataError when nothing was restored or scored (after listing what was skipped)."""
     parser = get_parser()
     args = parser.parse_args(argv)
-    if args.passes < 1:
+    if args.passes is not None and args.passes < 1:
         parser.error(f"--passes {args.passes}: a whole number >= 1 (1 = one forward pass, 2 = restore the restored "
                      "image once more)")
-    try:
-        check_passes(args.passes, args.pass_gate)
-    except ValueError as err:
-        parser.error(f"--pass-gate {args.pass_gate}: {err}")
+    if args.pass_gate is not None:
+        try:
+            check_passes(2 if args.passes is None else args.passes, args.pass_gate)
+        except ValueError as err:
+            parser.error(f"--pass-gate {args.pass_gate}: {err}")
     if args.compile and args.tile != 0:
         parser.error("--compile applies to whole-image inference only (tiled inference records and replays "
                      "the global pools); add --tile 0, or drop --compile")
@@ -303,6 +308,13 @@ def run(argv: list[str] | None = None) -> dict:
         from dwgn.training.acceleration import compile_blocks
 
         compile_blocks(model)
+    asked = args.passes is not None
+    try:
+        args.passes, args.pass_gate = inference_of(model, args.passes, args.pass_gate)
+    except ValueError as err:  # --pass-gate alone, and a checkpoint that recommends one pass
+        parser.error(f"--pass-gate {args.pass_gate}: {err}; add --passes 2")
+    print(f"restoring in {describe_inference(args.passes, args.pass_gate)}"
+          + (" (the checkpoint's recommendation; --passes 1 for one)" if args.passes > 1 and not asked else ""))
     results_dir = Path(args.results)
     opts = {"tile": args.tile, "overlap": args.overlap, "self_ensemble": args.self_ensemble, "passes": args.passes,
             "pass_gate": args.pass_gate}

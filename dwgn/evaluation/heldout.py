@@ -52,7 +52,7 @@ from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import HELDOUT_RANGES, WEATHERS, Heldout, check_heldout_keys, synthesize
 from dwgn.evaluation.metrics import psnr
-from dwgn.evaluation.restore import DEFAULT_OVERLAP, check_passes, restore, tile_side
+from dwgn.evaluation.restore import DEFAULT_OVERLAP, check_passes, inference_of, restore, tile_side
 from dwgn.io import write_text_atomic
 
 CLEAN_SIDE = 512
@@ -121,7 +121,7 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
              seed: int = 0, photo_set: str = "heldout", weathers: tuple[str, ...] = WEATHERS,
              heldout_params: tuple[str, ...] | None = None, clean_outputs: list | None = None,
              clean_sides: tuple[int, ...] = (), tile: int = 0, overlap: int = DEFAULT_OVERLAP,
-             passes: int = 1, pass_gate: float | None = None) -> dict:
+             passes: int | None = None, pass_gate: float | None = None) -> dict:
     """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int}}, "mean_gain": dB,
     "global_fit_gain": dB, "clean": {...}}, and with `clean_sides` also "clean_by_side": {str(side): {"per_photo":
     [{"photo", "psnr_y"}], "mean_psnr_y", "min_psnr_y", "lowest"}} (each photo scaled to at most that side).
@@ -129,7 +129,8 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
     `overlap` px of overlap); the result records both. `passes` > 1 restores every image again from its own
     restoration (`restore`'s passes), and is recorded too; with `pass_gate` (dB) a further pass runs only while the
     last one changed the image more than that (`restore`'s pass_gate): the result records the gate and how many
-    images ran more than one pass ("more_passes" per weather, "passes" per clean photo).
+    images ran more than one pass ("more_passes" per weather, "passes" per clean photo). passes=None restores as
+    the checkpoint recommends (`restore`'s default; the shipped model: 2 passes gated at 35 dB).
     `clean_outputs`, a list, receives (name, clean photo, restored, PSNR-Y) for every clean photo (for
     `results_figure.draw_clean`)."""
     bad_sides = [s for s in clean_sides if int(s) != s or s < 64]
@@ -138,7 +139,7 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
     if not _tiling_ok(tile, overlap):
         raise ValueError(f"tile must be 0 (whole images) or a side in px with 0 <= overlap < tile, got tile {tile}, "
                          f"overlap {overlap}")
-    check_passes(passes, pass_gate)
+    passes, pass_gate = inference_of(model, passes, pass_gate)
     if settings not in _SETTINGS:
         raise ValueError(f"settings must be one of {', '.join(_SETTINGS)}, got {settings!r}")
     unknown = [w for w in weathers if w not in WEATHERS]
@@ -265,9 +266,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="restore in N x N tiles (rounded up to a multiple of 64) with image-wide statistics, as "
                              "test.py --tile N does; default 0: every image whole, as the aims are measured")
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in px (with --tile)")
-    parser.add_argument("--passes", type=int, default=1,
-                        help="run the model this many times, each time on its own last output (default 1: the "
-                             "network as trained)")
+    parser.add_argument("--passes", type=int, default=None,
+                        help="run the model this many times, each time on its own last output (1: the network as "
+                             "trained); default: as the checkpoint recommends (the shipped model: 2, gated at 35 dB), "
+                             "else 1")
     parser.add_argument("--pass-gate", type=float, default=None, metavar="DB",
                         help="with --passes 2 or more: a further pass runs only while the last one changed the image "
                              "more than this (PSNR between its input and output below DB), so clean photos are "
@@ -302,15 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --tile {args.tile} --overlap {args.overlap}: --tile is 0 (whole images) or a side in px, and "
               "the overlap at least 0 and smaller than the tile (e.g. --tile 256 --overlap 64)", file=sys.stderr)
         return 2
-    if args.passes < 1:
+    if args.passes is not None and args.passes < 1:
         print(f"error: --passes {args.passes}: a whole number >= 1 (1 = one forward pass, 2 = restore the restored "
               "image once more)", file=sys.stderr)
         return 2
-    try:
-        check_passes(args.passes, args.pass_gate)
-    except ValueError as err:
-        print(f"error: --pass-gate {args.pass_gate}: {err}", file=sys.stderr)
-        return 2
+    if args.pass_gate is not None:
+        try:
+            check_passes(2 if args.passes is None else args.passes, args.pass_gate)
+        except ValueError as err:
+            print(f"error: --pass-gate {args.pass_gate}: {err}", file=sys.stderr)
+            return 2
     if args.crops <= 0 or args.size < 64:
         print(f"error: --crops must be positive and --size at least 64 (got {args.crops}, {args.size})",
               file=sys.stderr)
@@ -325,9 +328,14 @@ def main(argv: list[str] | None = None) -> int:
         if not fetched:
             print("note: only the packaged test photos (run `python dataset/fetch_photos.py` for 8 more)")
         paths = heldout_photos(fetched)
+    try:
+        passes, gate = inference_of(model, args.passes, args.pass_gate)
+    except ValueError as err:  # --pass-gate alone, and a checkpoint that recommends one pass
+        print(f"error: --pass-gate {args.pass_gate}: {err}; add --passes 2", file=sys.stderr)
+        return 2
     outputs: list | None = [] if args.figure else None
     result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos, weathers, params,
-                      outputs, sides, args.tile, args.overlap, args.passes, args.pass_gate)
+                      outputs, sides, args.tile, args.overlap, passes, gate)
     print(format_report(result))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
@@ -338,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         name = Path(args.checkpoint or DEFAULT_CHECKPOINT).name  # the checkpoint load_checkpoint_model loaded
         which = "held-out" if args.photos == "heldout" else "TRAINING"
         tiled = f", in {result['tile']} px tiles" if result["tile"] else ""
-        tiled += f", {args.passes} passes" if args.passes > 1 else ""
-        tiled += f" (gate {args.pass_gate:g} dB)" if args.pass_gate is not None else ""
+        tiled += (f", up to {passes} passes (a further one only past a {gate:g} dB change)" if gate is not None else
+                  f", {passes} passes" if passes > 1 else "")
         title = f"Clean {which} photos through {name} (at most {CLEAN_SIDE} px{tiled})"
         print(f"wrote {draw_clean(outputs, args.figure, title)}")
     return 0

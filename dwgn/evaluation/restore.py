@@ -270,6 +270,27 @@ def change_db(a: Tensor, b: Tensor) -> float:
     return math.inf if mse == 0 else -10.0 * math.log10(mse)
 
 
+def inference_of(model: nn.Module, passes: int | None = None, pass_gate: float | None = None
+                 ) -> tuple[int, float | None]:
+    """(passes, pass_gate) to restore with: passes=None takes the model's recommendation (`load_model` sets
+    `model.recommended_inference` from a release made with `python -m dwgn.export ... --passes N --pass-gate DB`;
+    one pass when there is none), and pass_gate=None then its recommended gate; a given passes is used as given
+    (passes=1: the network once, whatever the checkpoint recommends). Checked with check_passes."""
+    if passes is None:
+        recommended = getattr(model, "recommended_inference", None) or {}
+        passes = recommended.get("passes", 1)
+        pass_gate = recommended.get("pass_gate") if pass_gate is None else pass_gate
+    check_passes(passes, pass_gate)
+    return passes, pass_gate
+
+
+def describe_inference(passes: int, pass_gate: float | None) -> str:
+    """'1 pass', '2 passes', '2 passes, a further one only while the last changed the image more than 35 dB'."""
+    text = f"{passes} pass{'es' if passes > 1 else ''}"
+    return text + (f", a further one only while the last changed the image more than {pass_gate:g} dB"
+                   if pass_gate is not None else "")
+
+
 def check_passes(passes: int, pass_gate: float | None = None) -> None:
     """passes is a whole number >= 1 (how many times the model runs, each time on the last output); pass_gate,
     when given, a finite number of dB and passes > 1 (it decides whether a further pass runs)."""
@@ -288,7 +309,7 @@ def check_passes(passes: int, pass_gate: float | None = None) -> None:
 
 def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
             self_ensemble: bool = False, device: str | torch.device | None = None, amp: bool | None = None,
-            refine: int = 0, progress: bool = False, passes: int = 1, pass_gate: float | None = None,
+            refine: int = 0, progress: bool = False, passes: int | None = None, pass_gate: float | None = None,
             passes_run: list[int] | None = None) -> np.ndarray:
     """Restore one photo: HxWx3 uint8 RGB in, HxWx3 uint8 out (gray HxW and RGBA HxWx4 keep their layout;
     the alpha channel passes through untouched; uint16 in gives uint16 out). Read-only arrays are fine.
@@ -300,11 +321,13 @@ def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overla
     one's output (clipped to [0, 1], kept in float between passes); 1 is the network as trained. pass_gate (dB,
     with passes >= 2): a further pass runs only while the last pass changed the image by more than that, i.e. the
     PSNR between its input and its output (clipped, whole image, RGB) is below pass_gate; `passes_run`, a list,
-    receives how many passes ran.
+    receives how many passes ran. passes=None (the default) restores as the checkpoint recommends
+    (`inference_of`: the release's recorded passes and gate, one pass when it records none).
     device: None uses the model's device, otherwise the model is moved there. amp: bfloat16 autocast, default on
     CUDA only (amp=True on the CPU runs it there too: faster on CPUs with bf16 instructions, ~2-3 digits per value).
     The output is deterministic: the same input gives bitwise the same image.
     """
+    passes, pass_gate = inference_of(model, passes, pass_gate)
     rgb, layout, alpha = _as_rgb(image)
     if device is not None:
         model.to(device)
