@@ -26,7 +26,8 @@ from dwgn.data.images import read_image, read_photo, save_photo
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.errors import DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
-from dwgn.evaluation.restore import DEFAULT_OVERLAP, check_passes, describe_inference, inference_of, restore
+from dwgn.evaluation.restore import (DEFAULT_OVERLAP, add_pass_arguments, describe_inference, inference_of,
+                                     pass_arguments_error, resolve_pass_arguments, restore)
 from dwgn.io import atomic_path, write_text_atomic
 
 PROTOCOL = "Y BT.601, 8-bit, native size"
@@ -233,13 +234,7 @@ def get_parser() -> argparse.ArgumentParser:
                         "default: tiles of 512 above one megapixel")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels")
     p.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
-    p.add_argument("--passes", type=int, default=None,
-                   help="run the model this many times, each on its own last output (x passes time; 1: the network "
-                        "as trained); default: as the checkpoint recommends (the shipped model: 2, gated at 35 dB), "
-                        "else 1")
-    p.add_argument("--pass-gate", type=float, default=None, metavar="DB",
-                   help="with --passes 2 or more: a further pass runs only while the last one changed the photo more "
-                        "than this (PSNR between its input and output below DB), so a clean photo is restored once")
+    add_pass_arguments(p)
     p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side before scoring")
     p.add_argument("--profile", action="store_true", help="print parameters, MACs and latency per image size")
     p.add_argument("--profile-sizes", type=int, nargs="+", default=[256, 512])
@@ -289,14 +284,9 @@ def run(argv: list[str] | None = None) -> dict:
     Raises DataError when nothing was restored or scored (after listing what was skipped)."""
     parser = get_parser()
     args = parser.parse_args(argv)
-    if args.passes is not None and args.passes < 1:
-        parser.error(f"--passes {args.passes}: a whole number >= 1 (1 = one forward pass, 2 = restore the restored "
-                     "image once more)")
-    if args.pass_gate is not None:
-        try:
-            check_passes(2 if args.passes is None else args.passes, args.pass_gate)
-        except ValueError as err:
-            parser.error(f"--pass-gate {args.pass_gate}: {err}")
+    bad_passes = pass_arguments_error(args.passes, args.pass_gate)
+    if bad_passes:
+        parser.error(bad_passes)
     if args.compile and args.tile != 0:
         parser.error("--compile applies to whole-image inference only (tiled inference records and replays "
                      "the global pools); add --tile 0, or drop --compile")
@@ -310,9 +300,9 @@ def run(argv: list[str] | None = None) -> dict:
         compile_blocks(model)
     asked = args.passes is not None
     try:
-        args.passes, args.pass_gate = inference_of(model, args.passes, args.pass_gate)
-    except ValueError as err:  # --pass-gate alone, and a checkpoint that recommends one pass
-        parser.error(f"--pass-gate {args.pass_gate}: {err}; add --passes 2")
+        args.passes, args.pass_gate = resolve_pass_arguments(model, args.passes, args.pass_gate)
+    except ValueError as err:
+        parser.error(str(err))
     print(f"restoring in {describe_inference(args.passes, args.pass_gate)}"
           + (" (the checkpoint's recommendation; --passes 1 for one)" if args.passes > 1 and not asked else ""))
     results_dir = Path(args.results)

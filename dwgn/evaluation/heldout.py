@@ -52,7 +52,8 @@ from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import HELDOUT_RANGES, WEATHERS, Heldout, check_heldout_keys, synthesize
 from dwgn.evaluation.metrics import psnr
-from dwgn.evaluation.restore import DEFAULT_OVERLAP, check_passes, inference_of, restore, tile_side
+from dwgn.evaluation.restore import (DEFAULT_OVERLAP, add_pass_arguments, inference_of, pass_arguments_error,
+                                     resolve_pass_arguments, restore, tile_side)
 from dwgn.io import write_text_atomic
 
 CLEAN_SIDE = 512
@@ -266,14 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="restore in N x N tiles (rounded up to a multiple of 64) with image-wide statistics, as "
                              "test.py --tile N does; default 0: every image whole, as the aims are measured")
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in px (with --tile)")
-    parser.add_argument("--passes", type=int, default=None,
-                        help="run the model this many times, each time on its own last output (1: the network as "
-                             "trained); default: as the checkpoint recommends (the shipped model: 2, gated at 35 dB), "
-                             "else 1")
-    parser.add_argument("--pass-gate", type=float, default=None, metavar="DB",
-                        help="with --passes 2 or more: a further pass runs only while the last one changed the image "
-                             "more than this (PSNR between its input and output below DB), so clean photos are "
-                             "restored once")
+    add_pass_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     parser.add_argument("--figure", type=Path, default=None,
@@ -304,16 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --tile {args.tile} --overlap {args.overlap}: --tile is 0 (whole images) or a side in px, and "
               "the overlap at least 0 and smaller than the tile (e.g. --tile 256 --overlap 64)", file=sys.stderr)
         return 2
-    if args.passes is not None and args.passes < 1:
-        print(f"error: --passes {args.passes}: a whole number >= 1 (1 = one forward pass, 2 = restore the restored "
-              "image once more)", file=sys.stderr)
+    bad_passes = pass_arguments_error(args.passes, args.pass_gate)
+    if bad_passes:
+        print(f"error: {bad_passes}", file=sys.stderr)
         return 2
-    if args.pass_gate is not None:
-        try:
-            check_passes(2 if args.passes is None else args.passes, args.pass_gate)
-        except ValueError as err:
-            print(f"error: --pass-gate {args.pass_gate}: {err}", file=sys.stderr)
-            return 2
     if args.crops <= 0 or args.size < 64:
         print(f"error: --crops must be positive and --size at least 64 (got {args.crops}, {args.size})",
               file=sys.stderr)
@@ -329,9 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             print("note: only the packaged test photos (run `python dataset/fetch_photos.py` for 8 more)")
         paths = heldout_photos(fetched)
     try:
-        passes, gate = inference_of(model, args.passes, args.pass_gate)
-    except ValueError as err:  # --pass-gate alone, and a checkpoint that recommends one pass
-        print(f"error: --pass-gate {args.pass_gate}: {err}; add --passes 2", file=sys.stderr)
+        passes, gate = resolve_pass_arguments(model, args.passes, args.pass_gate)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     outputs: list | None = [] if args.figure else None
     result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos, weathers, params,

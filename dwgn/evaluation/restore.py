@@ -23,6 +23,7 @@ Repeat with benchmarks/bench_tiling.py [--checkpoint PATH].
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 
@@ -289,6 +290,40 @@ def describe_inference(passes: int, pass_gate: float | None) -> str:
     text = f"{passes} pass{'es' if passes > 1 else ''}"
     return text + (f", a further one only while the last changed the image more than {pass_gate:g} dB"
                    if pass_gate is not None else "")
+
+
+def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
+    """--passes and --pass-gate, as test.py and the held-out check take them (None: the checkpoint's record)."""
+    parser.add_argument("--passes", type=int, default=None,
+                        help="run the model this many times, each time on its own last output (1: the network as "
+                             "trained; x passes time); default: as the checkpoint records (the shipped model: 2, gated "
+                             "at 35 dB), else 1")
+    parser.add_argument("--pass-gate", type=float, default=None, metavar="DB",
+                        help="with --passes 2 or more: a further pass runs only while the last one changed the image "
+                             "more than this (PSNR between its input and output below DB), so a clean photo is "
+                             "restored once")
+
+
+def pass_arguments_error(passes: int | None, pass_gate: float | None) -> str | None:
+    """The one-line error for a bad --passes / --pass-gate (checked before any model is loaded), else None."""
+    if passes is not None and passes < 1:
+        return (f"--passes {passes}: a whole number >= 1 (1 = one forward pass, 2 = restore the restored image once "
+                "more)")
+    if pass_gate is not None:
+        try:
+            check_passes(2 if passes is None else passes, pass_gate)
+        except ValueError as err:
+            return f"--pass-gate {pass_gate}: {err}"
+    return None
+
+
+def resolve_pass_arguments(model: nn.Module, passes: int | None, pass_gate: float | None) -> tuple[int, float | None]:
+    """`inference_of` for the command lines; a --pass-gate alone on a checkpoint that records one pass is a
+    ValueError naming the fix."""
+    try:
+        return inference_of(model, passes, pass_gate)
+    except ValueError as err:
+        raise ValueError(f"--pass-gate {pass_gate}: {err}; add --passes 2") from None
 
 
 def check_passes(passes: int, pass_gate: float | None = None) -> None:
