@@ -7,8 +7,7 @@ Each size runs in a fresh child process, so "peak" is that process's own peak re
 Images above 1 megapixel go through `dwgn.restore`'s tiling (512 px tiles, 64 px overlap, image-wide
 pooled statistics); below that the whole image is one forward pass. Every size is restored in one pass
 (`passes=1`), whatever the checkpoint recommends: the shipped model's gated second pass, when it runs, doubles the
-time. The half/none cost ratio of the
-dynamic weights is `benchmarks/bench_dynamic.py`.
+time. The half/none cost ratio of the dynamic weights is `benchmarks/bench_dynamic.py`.
 """
 from __future__ import annotations
 

@@ -185,7 +185,7 @@ def test_export_refuses_a_gate_without_passes_and_load_refuses_a_bad_recorded_in
     with pytest.raises(CheckpointError, match=r"pass_gate \(35 dB\) decides whether a second pass runs"):
         export(src, tmp_path / "a.safetensors", passes=1, pass_gate=35)
     ckpt = load_checkpoint(src)
-    for bad in ({"passes": 0}, {"passes": 2, "gate": 35}, {"pass_gate": 35}, [2, 35]):
+    for bad in ({"passes": 0}, {"passes": 2, "gate": 35}, {"pass_gate": 35}, [2, 35], {"passes": [2]}):
         save_checkpoint(tmp_path / "bad.pt", {**ckpt, "inference": bad})
         with pytest.raises(CheckpointError, match=r"bad\.pt: its recommended inference is not valid .* re-export it"):
             load_model(tmp_path / "bad.pt")

@@ -329,7 +329,8 @@ def resolve_pass_arguments(model: nn.Module, passes: int | None, pass_gate: floa
 def check_passes(passes: int, pass_gate: float | None = None) -> None:
     """passes is a whole number >= 1 (how many times the model runs, each time on the last output); pass_gate,
     when given, a finite number of dB and passes > 1 (it decides whether a further pass runs)."""
-    if isinstance(passes, bool) or int(passes) != passes or passes < 1:
+    if (isinstance(passes, bool) or not isinstance(passes, (int, float)) or not float(passes).is_integer()
+            or passes < 1):  # a string, list, inf or NaN is refused here too, not a TypeError further on
         raise ValueError(f"passes must be a whole number >= 1 (1 = one forward pass, 2 = restore the restored image "
                          f"once more), got {passes!r}")
     if pass_gate is None:
