@@ -446,43 +446,6 @@ def test_host_means_mixes_floats_and_tensors_and_takes_each_keys_mean():
     assert host_means({}) == {}
 
 
-def test_self_feed_trains_that_share_of_steps_on_the_networks_own_restoration_of_the_inputs(tmp_path):
-    from dwgn.training.finetuning import SelfFeed
-    from dwgn.training.stage import EngineContext, StepContext
-
-    torch.manual_seed(0)
-    model = build_model("tiny").train()
-    ctx = EngineContext(config(tmp_path), tmp_path, torch.device("cpu"), 0, 1, model, None)
-    pairs = [NoisyPairs()[(i, 7 + i)] for i in range(2)]
-    batch = (torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]))
-    sampler = StepSampler(6, 2, seed=3, start=0, steps=400)
-    step = StepContext(0, sampler.items(0), ctx)
-    with torch.no_grad():  # the reference, from the definition: the network's restoration, clipped, as input
-        model.eval()
-        ref = model(batch[0]).clamp(0, 1)
-        model.train()
-    inputs, targets = SelfFeed(1.0).prepare(batch, step)
-    assert torch.equal(inputs, ref) and torch.equal(targets, batch[1]) and model.training and not inputs.requires_grad
-    inputs, targets = SelfFeed(0.0).prepare(batch, step)
-    assert torch.equal(inputs, batch[0]) and SelfFeed(0.0).after_step(step, inputs, targets) == {}
-    hook = SelfFeed(0.3)  # fed steps: drawn from the step seed, the same on every call; the log says which
-    fed = [hook.fed(StepContext(s, sampler.items(s), ctx)) for s in range(400)]
-    assert fed == [hook.fed(StepContext(s, sampler.items(s), ctx)) for s in range(400)]
-    assert 0.23 < sum(fed) / 400 < 0.37
-    s = fed.index(True)
-    p = fed.index(False)
-    fed_step, plain_step = StepContext(s, sampler.items(s), ctx), StepContext(p, sampler.items(p), ctx)
-    assert torch.equal(hook.prepare(batch, fed_step)[0], ref)
-    assert torch.equal(hook.prepare(batch, plain_step)[0], batch[0])
-    assert hook.after_step(fed_step, *batch) == {"self_fed": 1.0}
-    assert hook.after_step(plain_step, *batch) == {"self_fed": 0.0}
-    with pytest.raises(ConfigError, match=r"self_feed_share must be in \[0, 1\)"):
-        config(tmp_path, self_feed_share=1.0).validate()
-    train(config(tmp_path / "run", steps=4, log_every=2), stage(SelfFeed(0.5)))
-    logged = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if "loss" in x]
-    assert len(logged) == 2 and all(0.0 <= x["self_fed"] <= 1.0 for x in logged)
-
-
 class RecordingHooks(StageHooks):
     """Keeps each step's batch, so that a test can redo the step by hand."""
 

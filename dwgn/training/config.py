@@ -130,9 +130,6 @@ class FinetuneConfig(TrainConfig):
                                  "all weather, and --clean-share the share of clean steps; none = --crop")
     weather_weights: tuple[float, ...] = opt((1.0, 1.0, 1.0, 1.0, 1.0), "with --online-weather: relative sampling "
                                              "weights of snow,rainfog,raindrop,rain,haze (0 leaves one out)")
-    self_feed_share: float = opt(0.0, "share of steps whose inputs are replaced by the network's own restoration of "
-                                 "them (no gradient; targets unchanged): trains the second pass of restoring "
-                                 "with --passes 2")
 
     def validate(self) -> None:
         super().validate()
@@ -145,9 +142,6 @@ class FinetuneConfig(TrainConfig):
         if not 0.0 <= self.pair_tone_share <= 1.0:
             raise ConfigError(f"pair_tone_share must be in [0, 1], got {self.pair_tone_share} "
                               "(e.g. --pair-tone-share 0.5)")
-        if not 0.0 <= self.self_feed_share < 1.0:
-            raise ConfigError(f"self_feed_share must be in [0, 1), got {self.self_feed_share} (e.g. --self-feed-share "
-                              "0.3: the other steps train on the inputs themselves)")
         if self.weather_side is not None and self.weather_side < self.crop:
             raise ConfigError(f"weather_side must be at least crop ({self.crop}), got {self.weather_side} "
                               f"(e.g. --weather-side {2 * self.crop}, or none)")

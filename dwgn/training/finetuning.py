@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -18,7 +17,6 @@ from dwgn.errors import DataError, run_main
 from dwgn.training.checkpoint import CheckpointError, load_weights
 from dwgn.training.config import FinetuneConfig, parse_config
 from dwgn.training.engine import Stage, run_dir_for, train
-from dwgn.training.stage import StageHooks, StepContext
 from dwgn.models.network import build_model
 from dwgn.data.transforms import center_crop, to_tensor
 
@@ -146,39 +144,9 @@ def online_training_set(cfg: FinetuneConfig) -> Dataset:
     return dataset
 
 
-class SelfFeed(StageHooks):
-    """--self-feed-share F: on that share of the steps (drawn from the step seed, so the same steps on every rank
-    and after a resume) the batch's inputs are replaced by the network's own restoration of them, computed with the
-    current weights, without gradient and clipped to [0, 1]; the targets stay. The network then also learns to
-    finish what one pass left (`restore(..., passes=2)` runs it on its own output) and to give back a photo it has
-    already restored. Logged as `self_fed`, the share of fed steps since the last log line."""
-
-    def __init__(self, share: float):
-        self.share = share
-
-    def fed(self, step: StepContext) -> bool:
-        return self.share > 0 and float(np.random.default_rng([step.items[0][2], 41]).random()) < self.share
-
-    def prepare(self, batch, step: StepContext) -> tuple[Tensor, Tensor]:
-        inputs, targets = super().prepare(batch, step)
-        if self.fed(step):
-            model, was_training = step.model, step.model.training
-            model.eval()
-            try:
-                with torch.no_grad(), step.engine.autocast():
-                    inputs = model(inputs).float().clamp(0.0, 1.0)
-            finally:
-                model.train(was_training)
-        return inputs, targets
-
-    def after_step(self, step: StepContext, inputs: Tensor, targets: Tensor) -> dict[str, float]:
-        return {"self_fed": float(self.fed(step))} if self.share > 0 else {}
-
-
 def build_stage(cfg: FinetuneConfig, train_set: Dataset, val_set: Dataset | None) -> Stage:
     model = build_model(cfg.preset, **asdict(cfg.model))
-    return Stage(STAGE, model, train_set, val_set, hooks=SelfFeed(cfg.self_feed_share),
-                 initialize=lambda m: load_pretrained(m, cfg))
+    return Stage(STAGE, model, train_set, val_set, initialize=lambda m: load_pretrained(m, cfg))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,9 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.data is not None:  # the embedded default announces itself
             print(f"data: {len(pairs)} training pairs from {cfg.data}")
         train_set = PairedDataset(pairs, crop=cfg.crop, augment=True)
-    if cfg.self_feed_share:
-        print(f"self-feed: {cfg.self_feed_share:.0%} of the steps train on the network's own restoration of their "
-              "inputs (no gradient through it), the targets unchanged")
     if val:
         print(f"validation: {len(val)} pairs from {val_source}"
               f"{f', center {cfg.val_crop}px' if cfg.val_crop else ', whole images'}")
