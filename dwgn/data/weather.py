@@ -18,13 +18,16 @@ Held-out settings: every synthesiser takes `heldout=False`. With `heldout=True` 
 (streak density, length and angle; fog/haze density and airlight; snow heaviness and wind; drop
 count and size) are drawn from HELDOUT_RANGES, which lie outside the training ranges TRAIN_RANGES
 (heavier weather, steeper wind), so an evaluation can measure extrapolation (dwgn.evaluation.heldout).
+Both tables are docs/DESIGN.md §4.2's "Weather parameters"; `recorded_draws()` lists the values actually drawn.
 The training draws are unchanged by this option: the same seed gives the same image as before. `heldout` may
 also be a set of HELDOUT_RANGES keys: only those parameters are drawn from their held-out ranges, the others
 from the training ranges (to find which extrapolation a model fails at).
 """
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -79,12 +82,34 @@ def _range(key: str, heldout: Heldout) -> tuple[float, float]:
     return (HELDOUT_RANGES if _held(key, heldout) else TRAIN_RANGES)[key]
 
 
+_draws: ContextVar[list | None] = ContextVar("weather_draws", default=None)
+
+
+@contextmanager
+def recorded_draws() -> Iterator[list[tuple[str, float]]]:
+    """Inside the block every main parameter a synthesiser draws (a key of TRAIN_RANGES) is appended as
+    (key, value) to the list it yields, in the order drawn; the images are the same as without it."""
+    draws: list[tuple[str, float]] = []
+    token = _draws.set(draws)
+    try:
+        yield draws
+    finally:
+        _draws.reset(token)
+
+
+def _noted(key: str, value: float) -> float:
+    draws = _draws.get()
+    if draws is not None:
+        draws.append((key, value))
+    return value
+
+
 def _draw(rng: np.random.Generator, key: str, heldout: Heldout) -> float:
     """One parameter: uniform over its training range, or over its held-out range (random sign if SIGNED)."""
     if not _held(key, heldout):
-        return float(rng.uniform(*TRAIN_RANGES[key]))
+        return _noted(key, float(rng.uniform(*TRAIN_RANGES[key])))
     value = float(rng.uniform(*HELDOUT_RANGES[key]))
-    return value * (1.0 if rng.random() < 0.5 or key not in SIGNED else -1.0)
+    return _noted(key, value * (1.0 if rng.random() < 0.5 or key not in SIGNED else -1.0))
 
 
 def _check(img: np.ndarray) -> np.ndarray:
@@ -169,8 +194,9 @@ def _scatter(img: np.ndarray, depth: np.ndarray, beta: float, airlight: np.ndarr
     return img * t + airlight[None, None, :] * (1.0 - t)
 
 
-def _airlight(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
-    grey = rng.uniform(low, high)
+def _airlight(rng: np.random.Generator, key: str, heldout: Heldout) -> np.ndarray:
+    """The airlight colour: a grey drawn uniformly over `key`'s range, tinted by up to +-0.03 per channel."""
+    grey = _noted(key, rng.uniform(*_range(key, heldout)))
     return np.clip(grey + rng.uniform(-0.03, 0.03, size=3), 0.0, 1.0).astype(np.float32)
 
 
@@ -191,7 +217,7 @@ def add_rain_fog(img: np.ndarray, rng: np.random.Generator, heldout: Heldout = F
     scene = img + (soft - img) * d[..., None]
     rainy = _screen(scene, _streaks(h, w, rng, heldout), rng.uniform(0.7, 0.9))
     beta = _draw(rng, "rainfog_beta", heldout)
-    out = _scatter(rainy, d, beta, _airlight(rng, *_range("rainfog_airlight", heldout)))
+    out = _scatter(rainy, d, beta, _airlight(rng, "rainfog_airlight", heldout))
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
@@ -200,7 +226,7 @@ def add_haze(img: np.ndarray, rng: np.random.Generator, heldout: Heldout = False
     img = _check(img)
     depth = depth_proxy(img, rng)
     beta = _draw(rng, "haze_beta", heldout)
-    out = _scatter(img, depth, beta, _airlight(rng, *_range("haze_airlight", heldout)))
+    out = _scatter(img, depth, beta, _airlight(rng, "haze_airlight", heldout))
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
@@ -245,7 +271,7 @@ def add_raindrops(img: np.ndarray, rng: np.random.Generator, heldout: Heldout = 
     rho = np.full((h, w), 2.0, np.float32)  # normalised radial distance; >= 1 means "no drop"
     power = np.zeros((h, w), np.float32)
     lo, hi = _range("drop_count", heldout)
-    n = int(rng.integers(int(lo), int(hi)) * max(scale, 0.5) ** 2)
+    n = int(_noted("drop_count", int(rng.integers(int(lo), int(hi)))) * max(scale, 0.5) ** 2)
     for _ in range(n):
         r = _draw(rng, "drop_radius", heldout) * max(scale, 0.75)  # small crops keep visible drops
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
