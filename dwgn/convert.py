@@ -9,14 +9,13 @@ Nothing is written unless every tensor maps exactly once with the right shape.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 from torch import Tensor
 
-from dwgn.errors import UserError, run_main
+from dwgn.errors import ArgumentParser, UserError, run_main
 from dwgn.models.authors import AuthorsMappingError, convert_state_dict, describe_preset, matching_preset
 from dwgn.training.checkpoint import (FORMAT_VERSION, UnsafeCheckpointError, read_torch_file,
                                       save_checkpoint)
@@ -65,7 +64,7 @@ def convert(src: str | Path, dst: str | Path) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dwgn.convert", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m dwgn.convert", description=__doc__.splitlines()[0])
     parser.add_argument("src", type=Path, help="checkpoint saved by the authors' scripts (.pth)")
     parser.add_argument("dst", type=Path, help="our checkpoint to write (.pt)")
     args = parser.parse_args(argv)

@@ -1,12 +1,13 @@
 """One error style for every command: a user's mistake is one `error:` line and exit code 2; a bug is a traceback.
 
 Every entry point (train.py, pre-training.py, test.py, dataset/*.py, `python -m dwgn.*`) runs its `main`
-through `run_main`. Errors a user can fix derive from `UserError` (with the file or value and the fix in
-the message); a missing path (FileNotFoundError and its kin) counts as one too. Anything else propagates:
-a traceback means a bug.
+through `run_main`, and those with argparse flags parse them with `ArgumentParser` (below). Errors a user can
+fix derive from `UserError` (with the file or value and the fix in the message); a missing path
+(FileNotFoundError and its kin) counts as one too. Anything else propagates: a traceback means a bug.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -39,6 +40,15 @@ def run_main(main: Callable[[Sequence[str]], object], prog: str, argv: Sequence[
     sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for every command: a bad flag or value is one `prog: error: ... (see --help)` line on stderr and
+    exit code 2, without argparse's usage block (`--help` still prints it)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {' '.join(message.split())} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
 def one_line(err: BaseException) -> str:
     """The message on one line (an OSError without a message is described by its type and file)."""
     text = str(err) or type(err).__name__
@@ -47,4 +57,4 @@ def one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
-__all__ = ["DataError", "EXIT_USER_ERROR", "USER_ERRORS", "UserError", "run_main"]
+__all__ = ["ArgumentParser", "DataError", "EXIT_USER_ERROR", "USER_ERRORS", "UserError", "run_main"]

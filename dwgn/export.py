@@ -15,14 +15,13 @@ photos the release is then judged on.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from pathlib import Path
 
 import torch
 
-from dwgn.errors import run_main
+from dwgn.errors import ArgumentParser, run_main
 from dwgn.evaluation.restore import check_passes, describe_inference
 from dwgn.training.checkpoint import (SAFETENSORS_SUFFIX, CheckpointError, check_architecture,
                                       checkpoint_model_config, load_checkpoint, load_model, model_weights,
@@ -104,7 +103,7 @@ def _describe(path: Path, what: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("src", help="a checkpoint: training (best.pt, last.pt) or a release (.pt, .safetensors)")
     parser.add_argument("dst", nargs="?", help="the release to write: *.safetensors or *.pt")
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="of DST's weights")

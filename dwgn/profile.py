@@ -6,13 +6,13 @@ misses them (57.7 instead of 107.5 GMACs on the paper model), so the backend is 
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 from torch import nn
 
 from dwgn.models.network import DYNAMIC_MODES, PRESETS, build_model, count_parameters
+from dwgn.errors import ArgumentParser
 
 
 def count(model: nn.Module, size: int | tuple[int, int]) -> tuple[int, int]:
@@ -30,7 +30,7 @@ def count(model: nn.Module, size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m dwgn.profile", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m dwgn.profile", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     parser.add_argument("--dynamic", default=None, choices=DYNAMIC_MODES, help="ablation (default: the preset's)")

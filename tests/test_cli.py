@@ -63,3 +63,57 @@ def test_every_entry_point_turns_a_mistake_into_one_error_line(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: ") and named in lines[0], (prog, done.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written by a refused command
+
+
+ENTRY_POINTS = {  # module of each command's `main` (train.py and pre-training.py parse through dwgn.training.config)
+    "python test.py": "dwgn.evaluation.evaluate",
+    "python -m dwgn.evaluation.heldout": "dwgn.evaluation.heldout",
+    "python -m dwgn.export": "dwgn.export",
+    "python -m dwgn.app": "dwgn.app.__main__",
+    "python dataset/prepare.py": "dwgn.data.prepare",
+    "python dataset/prepare_imagenet.py": "dwgn.data.imagenet",
+    "python dataset/fetch_photos.py": "dwgn.data.photo_sources",
+    "python -m dwgn.profile": "dwgn.profile",
+    "python -m dwgn.analysis": "dwgn.analysis.run",
+    "python -m dwgn.curves": "dwgn.training.curves",
+    "python -m dwgn.convert": "dwgn.convert",
+    "python -m dwgn.evaluation.results_figure": "dwgn.evaluation.results_figure",
+}
+
+
+@pytest.mark.parametrize("prog", ENTRY_POINTS)
+def test_a_bad_flag_is_one_error_line_without_the_usage_block(prog, capsys):
+    import importlib
+
+    main = importlib.import_module(ENTRY_POINTS[prog]).main
+    for argv, named in ((["--no-such-flag"], "--no-such-flag"), (["--help"], None)):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        out, err = capsys.readouterr()
+        if named is None:  # --help keeps argparse's full usage
+            assert done.value.code == 0 and out.startswith(f"usage: {prog}")
+            continue
+        assert done.value.code == 2 and out == ""
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+        assert (named in lines[0] or "arguments are required" in lines[0]) and "see --help" in lines[0]
+
+
+def test_train_and_pre_training_flags_are_one_error_line(run_cli, capsys):
+    from dwgn.training.finetuning import main as train_main
+    from dwgn.training.pretraining import main as pretrain_main
+
+    for main, prog in ((train_main, "train.py"), (pretrain_main, "pre-training.py")):
+        for argv, named in ((["--no-such-key", "1"], "no_such_key"), (["--steps", "x"], "'x'"),
+                            (["--steps"], "--steps"), (["stray"], "stray")):
+            assert run_cli(main, argv, prog) == 2
+            out, err = capsys.readouterr()
+            lines = err.splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: ") and named in lines[0], err
+
+
+def test_no_command_builds_a_plain_argparse_parser():
+    """Every command's parser is dwgn.errors.ArgumentParser (one error line); a plain one would print its usage."""
+    plain = [str(path.relative_to(REPO)) for path in sorted((REPO / "dwgn").rglob("*.py"))
+             if "argparse.ArgumentParser(" in path.read_text()]
+    assert plain == []

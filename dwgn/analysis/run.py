@@ -15,7 +15,7 @@ from dwgn.data.datasets import test_sets
 from dwgn.data.images import read_image
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.data.transforms import center_crop, to_tensor
-from dwgn.errors import UserError
+from dwgn.errors import ArgumentParser, UserError
 from dwgn.io import write_text_atomic
 from dwgn.training.checkpoint import load_model
 
@@ -41,7 +41,7 @@ def load_analysis_model(path: Path, device: str) -> nn.Module:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dwgn.analysis",
+    p = ArgumentParser(prog="python -m dwgn.analysis",
                                 description="Do the generated weights separate the weathers? Records every block's "
                                             "generated kernels, pooled static-branch features and alpha per test "
                                             "image, and scores how well each tells the weathers apart.")

@@ -5,7 +5,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from dwgn.errors import UserError, run_main
+from dwgn.errors import ArgumentParser, UserError, run_main
 from dwgn.app.service import DEFAULT_MAX_MEGAPIXELS, Restorer
 from dwgn.evaluation.evaluate import DEFAULT_CHECKPOINT, load_checkpoint_model
 
@@ -18,7 +18,7 @@ class AppError(UserError):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].strip("`"))
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].strip("`"))
     p.add_argument("--checkpoint", default=None, help=f"a .pt or .safetensors checkpoint (default: the demo, "
                    f"checkpoints/{DEFAULT_CHECKPOINT.name})")
     p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")

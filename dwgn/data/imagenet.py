@@ -9,14 +9,13 @@ relative to that root (`n01440764/n01440764_10026.JPEG`). Absolute lines are acc
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 from pathlib import Path
 
 from tqdm import tqdm
 
-from dwgn.errors import DataError
+from dwgn.errors import ArgumentParser, DataError
 from dwgn.data.layouts import IMAGE_EXTS
 from dwgn.data.paths import DATA_ROOT
 from dwgn.io import atomic_path, write_text_atomic
@@ -110,8 +109,8 @@ def scan_images(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     """`python dataset/prepare_imagenet.py --root DIR [--out LIST]`."""
 
-    parser = argparse.ArgumentParser(description="Index an ImageNet train folder for pre-training "
-                                     "(no image decoding; restartable).")
+    parser = ArgumentParser(prog="python dataset/prepare_imagenet.py", description="Index an ImageNet train folder "
+                            "for pre-training (no image decoding; restartable).")
     parser.add_argument("--root", type=Path, required=True, help="ImageNet train folder (class sub-folders)")
     parser.add_argument("--out", type=Path, default=DATA_ROOT / "imagenet_train.txt",
                         help="list file to write (default: %(default)s)")

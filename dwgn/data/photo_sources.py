@@ -14,7 +14,6 @@ uses the packaged photos alone (dwgn.data.photos).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from typing import Sequence
 import cv2
 
 from dwgn.data.images import read_image
+from dwgn.errors import ArgumentParser
 from dwgn.data.paths import DATA_ROOT
 
 LONG_SIDE = 1024
@@ -201,7 +201,7 @@ def fetched_photos(split: str, root: Path | None = None) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python dataset/fetch_photos.py", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python dataset/fetch_photos.py", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=PHOTOS_ROOT, help=f"output folder (default {PHOTOS_ROOT})")
     parser.add_argument("--long-side", type=int, default=LONG_SIDE, help="scale photos down to this long side")
     args = parser.parse_args(argv)

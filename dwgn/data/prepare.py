@@ -12,7 +12,6 @@ Exit status: 0 all good, 1 the check found problems, 2 a mistake (e.g. no data s
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tqdm import tqdm
 from dwgn.data import layouts
 from dwgn.data.images import image_size, read_image
 from dwgn.data.paths import DEMO_ROOT, REPO
+from dwgn.errors import ArgumentParser
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -120,7 +120,8 @@ def _print_report(report: dict[str, dict], examples: int = 3) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the demo set, draw the weather figure, or check data sets.")
+    parser = ArgumentParser(prog="python dataset/prepare.py",
+                            description="Build the demo set, draw the weather figure, or check data sets.")
     parser.add_argument("--demo", action="store_true", help="build the embedded synthetic all-weather set")
     parser.add_argument("--out", type=Path, default=None, help=f"demo set folder (default {DEMO_ROOT})")
     parser.add_argument("--seed", type=int, default=0, help="demo set seed")

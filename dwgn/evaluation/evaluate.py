@@ -24,7 +24,7 @@ from tqdm import tqdm
 from dwgn.data.datasets import DEMO_TEST_SETS, test_scans
 from dwgn.data.images import read_image, read_photo, save_photo
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
-from dwgn.errors import DataError
+from dwgn.errors import ArgumentParser, DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
 from dwgn.evaluation.restore import (DEFAULT_OVERLAP, add_pass_arguments, describe_inference, inference_of,
                                      pass_arguments_error, resolve_pass_arguments, restore)
@@ -216,7 +216,7 @@ def profile(model: nn.Module, sizes: list[int], repeats: int = 3) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------- CLI
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python test.py", description="Evaluate a DwGN checkpoint on test sets, "
+    p = ArgumentParser(prog="python test.py", description="Evaluate a DwGN checkpoint on test sets, "
                                 "restore a folder of photos (--input), or profile the network (--profile). "
                                 "Earlier results are kept: a run that would replace them stops unless --overwrite.")
     p.add_argument("--checkpoint", default=None, help=f"default: the demo checkpoint {DEFAULT_CHECKPOINT.name}")

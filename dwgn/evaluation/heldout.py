@@ -35,7 +35,6 @@ every other one inside them, to find which extrapolation a model fails at.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -47,7 +46,7 @@ import torch
 from torch import nn
 
 from dwgn.data.images import read_image
-from dwgn.errors import run_main
+from dwgn.errors import ArgumentParser, run_main
 from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import HELDOUT_RANGES, WEATHERS, Heldout, check_heldout_keys, synthesize
@@ -247,7 +246,7 @@ def format_report(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     from dwgn.evaluation.evaluate import DEFAULT_CHECKPOINT, load_checkpoint_model
 
-    parser = argparse.ArgumentParser(prog="python -m dwgn.evaluation.heldout", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m dwgn.evaluation.heldout", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help=f"default: {DEFAULT_CHECKPOINT.name}")
     parser.add_argument("--crops", type=int, default=2, help="crops per photo (each under every weather)")
     parser.add_argument("--size", type=int, default=256, help="crop side in px")

@@ -8,7 +8,6 @@ the image shown is the one with the median restored PSNR-Y (representative, not 
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -19,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-from dwgn.errors import DataError
+from dwgn.errors import ArgumentParser, DataError
 from dwgn.data.images import read_image  # noqa: E402
 from dwgn.data.transforms import center_crop  # noqa: E402
 from dwgn.io import save_figure  # noqa: E402
@@ -104,7 +103,7 @@ def draw_clean(rows: list[tuple[str, np.ndarray, np.ndarray, float]], out: str |
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m dwgn.evaluation.results_figure",
+    parser = ArgumentParser(prog="python -m dwgn.evaluation.results_figure",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", help="the --results folder test.py wrote")
     parser.add_argument("--out", default=None, help="default: RESULTS_DIR/results.png (e.g. figures/results.png)")

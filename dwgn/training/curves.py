@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +13,7 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
-from dwgn.errors import DataError  # noqa: E402
+from dwgn.errors import ArgumentParser, DataError  # noqa: E402
 from dwgn.io import save_figure  # noqa: E402
 from dwgn.training.run_dir import read_log_lines  # noqa: E402
 
@@ -69,7 +68,7 @@ def plot_curves(run_dir: Path, out: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dwgn.curves", description="Draw a run's training curves.")
+    parser = ArgumentParser(prog="python -m dwgn.curves", description="Draw a run's training curves.")
     parser.add_argument("run_dir", type=Path, help="run directory holding log.jsonl")
     parser.add_argument("--out", type=Path, default=None,
                         help="where the figure goes (default: RUN_DIR/curves.png; e.g. figures/training_curves.png)")
