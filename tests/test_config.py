@@ -201,3 +201,103 @@ def test_the_preset_is_checked_in_one_place(monkeypatch):
     with pytest.raises(ConfigError, match="preset must be one of paper, tiny, small, got 'huge'"):
         parse_config(FinetuneConfig, ["--preset", "huge"])
     assert calls == [""]  # validate() once; parse_config itself does not check the preset
+
+
+# ---------------------------------------------------------------- the synth group (synthetic weather, not the paper's)
+
+
+def test_synth_keys_are_one_group_in_flags_yaml_and_help(tmp_path, capsys):
+    from dwgn.training.config import SynthConfig
+
+    cfg = parse_config(FinetuneConfig, ["--synth.online", "--synth.tone-share", "0.5", "--synth.weather_weights",
+                                        "2,1,2,1,1", "--steps", "3"])
+    assert cfg.synth == SynthConfig(online=True, tone_share=0.5, weather_weights=(2.0, 1.0, 2.0, 1.0, 1.0))
+    assert cfg.steps == 3 and parse_config(FinetuneConfig, ["--synth.online"]).synth.online is True
+    f = write_yaml(tmp_path / "s.yaml", {"steps": 4, "synth": {"online": True, "clean_share": 0.3, "clean_crop": 96}})
+    cfg = parse_config(FinetuneConfig, ["--config", str(f), "--synth.clean-share", "0.4"])
+    assert cfg.synth == SynthConfig(online=True, clean_share=0.4, clean_crop=96)
+    assert config_to_dict(cfg)["synth"]["clean_crop"] == 96 and "clean_share" not in config_to_dict(cfg)
+    with pytest.raises(SystemExit):
+        parse_config(FinetuneConfig, ["--help"])
+    out = capsys.readouterr().out
+    keys = [line.split()[0] for line in out.splitlines() if line.startswith("  --")]
+    synth = [k for k in keys if k.startswith("--synth.")]
+    assert synth == ["--synth.online", "--synth.clean-share", "--synth.tone-share", "--synth.pair-tone-share",
+                     "--synth.weather-side", "--synth.clean-crop", "--synth.weather-weights"]
+    assert not {"--online-weather", "--online", "--clean-share", "--tone-share", "--weather-weights"} & set(keys)
+    assert any(line.startswith("  synth.*: ") and "not in the paper" in line for line in out.splitlines())
+
+
+def test_synth_mistakes_name_the_flag_and_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match=r"--online-weather.*synth.online.*--synth.online"):
+        parse_config(FinetuneConfig, ["--online-weather"])
+    with pytest.raises(ConfigError, match=r"--clean-share.*--synth.clean-share"):
+        parse_config(FinetuneConfig, ["--clean-share", "0.3", "--steps", "2"])
+    old_yaml = write_yaml(tmp_path / "old.yaml", {"tone_share": 0.5})
+    with pytest.raises(ConfigError, match=rf"'tone_share' \(from {old_yaml}\).*synth.tone_share.*tone_share under"):
+        parse_config(FinetuneConfig, ["--config", str(old_yaml)])
+    with pytest.raises(ConfigError, match=r"synth.tone_share, synth.clean_crop set, but synth.online is off.*"
+                                          r"--synth.online"):
+        parse_config(FinetuneConfig, ["--synth.tone-share", "0.5", "--synth.clean-crop", "96"])
+    with pytest.raises(ConfigError, match=r"synth.clean_share must be in \[0, 1\), got 1.0 \(e.g. --synth.clean-sh"):
+        parse_config(FinetuneConfig, ["--synth.online", "--synth.clean-share", "1"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'synth.tone'.*valid keys: synth.online, synth.clean"):
+        parse_config(FinetuneConfig, ["--synth.tone", "0.5"])
+    with pytest.raises(ConfigError, match="unknown config key 'synth'"):  # pre-training has no synthetic weather group
+        parse_config(PretrainConfig, ["--synth.online", "true"])
+
+
+def test_the_papers_configs_name_no_synth_key_and_the_demos_use_the_group():
+    from dwgn.training.config import MOVED_KEYS, _yaml_ready
+
+    for name in ("finetune_paper.yaml", "pretrain_paper.yaml"):
+        data = yaml.safe_load((CONFIGS / name).read_text())
+        assert "synth" not in data and not set(MOVED_KEYS) & set(data) and "self_feed_share" not in data, name
+    demo = yaml.safe_load((CONFIGS / "finetune_demo.yaml").read_text())
+    assert set(demo["synth"]) == set(config_to_dict(FinetuneConfig())["synth"]) and not set(MOVED_KEYS) & set(demo)
+    shipped = CONFIGS.parent / "checkpoints" / "dwgn-small-demo.yaml"
+    cfg = parse_config(FinetuneConfig, ["--config", str(shipped)])
+    assert cfg.synth.online and cfg.out == "runs/demo-small"
+    assert yaml.safe_load(shipped.read_text()) == yaml.safe_load(yaml.safe_dump(_yaml_ready(config_to_dict(cfg))))
+
+
+def flat_synth(stored: dict, self_feed_share: float = 0.0) -> dict:
+    """A stored config as written before the synth group: its keys at the top level (online as online_weather),
+    and the since removed self_feed_share."""
+    old = {k: v for k, v in stored.items() if k != "synth"}
+    old.update({("online_weather" if k == "online" else k): v for k, v in stored["synth"].items()})
+    return {**old, "self_feed_share": self_feed_share}
+
+
+def test_stored_configs_with_the_old_flat_keys_are_read_into_the_synth_group(tmp_path):
+    from dwgn.training.checkpoint import load_weights
+    from dwgn.training.config import SynthConfig, upgrade_stored_config
+
+    cfg = FinetuneConfig(synth=SynthConfig(online=True, clean_share=0.35, tone_share=0.5, weather_side=96,
+                                           weather_weights=(2.0, 1.0, 1.5, 1.5, 1.5)))
+    old = flat_synth(config_to_dict(cfg))
+    assert "synth" not in old and old["online_weather"] is True and old["clean_share"] == 0.35
+    assert upgrade_stored_config(old) == config_to_dict(cfg)
+    assert config_from_dict(FinetuneConfig, old) == cfg
+    # a run that used the removed option is not read as one that did not
+    assert upgrade_stored_config(flat_synth(config_to_dict(cfg), 0.5))["self_feed_share"] == 0.5
+    with pytest.raises(ConfigError, match="unknown config key 'self_feed_share'"):
+        config_from_dict(FinetuneConfig, flat_synth(config_to_dict(cfg), 0.5))
+    # such a checkpoint restores and initialises a network: only config["model"] rebuilds it
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    save_checkpoint(tmp_path / "old.pt", {"format_version": FORMAT_VERSION, "model": model.state_dict(),
+                                          "model_ema": None, "config": old, "step": 3})
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "old.pt")(x), model.eval()(x))
+    assert load_weights(build_model("tiny"), tmp_path / "old.pt")["step"] == 3
+
+
+def test_the_shipped_release_stores_the_training_config_of_its_yaml():
+    """checkpoints/dwgn-small-demo.safetensors embeds the config it was trained with (flat synthetic-weather keys,
+    as written then); read into today's shape it is checkpoints/dwgn-small-demo.yaml but for the run folder."""
+    root = CONFIGS.parent / "checkpoints"
+    stored = config_from_dict(FinetuneConfig, load_checkpoint(root / "dwgn-small-demo.safetensors")["config"])
+    shipped = parse_config(FinetuneConfig, ["--config", str(root / "dwgn-small-demo.yaml")])
+    assert replace(stored, out=shipped.out) == shipped

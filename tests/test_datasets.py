@@ -608,44 +608,43 @@ def test_synthetic_weather_weights_set_the_share_of_each_weather(tmp_path, monke
 
 
 def test_online_weather_training_set(tmp_path, capsys):
+    """`synth.online` trains on SyntheticWeatherDataset over the clean photos under --data, each other `synth.*`
+    key handed to it and announced in the log; a bad value is refused by validate(), naming its --synth.* flag."""
     from dwgn.errors import DataError
-    from dwgn.training.config import ConfigError, FinetuneConfig
+    from dwgn.training.config import ConfigError, FinetuneConfig, SynthConfig
     from dwgn.training.finetuning import ONLINE_SAMPLES_PER_PHOTO, online_training_set
+
+    def online(crop: int = 32, **synth) -> FinetuneConfig:
+        return FinetuneConfig(data=str(tmp_path / "photos"), crop=crop, synth=SynthConfig(online=True, **synth))
 
     for name in ("a.png", "b.png"):
         img(tmp_path / "photos" / name, 90, 100, seed=len(name))
-    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
-                                            clean_share=0.25))
+    ds = online_training_set(online(clean_share=0.25))
     assert len(ds) == 2 * ONLINE_SAMPLES_PER_PHOTO and ds.clean_share == 0.25
     assert ds[(5, 5)][0].shape == (3, 32, 32)
     assert "SYNTHETIC weather made on the fly from 2 clean photos" in capsys.readouterr().out
-    with pytest.raises(DataError, match="give a folder of clean photos"):
-        online_training_set(FinetuneConfig(data=str(tmp_path / "photos" / "a.png"), online_weather=True))
-    with pytest.raises(ConfigError, match="clean_share must be in"):
-        FinetuneConfig(clean_share=-0.1).validate()
-    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
-                                            weather_weights=(2, 1, 2, 1, 0)))
+    with pytest.raises(DataError, match="--synth.online --data .*a.png: give a folder of clean photos"):
+        online_training_set(FinetuneConfig(data=str(tmp_path / "photos" / "a.png"), synth=SynthConfig(online=True)))
+    with pytest.raises(ConfigError, match=r"synth.clean_share must be in \[0, 1\), got -0.1 \(e.g. --synth.clean-sh"):
+        online(clean_share=-0.1).validate()
+    ds = online_training_set(online(weather_weights=(2, 1, 2, 1, 0)))
     assert np.allclose(ds.cumulative, [1 / 3, 1 / 2, 5 / 6, 1, 1])
     assert "weathers snow 33%, rainfog 17%, raindrop 33%, rain 17%, haze 0%" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match=r"weather weights must be .* \(e.g. --weather-weights 2,1,2,1,1\)"):
-        FinetuneConfig(weather_weights=(1, 1, 1, 1, -1)).validate()
-    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
-                                            tone_share=0.4))
+    with pytest.raises(ConfigError, match=r"weather weights must be .* \(e.g. --synth.weather-weights 2,1,2,1,1\)"):
+        online(weather_weights=(1, 1, 1, 1, -1)).validate()
+    ds = online_training_set(online(tone_share=0.4))
     assert ds.tone_share == 0.4 and "40% of crops toned first" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match=r"tone_share must be in \[0, 1\], got -0.5"):
-        FinetuneConfig(tone_share=-0.5).validate()
-    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
-                                            pair_tone_share=0.3))
+    with pytest.raises(ConfigError, match=r"synth.tone_share must be in \[0, 1\], got -0.5 \(e.g. --synth.tone-share"):
+        online(tone_share=-0.5).validate()
+    ds = online_training_set(online(pair_tone_share=0.3))
     assert ds.pair_tone_share == 0.3 and "30% of weather pairs toned after the weather" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match=r"pair_tone_share must be in \[0, 1\], got 2.0 \(e.g. --pair-tone-share"):
-        FinetuneConfig(pair_tone_share=2.0).validate()
-    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
-                                            weather_side=80))
+    with pytest.raises(ConfigError, match=r"pair_tone_share must be in \[0, 1\], got 2.0 \(e.g. --synth.pair-tone"):
+        online(pair_tone_share=2.0).validate()
+    ds = online_training_set(online(weather_side=80))
     assert ds.weather_side == 80 and "weather made on 80² squares" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match=r"weather_side must be at least crop \(32\), got 16 \(e.g. --weather-side 64"):
-        FinetuneConfig(crop=32, weather_side=16).validate()
-    ds = online_training_set(FinetuneConfig(data=str(tmp_path / "photos"), online_weather=True, crop=32,
-                                            clean_share=0.3, clean_crop=64))
+    with pytest.raises(ConfigError, match=r"weather_side must be at least crop \(32\), got 16 \(e.g. --synth.weather"):
+        online(weather_side=16).validate()
+    ds = online_training_set(online(clean_share=0.3, clean_crop=64))
     assert ds.clean_crop == 64 and "30% of steps clean -> clean 64² pairs" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match=r"clean_crop must be a positive side in px, got 0 \(e.g. --clean-crop 64"):
-        FinetuneConfig(crop=32, clean_crop=0).validate()
+    with pytest.raises(ConfigError, match=r"clean_crop must be a positive side in px, got 0 \(e.g. --synth.clean-cr"):
+        online(clean_crop=0).validate()

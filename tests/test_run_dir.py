@@ -49,6 +49,33 @@ def test_a_model_key_change_is_refused_and_a_stage_model_of_another_architecture
         train(config(run, steps=2), odd)
 
 
+def test_a_run_stored_with_the_flat_synth_keys_resumes_and_a_synth_change_is_refused(tmp_path):
+    """last.pt of a run written before the synth group holds online_weather, clean_share, ... at the top level
+    (and self_feed_share): it resumes under the same config in today's shape; a changed synth key is named;
+    a run that trained with self_feed_share (removed since) is another config."""
+    from dwgn.training.checkpoint import save_checkpoint
+    from dwgn.training.config import SynthConfig, config_to_dict
+
+    from test_config import flat_synth
+
+    run = tmp_path / "run"
+    synth = SynthConfig(online=True, clean_share=0.3, weather_weights=(2.0, 1.0, 1.0, 1.0, 1.0))
+    train(config(run, steps=1, synth=synth), stage())
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["config"]["synth"] == config_to_dict(synth)
+    ckpt["config"] = flat_synth(ckpt["config"])
+    save_checkpoint(run / "last.pt", ckpt)
+    assert train(config(run, steps=2, synth=synth), stage()).step == 2
+    other = SynthConfig(online=True, clean_share=0.4, weather_weights=(2.0, 1.0, 1.0, 1.0, 1.0))
+    with pytest.raises(ConfigError, match=r"synth.clean_share: 0.3 -> 0.4"):
+        train(config(run, steps=3, synth=other), stage())
+    ckpt = load_checkpoint(run / "last.pt")
+    ckpt["config"] = flat_synth(ckpt["config"], self_feed_share=0.5)
+    save_checkpoint(run / "last.pt", ckpt)
+    with pytest.raises(ConfigError, match=r"self_feed_share: 0.5 -> '<absent>'.*--restart"):
+        train(config(run, steps=3, synth=synth), stage())
+
+
 def test_restart_keeps_the_old_run_under_a_dated_name_and_starts_over(tmp_path, capsys):
     run = tmp_path / "run"
     train(config(run, steps=2), stage())

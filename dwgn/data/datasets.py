@@ -241,7 +241,7 @@ class SyntheticWeatherDataset(Dataset):
     seed): `clean_share` is the share of steps whose whole batch is clean.
 
     Every sample is fresh (its crop, weather and weather parameters come from the sample's seed), so a
-    few dozen photos give as many distinct pairs as training asks for (`train.py --online-weather`)."""
+    few dozen photos give as many distinct pairs as training asks for (`train.py --synth.online`)."""
 
     def __init__(self, paths: list[Path], crop: int = 128, weathers: tuple[str, ...] = WEATHERS,
                  length: int | None = None, clean_share: float = 0.0, weights: tuple[float, ...] | None = None,

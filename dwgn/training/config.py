@@ -45,7 +45,8 @@ class TrainConfig:
     """Fields shared by both stages: data, optimisation, logging and the network (`model`)."""
 
     preset: str = opt("tiny", "model preset; `--model.*` keys refine it", PRESETS)
-    model: ModelConfig = field(default_factory=_tiny, metadata={"help": "the network (see model.* keys)"})
+    model: ModelConfig = field(default_factory=_tiny,
+                               metadata={"help": "the network: --preset sets all its keys, these refine them"})
     data: str | None = opt(None, "data set root or list file; none = the embedded demo data")
     out: str | None = opt(None, "run directory; none = runs/<stage>-<preset>")
     restart: bool = opt(False, "move an existing run directory aside (dated name) and start over in it")
@@ -106,6 +107,57 @@ class TrainConfig:
 
 
 @dataclass
+class SynthConfig:
+    """`synth.*` (YAML: a `synth:` section): training on weather synthesised on the fly from clean photos
+    (dwgn.data.datasets.SyntheticWeatherDataset), how the demo model is trained; not in the paper."""
+
+    online: bool = opt(False, "train on SYNTHETIC weather made on the fly (a fresh degradation per sample) from "
+                       "clean photos: the demo's training photos, or the clean images of --data")
+    clean_share: float = opt(0.15, "share of clean -> clean training pairs")
+    tone_share: float = opt(0.0, "share of training crops given a random global tone first (paler, flatter, darker "
+                            "or tinted scenes; clean and weather pairs alike)")
+    pair_tone_share: float = opt(0.0, "share of weather pairs given a random global tone after the weather, the same "
+                                 "on input and target (the air of haze and fog toned too)")
+    weather_side: int | None = opt(None, "side of the square the weather is made on before the training crop is cut "
+                                   "from it (sizes of drops, flakes and streaks as on a photo of that side); "
+                                   "none = the crop itself")
+    clean_crop: int | None = opt(None, "side of the clean -> clean crops (e.g. as large as the photos to leave "
+                                 "alone); other than --crop, each step's batch is then all clean or all weather, and "
+                                 "--synth.clean-share the share of clean steps; none = --crop")
+    weather_weights: tuple[float, ...] = opt((1.0, 1.0, 1.0, 1.0, 1.0), "relative sampling weights of "
+                                             "snow,rainfog,raindrop,rain,haze (0 leaves one out)")
+
+    def validate(self, crop: int) -> None:
+        """Raise ConfigError for a value SyntheticWeatherDataset cannot use, or for synth.* keys set while
+        synth.online is off (they would shape nothing)."""
+        if not self.online and self != SynthConfig():
+            changed = ", ".join(f"synth.{f.name}" for f in fields(self) if getattr(self, f.name) != f.default)
+            raise ConfigError(f"{changed} set, but synth.online is off and the synth.* keys shape only synthetic "
+                              "training; add --synth.online (online: true under synth: in YAML), or drop them")
+        if not 0.0 <= self.clean_share < 1.0:
+            raise ConfigError(f"synth.clean_share must be in [0, 1), got {self.clean_share} "
+                              "(e.g. --synth.clean-share 0.35)")
+        if not 0.0 <= self.tone_share <= 1.0:
+            raise ConfigError(f"synth.tone_share must be in [0, 1], got {self.tone_share} "
+                              "(e.g. --synth.tone-share 0.5)")
+        if not 0.0 <= self.pair_tone_share <= 1.0:
+            raise ConfigError(f"synth.pair_tone_share must be in [0, 1], got {self.pair_tone_share} "
+                              "(e.g. --synth.pair-tone-share 0.5)")
+        if self.weather_side is not None and self.weather_side < crop:
+            raise ConfigError(f"synth.weather_side must be at least crop ({crop}), got {self.weather_side} "
+                              f"(e.g. --synth.weather-side {2 * crop}, or none)")
+        if self.clean_crop is not None and self.clean_crop <= 0:
+            raise ConfigError(f"synth.clean_crop must be a positive side in px, got {self.clean_crop} "
+                              f"(e.g. --synth.clean-crop {2 * crop}, or none for --crop)")
+        from dwgn.data.weather import weather_cumulative
+
+        try:
+            weather_cumulative(self.weather_weights)
+        except ValueError as err:
+            raise ConfigError(f"synth.weather_weights: {err} (e.g. --synth.weather-weights 2,1,2,1,1)") from None
+
+
+@dataclass
 class FinetuneConfig(TrainConfig):
     """Stage 2 (train.py): all-weather fine-tuning from the pre-trained network (docs/DESIGN.md §3)."""
 
@@ -115,45 +167,15 @@ class FinetuneConfig(TrainConfig):
                                "without --data), a test-set name or folder, or none (no validation)")
     val_images: int = opt(5, "pairs used for validation (spread over the sets)")
     val_crop: int | None = opt(128, "center crop of validation pairs; none = whole images")
-    online_weather: bool = opt(False, "train on SYNTHETIC weather made on the fly (a fresh degradation per sample) "
-                               "from clean photos: the demo's training photos, or the clean images of --data")
-    clean_share: float = opt(0.15, "with --online-weather: share of clean -> clean training pairs")
-    tone_share: float = opt(0.0, "with --online-weather: share of training crops given a random global tone first "
-                            "(paler, flatter, darker or tinted scenes; clean and weather pairs alike)")
-    pair_tone_share: float = opt(0.0, "with --online-weather: share of weather pairs given a random global tone after "
-                                 "the weather, the same on input and target (the air of haze and fog toned too)")
-    weather_side: int | None = opt(None, "with --online-weather: side of the square the weather is made on before "
-                                   "the training crop is cut from it (sizes of drops, flakes and streaks as on a "
-                                   "photo of that side); none = the crop itself")
-    clean_crop: int | None = opt(None, "with --online-weather: side of the clean -> clean crops (e.g. as large as the "
-                                 "photos to leave alone); other than --crop, each step's batch is then all clean or "
-                                 "all weather, and --clean-share the share of clean steps; none = --crop")
-    weather_weights: tuple[float, ...] = opt((1.0, 1.0, 1.0, 1.0, 1.0), "with --online-weather: relative sampling "
-                                             "weights of snow,rainfog,raindrop,rain,haze (0 leaves one out)")
+    synth: SynthConfig = field(default_factory=SynthConfig, metadata={
+        "help": "synthetic weather made on the fly (not in the paper; the demo model's training): synth.online "
+                "turns it on, the other synth.* keys shape it"})
 
     def validate(self) -> None:
         super().validate()
         if self.val_images <= 0:
             raise ConfigError(f"val_images must be positive, got {self.val_images}")
-        if not 0.0 <= self.clean_share < 1.0:
-            raise ConfigError(f"clean_share must be in [0, 1), got {self.clean_share}")
-        if not 0.0 <= self.tone_share <= 1.0:
-            raise ConfigError(f"tone_share must be in [0, 1], got {self.tone_share}")
-        if not 0.0 <= self.pair_tone_share <= 1.0:
-            raise ConfigError(f"pair_tone_share must be in [0, 1], got {self.pair_tone_share} "
-                              "(e.g. --pair-tone-share 0.5)")
-        if self.weather_side is not None and self.weather_side < self.crop:
-            raise ConfigError(f"weather_side must be at least crop ({self.crop}), got {self.weather_side} "
-                              f"(e.g. --weather-side {2 * self.crop}, or none)")
-        if self.clean_crop is not None and self.clean_crop <= 0:
-            raise ConfigError(f"clean_crop must be a positive side in px, got {self.clean_crop} "
-                              f"(e.g. --clean-crop {2 * self.crop}, or none for --crop)")
-        from dwgn.data.weather import weather_cumulative
-
-        try:
-            weather_cumulative(self.weather_weights)
-        except ValueError as err:
-            raise ConfigError(f"{err} (e.g. --weather-weights 2,1,2,1,1)") from None
+        self.synth.validate(self.crop)
 
 
 @dataclass
@@ -182,6 +204,20 @@ def _check_choices(cfg: Any, prefix: str = "") -> None:
 
 def _valid_keys(cls: Any, prefix: str = "") -> list[str]:
     return [prefix + f.name for f in fields(cls)]
+
+
+# Fine-tuning keys that moved into the `synth` group (configs written before it name them at the top level).
+MOVED_KEYS = {"online_weather": "synth.online", **{k: f"synth.{k}" for k in (
+    "clean_share", "tone_share", "pair_tone_share", "weather_side", "clean_crop", "weather_weights")}}
+
+
+def _moved(key: str) -> str:
+    """'; it is now synth.x: --synth.x, or x under synth: in YAML' for a key that moved, else ''."""
+    new = MOVED_KEYS.get(key)
+    if new is None:
+        return ""
+    group, name = new.split(".")
+    return f"; it is now {new}: --{new.replace('_', '-')}, or {name} under {group}: in YAML"
 
 
 def _integer(value: Any) -> int:
@@ -257,6 +293,8 @@ def set_value(cfg: Any, key: str, value: Any, source: str = "code") -> None:
     for depth, name in enumerate(parts):
         names = {f.name: f for f in fields(target)}
         if name not in names:
+            if not prefix and name in MOVED_KEYS and "synth" in names:
+                raise ConfigError(f"unknown config key '{name}' (from {source}){_moved(name)}")
             valid = ", ".join(_valid_keys(target, prefix))
             raise ConfigError(f"unknown config key '{prefix + name}' (from {source}); valid keys: {valid}")
         hint = typing.get_type_hints(type(target))[name]
@@ -285,9 +323,20 @@ def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
+def _bool_keys(cls: Any, prefix: str = "") -> set[str]:
+    """Dotted names of the boolean fields, nested groups included ("synth.online")."""
+    hints, out = typing.get_type_hints(cls), set()
+    for f in fields(cls):
+        if is_dataclass(hints[f.name]):
+            out |= _bool_keys(hints[f.name], f"{prefix}{f.name}.")
+        elif hints[f.name] is bool:
+            out.add(prefix + f.name)
+    return out
+
+
 def _parse_flags(cls: Any, argv: Sequence[str]) -> list[tuple[str, str | bool]]:
     """`--key value`, `--key=value`, or a bare `--flag` for booleans -> [(key, raw value)]."""
-    bool_keys = {f.name for f in fields(cls) if typing.get_type_hints(cls)[f.name] is bool}
+    bool_keys = _bool_keys(cls)
     pairs, i = [], 0
     while i < len(argv):
         token = argv[i]
@@ -295,6 +344,8 @@ def _parse_flags(cls: Any, argv: Sequence[str]) -> list[tuple[str, str | bool]]:
             raise ConfigError(f"unexpected argument {token!r}; options look like --key value (see --help)")
         key, eq, raw = token[2:].partition("=")
         key = key.replace("-", "_")
+        if key in MOVED_KEYS and any(f.name == "synth" for f in fields(cls)):
+            raise ConfigError(f"unknown option {token.partition('=')[0]}{_moved(key)}")
         if eq:
             pairs.append((key, raw))
             i += 1
@@ -314,7 +365,7 @@ def _help_lines(cfg: Any, prefix: str = "") -> list[str]:
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         if is_dataclass(value):
-            lines += _help_lines(value, f"{prefix}{f.name}.")
+            lines += [f"  {prefix}{f.name}.*: {f.metadata.get('help', '')}", *_help_lines(value, f"{prefix}{f.name}.")]
             continue
         choices = f.metadata.get("choices")
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else ("none" if value is None else value)
@@ -401,8 +452,24 @@ def _require_every_field(cls: Any, data: dict, source: str) -> None:
                           "version?); nothing is filled in with defaults: add the missing keys, or retrain")
 
 
+def upgrade_stored_config(data: dict) -> dict:
+    """A stored config (a run's last.pt, a release's metadata) in today's shape: the synthetic-weather keys that
+    configs written before the `synth` group hold at the top level move under `synth` (MOVED_KEYS), and
+    `self_feed_share`, a removed training option, is dropped where it was off (0); a run that used it keeps
+    the key, so resuming it is refused as another config. Everything else is returned as stored."""
+    out = {k: v for k, v in data.items() if k not in MOVED_KEYS}
+    moved = {MOVED_KEYS[k].split(".")[1]: v for k, v in data.items() if k in MOVED_KEYS}
+    if moved:
+        out["synth"] = {**moved, **(data.get("synth") or {})}
+    if out.get("self_feed_share") == 0:
+        del out["self_feed_share"]
+    return out
+
+
 def config_from_dict(cls: type[T], data: dict, source: str = "checkpoint") -> T:
-    """Inverse of config_to_dict; values are type-converted, unknown and missing keys are errors."""
+    """Inverse of config_to_dict (after upgrade_stored_config); values are type-converted, unknown and missing
+    keys are errors."""
+    data = upgrade_stored_config(data)
     _require_every_field(cls, data, source)
     cfg = cls()
     for key, value in _flatten(dict(data)):
@@ -438,7 +505,7 @@ def differing_fields(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 __all__ = [
-    "AMP_MODES", "ConfigError", "FinetuneConfig", "PretrainConfig", "TrainConfig", "config_from_dict",
-    "config_to_dict", "differing_fields", "help_text", "load_yaml", "model_config_from_dict", "opt", "parse_config",
-    "save_yaml", "set_value",
+    "AMP_MODES", "MOVED_KEYS", "ConfigError", "FinetuneConfig", "PretrainConfig", "SynthConfig", "TrainConfig",
+    "config_from_dict", "config_to_dict", "differing_fields", "help_text", "load_yaml", "model_config_from_dict", "opt",
+    "parse_config", "save_yaml", "set_value", "upgrade_stored_config",
 ]

@@ -111,12 +111,13 @@ def named_validation(cfg: FinetuneConfig) -> tuple[list[tuple[Path, Path]], str]
     return validation_pairs(cfg), "the demo test sets" if cfg.val_data == "auto" else str(cfg.val_data)
 
 
-ONLINE_SAMPLES_PER_PHOTO = 1000  # --online-weather: an "epoch" visits each photo this many times (fresh crops)
+ONLINE_SAMPLES_PER_PHOTO = 1000  # --synth.online: an "epoch" visits each photo this many times (fresh crops)
 
 
 def online_training_set(cfg: FinetuneConfig) -> Dataset:
-    """--online-weather: weather made on the fly from clean photos (the demo's training photos without
-    --data, else the clean images under --data); validation stays on the demo test sets (`auto`)."""
+    """--synth.online: weather made on the fly from clean photos (the demo's training photos without
+    --data, else the clean images under --data), shaped by the other `synth.*` keys; validation stays on the
+    demo test sets (`auto`)."""
     from dwgn.data.datasets import SyntheticWeatherDataset
     from dwgn.data.demo import train_photo_paths
     from dwgn.data.imagenet import scan_images
@@ -126,21 +127,22 @@ def online_training_set(cfg: FinetuneConfig) -> Dataset:
     else:
         data = Path(cfg.data)
         if not data.is_dir():
-            raise DataError(f"--online-weather --data {data}: give a folder of clean photos "
+            raise DataError(f"--synth.online --data {data}: give a folder of clean photos "
                             "(the weather is synthesised from them), or drop --data for the demo's photos")
         paths, source = scan_images(data), str(data)  # refuses a folder without images, naming it
+    synth = cfg.synth
     dataset = SyntheticWeatherDataset(paths, crop=cfg.crop, length=ONLINE_SAMPLES_PER_PHOTO * len(paths),
-                                      clean_share=cfg.clean_share, weights=cfg.weather_weights,
-                                      tone_share=cfg.tone_share, weather_side=cfg.weather_side,
-                                      clean_crop=cfg.clean_crop, pair_tone_share=cfg.pair_tone_share)
+                                      clean_share=synth.clean_share, weights=synth.weather_weights,
+                                      tone_share=synth.tone_share, weather_side=synth.weather_side,
+                                      clean_crop=synth.clean_crop, pair_tone_share=synth.pair_tone_share)
     mix = "" if dataset.cumulative is None else ", weathers " + ", ".join(
         f"{w} {p:.0%}" for w, p in zip(dataset.weathers, np.diff(dataset.cumulative, prepend=0.0)))
     print(f"data: SYNTHETIC weather made on the fly from {len(paths)} clean photos ({source}), "
-          + (f"{cfg.clean_share:.0%} of steps clean -> clean {cfg.clean_crop}² pairs" if dataset.clean_crop
-             else f"{cfg.clean_share:.0%} clean -> clean pairs") + mix
-          + (f", {cfg.tone_share:.0%} of crops toned first" if cfg.tone_share else "")
-          + (f", {cfg.pair_tone_share:.0%} of weather pairs toned after the weather" if cfg.pair_tone_share else "")
-          + (f", weather made on {cfg.weather_side}² squares" if dataset.weather_side else ""))
+          + (f"{synth.clean_share:.0%} of steps clean -> clean {synth.clean_crop}² pairs" if dataset.clean_crop
+             else f"{synth.clean_share:.0%} clean -> clean pairs") + mix
+          + (f", {synth.tone_share:.0%} of crops toned first" if synth.tone_share else "")
+          + (f", {synth.pair_tone_share:.0%} of weather pairs toned after the weather" if synth.pair_tone_share else "")
+          + (f", weather made on {synth.weather_side}² squares" if dataset.weather_side else ""))
     return dataset
 
 
@@ -156,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(FinetuneConfig, argv, prog="train.py")
     if cfg.restart or not (run_dir_for(cfg, STAGE) / "last.pt").exists():
         check_init(cfg)
-    if cfg.online_weather:
+    if cfg.synth.online:
         train_set: Dataset = online_training_set(cfg)
         val, val_source = named_validation(cfg)
     else:

@@ -19,7 +19,7 @@ import torch
 
 from dwgn.errors import DataError
 from dwgn.training.checkpoint import load_checkpoint
-from dwgn.training.config import ConfigError, TrainConfig, config_to_dict
+from dwgn.training.config import ConfigError, TrainConfig, config_to_dict, upgrade_stored_config
 
 # Keys that may change between the runs of one directory: where and how fast it runs, how often it logs.
 # `steps` is checked on its own (a larger value extends the run).
@@ -43,9 +43,9 @@ def _flat(mapping: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def changed_keys(stored: dict, cfg: TrainConfig) -> list[str]:
-    """`key: stored -> now` for every key outside FREE_KEYS that differs from the stored config
-    (a key only one side has counts as changed)."""
-    old, new = _flat(stored), _flat(config_to_dict(cfg))
+    """`key: stored -> now` for every key outside FREE_KEYS that differs from the stored config, read in
+    today's shape (upgrade_stored_config); a key only one side has counts as changed."""
+    old, new = _flat(upgrade_stored_config(stored)), _flat(config_to_dict(cfg))
     out = []
     for key in sorted(set(old) | set(new)):
         if key in FREE_KEYS:
