@@ -18,15 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
 from dwgn.data.datasets import DEMO_TEST_SETS, test_scans
-from dwgn.data.images import read_image, read_photo, save_photo
+from dwgn.data.images import image_size, read_image, read_photo, save_photo
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.errors import ArgumentParser, DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
-from dwgn.evaluation.restore import (DEFAULT_OVERLAP, add_pass_arguments, describe_inference, inference_of,
+from dwgn.evaluation.restore import (DEFAULT_OVERLAP, DEFAULT_TILE, add_pass_arguments, describe_inference, inference_of,
                                      pass_arguments_error, resolve_pass_arguments, restore)
 from dwgn.io import atomic_path, write_text_atomic
 
@@ -108,8 +109,9 @@ def _refuse_collisions(inputs: list[Path], out_dir: Path) -> None:
                         "rename one of them (nothing was written)")
 
 
-def photo_files(source: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    """(photos to restore, skipped (path, reason)) of a folder, or of one photo."""
+def photo_files(source: Path) -> tuple[list[Path], list[Path]]:
+    """(photos to restore, other files left out) of a folder, or of one photo. A folder without photos, and
+    photos whose header cannot be read, are refused (DataError naming them) before anything is restored."""
     if source.is_file():
         files = [source]
     elif source.is_dir():
@@ -118,8 +120,28 @@ def photo_files(source: Path) -> tuple[list[Path], list[tuple[str, str]]]:
         raise FileNotFoundError(f"--input {source} does not exist; give a folder of photos or one photo "
                                 f"({', '.join(PHOTO_EXTENSIONS)})")
     photos = [p for p in files if p.suffix.lower() in PHOTO_EXTENSIONS]
-    skipped = [(str(p), f"not a photo extension ({', '.join(PHOTO_EXTENSIONS)})") for p in files if p not in photos]
-    return photos, skipped
+    if not photos:
+        what = "is not a photo" if source.is_file() else "holds no photo" + (
+            f" (only {len(files)} other file(s), e.g. {files[0].name})" if files else "")
+        raise DataError(f"--input {source} {what}: test.py restores {', '.join(PHOTO_EXTENSIONS)} files"
+                        f"{'' if source.is_file() else ' (hidden files are ignored)'}; give a folder of photos or a "
+                        "photo")
+    unreadable = [p for p in photos if not _header_readable(p)]
+    if unreadable:
+        shown = ", ".join(map(str, unreadable[:5])) + (f" and {len(unreadable) - 5} more" if unreadable[5:] else "")
+        raise DataError(f"cannot read {len(unreadable)} of the {len(photos)} photo(s) in --input {source} (corrupt, "
+                        f"truncated or not an image): {shown}; replace or remove them, then rerun (nothing was "
+                        "restored)")
+    return photos, [p for p in files if p not in photos]
+
+
+def _header_readable(path: Path) -> bool:
+    """Can Pillow read the file's header (format and size)? Cheap: nothing is decoded."""
+    try:
+        image_size(path)
+        return True
+    except (DataError, OSError, Image.DecompressionBombError):
+        return False
 
 
 def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int | None = None,
@@ -128,9 +150,10 @@ def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int |
                    pass_gate: float | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
     """Restore every photo in `source` (a folder, or one photo; no ground truth) to out_dir/<stem>.png at its
     own size and in its own layout (gray stays gray, alpha and 16 bits are kept, EXIF orientation applied).
-    Returns (written files, skipped (path, reason)). Name clashes and (without `overwrite`) earlier outputs
-    are refused before anything is written."""
-    photos, skipped = photo_files(Path(source))
+    Returns (written files, photos that could not be decoded (path, reason)). A folder without photos, unreadable
+    headers, name clashes and (without `overwrite`) earlier outputs are refused before anything is written."""
+    photos, _ = photo_files(Path(source))
+    skipped: list[tuple[str, str]] = []
     _refuse_collisions(photos, out_dir)
     refuse_overwrite([out_dir / (p.stem + ".png") for p in photos], overwrite)
     written = []
@@ -223,20 +246,40 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-set", nargs="+", default=None, metavar="NAME_OR_DIR",
                    help="snow100k-s snow100k-l outdoor-rain raindrop-a raindrop-b demo, or paired folders "
                         "(default: demo, unless --input or --profile is given)")
-    p.add_argument("--input", default=None, help="restore every photo in this folder (or this one photo); "
-                   "no ground truth")
+    p.add_argument("--input", default=None, help="restore every photo in this folder (or this one photo; "
+                   f"{' '.join(PHOTO_EXTENSIONS)}; hidden and other files are left out); no ground truth. A folder "
+                   "without photos, or with a photo whose header cannot be read, is refused before anything is "
+                   "restored; a photo that fails to decode later is left out, the others restored, and the run "
+                   "ends with an error naming it (exit status 2)")
     p.add_argument("--results", default="results", help="output folder (default: results)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --results")
     p.add_argument("--data-root", default=None, help="where the named benchmark sets live (default: datasets/)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--tile", type=int, default=None,
-                   help="tile side in pixels (rounded up to a multiple of 64); 0: never tile; "
-                        "default: tiles of 512 above one megapixel")
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels")
+                   help="0: never tile (the whole image at once); N > 0: N x N tiles (rounded up to a multiple of "
+                        f"64); default: tiles of {DEFAULT_TILE} above one megapixel; negative values are refused")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                   help=f"tile overlap in pixels, from 0 to below the tile side (default {DEFAULT_OVERLAP})")
     p.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
     add_pass_arguments(p)
-    p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side before scoring")
+    p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side before scoring (>= 0)")
     p.add_argument("--profile", action="store_true", help="print parameters, MACs and latency per image size")
+def argument_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the numbers given (checked before the model loads), or None."""
+    if args.tile is not None and args.tile < 0:
+        return f"--tile {args.tile}: give 0 (never tile) or a tile side in pixels (e.g. --tile {DEFAULT_TILE})"
+    tile = DEFAULT_TILE if args.tile is None else args.tile
+    if args.overlap < 0 or (tile and args.overlap >= tile):
+        return (f"--overlap {args.overlap}: tiles of {tile} px overlap by 0 to {tile - 1} px "
+                f"(e.g. --overlap {min(DEFAULT_OVERLAP, tile // 4)}, or a larger --tile)")
+    if args.crop_border < 0:
+        return f"--crop-border {args.crop_border}: give 0 or more pixels"
+    bad = [size for size in args.profile_sizes if size <= 0]
+    if bad:
+        return f"--profile-sizes {' '.join(map(str, bad))}: give image sides in pixels above 0 (e.g. 256 512)"
+    return None
+
+
     p.add_argument("--profile-sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every block (regional, fullgraph) before restoring; needs --tile 0")
@@ -281,12 +324,21 @@ def _run_test_sets(model: nn.Module, names: list[str], args: argparse.Namespace,
 
 def run(argv: list[str] | None = None) -> dict:
     """Returns {"metrics": {...}, "restored": [...], "skipped": [...], "profile": [...]} for callers/tests.
-    Raises DataError when nothing was restored or scored (after listing what was skipped)."""
+    Raises DataError (before any work) for a folder without photos or with unreadable ones, after restoring
+    if args.input:  # a folder without photos, or an unreadable one, is refused before the model loads
+        _, others = photo_files(Path(args.input))
+        if others:
+            shown = ", ".join(p.name for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            print(f"left out {len(others)} file(s) without a photo extension: {shown}")
+    the others for photos that failed to decode, and for a test set of which nothing was scored."""
     parser = get_parser()
     args = parser.parse_args(argv)
     bad_passes = pass_arguments_error(args.passes, args.pass_gate)
     if bad_passes:
         parser.error(bad_passes)
+    bad = argument_error(args)
+    if bad:
+        parser.error(bad)
     if args.compile and args.tile != 0:
         parser.error("--compile applies to whole-image inference only (tiled inference records and replays "
                      "the global pools); add --tile 0, or drop --compile")
@@ -314,9 +366,10 @@ def run(argv: list[str] | None = None) -> dict:
     if args.input:
         source = Path(args.input)
         out_dir = results_dir / source.resolve().name if source.is_dir() else results_dir
-        written, skipped = restore_folder(model, source, out_dir, overwrite=args.overwrite, **opts)
-        print(f"restored {len(written)} photo(s) into {out_dir}")
-        summary["restored"], summary["skipped"] = written, skipped
+        written, failed = restore_folder(model, source, out_dir, overwrite=args.overwrite, **opts)
+        if written:
+            print(f"restored {len(written)} photo(s) into {out_dir}")
+        summary["restored"] = written
     names = args.test_set if args.test_set else (None if (args.input or args.profile) else ["demo"])
     if names:
         summary["metrics"], skipped = _run_test_sets(model, names, args, results_dir, opts)
@@ -325,9 +378,12 @@ def run(argv: list[str] | None = None) -> dict:
         print(f"SKIPPED {len(summary['skipped'])} file(s), not restored or scored:")
         for path, reason in summary["skipped"]:
             print(f"  {path}: {reason}")
-    if args.input and not summary["restored"]:
-        raise DataError(f"no photo restored from {args.input} ({len(summary['skipped'])} file(s) skipped, listed "
-                        f"above); give a folder holding photos ({', '.join(PHOTO_EXTENSIONS)})")
+    if args.input and failed:
+        summary["skipped"] += failed
+        more = f" (and {len(failed) - 1} more: {', '.join(path for path, _ in failed[1:])})" if len(failed) > 1 else ""
+        raise DataError(f"{failed[0][1]}{more}; "
+                        + (f"the other {len(written)} photo(s) were restored into {out_dir}" if written else
+                           "nothing was restored"))
     empty = [key for key, e in summary["metrics"].items() if e["n"] == 0]
     if empty:
         raise DataError(f"nothing scored in test set(s) {', '.join(empty)}: every pair was skipped (listed above)")
