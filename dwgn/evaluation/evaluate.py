@@ -27,8 +27,8 @@ from dwgn.data.images import image_size, read_image, read_photo, save_photo
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.errors import ArgumentParser, DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
-from dwgn.evaluation.restore import (DEFAULT_OVERLAP, DEFAULT_TILE, add_pass_arguments, describe_inference, inference_of,
-                                     pass_arguments_error, resolve_pass_arguments, restore)
+from dwgn.evaluation.restore import (DEFAULT_OVERLAP, DEFAULT_TILE, add_pass_arguments, describe_inference,
+                                     inference_of, pass_arguments_error, resolve_pass_arguments, restore)
 from dwgn.io import atomic_path, write_text_atomic
 
 PROTOCOL = "Y BT.601, 8-bit, native size"
@@ -154,6 +154,7 @@ def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int |
     headers, name clashes and (without `overwrite`) earlier outputs are refused before anything is written."""
     photos, _ = photo_files(Path(source))
     skipped: list[tuple[str, str]] = []
+
     _refuse_collisions(photos, out_dir)
     refuse_overwrite([out_dir / (p.stem + ".png") for p in photos], overwrite)
     written = []
@@ -264,6 +265,15 @@ def get_parser() -> argparse.ArgumentParser:
     add_pass_arguments(p)
     p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side before scoring (>= 0)")
     p.add_argument("--profile", action="store_true", help="print parameters, MACs and latency per image size")
+    p.add_argument("--profile-sizes", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every block (regional, fullgraph) before restoring; needs --tile 0")
+    p.add_argument("--figure", default=None, metavar="PATH",
+                   help="also draw the results figure here (e.g. figures/results.png); after the demo sets it is "
+                        "always drawn into --results")
+    return p
+
+
 def argument_error(args: argparse.Namespace) -> str | None:
     """What is wrong with the numbers given (checked before the model loads), or None."""
     if args.tile is not None and args.tile < 0:
@@ -278,15 +288,6 @@ def argument_error(args: argparse.Namespace) -> str | None:
     if bad:
         return f"--profile-sizes {' '.join(map(str, bad))}: give image sides in pixels above 0 (e.g. 256 512)"
     return None
-
-
-    p.add_argument("--profile-sizes", type=int, nargs="+", default=[256, 512])
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile every block (regional, fullgraph) before restoring; needs --tile 0")
-    p.add_argument("--figure", default=None, metavar="PATH",
-                   help="also draw the results figure here (e.g. figures/results.png); after the demo sets it is "
-                        "always drawn into --results")
-    return p
 
 
 def _run_profile(model: nn.Module, args: argparse.Namespace, results_dir: Path) -> list[dict]:
@@ -325,11 +326,6 @@ def _run_test_sets(model: nn.Module, names: list[str], args: argparse.Namespace,
 def run(argv: list[str] | None = None) -> dict:
     """Returns {"metrics": {...}, "restored": [...], "skipped": [...], "profile": [...]} for callers/tests.
     Raises DataError (before any work) for a folder without photos or with unreadable ones, after restoring
-    if args.input:  # a folder without photos, or an unreadable one, is refused before the model loads
-        _, others = photo_files(Path(args.input))
-        if others:
-            shown = ", ".join(p.name for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-            print(f"left out {len(others)} file(s) without a photo extension: {shown}")
     the others for photos that failed to decode, and for a test set of which nothing was scored."""
     parser = get_parser()
     args = parser.parse_args(argv)
@@ -342,6 +338,11 @@ def run(argv: list[str] | None = None) -> dict:
     if args.compile and args.tile != 0:
         parser.error("--compile applies to whole-image inference only (tiled inference records and replays "
                      "the global pools); add --tile 0, or drop --compile")
+    if args.input:  # a folder without photos, or an unreadable one, is refused before the model loads
+        _, others = photo_files(Path(args.input))
+        if others:
+            shown = ", ".join(p.name for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            print(f"left out {len(others)} file(s) without a photo extension: {shown}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = False  # same input -> bitwise same output
     torch.backends.cudnn.deterministic = True

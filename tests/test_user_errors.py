@@ -1,0 +1,121 @@
+"""A new user's mistakes, command by command: one `error:` line on stderr, exit status 2, the value or file named
+with the fix, and nothing named as an output that was not written."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dwgn
+from dwgn.training.checkpoint import save_checkpoint
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """An untrained tiny network in the training checkpoint format."""
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny")
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, {"format_version": 1, "model": model.state_dict(),
+                           "config": {"model": asdict(model.config)}, "step": 0})
+    return path
+
+
+def _photo(path: Path, h: int = 40, w: int = 48, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _one_error_line(err: str, prog: str = "test.py") -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+    return lines[0]
+
+
+# ---------------------------------------------------------------- test.py --input
+def test_a_folder_without_photos_is_one_line_naming_it_and_what_is_looked_for(tmp_path, checkpoint, capsys, run_cli):
+    from dwgn.evaluation.evaluate import PHOTO_EXTENSIONS, main
+
+    empty, hidden = tmp_path / "empty", tmp_path / "hidden"
+    empty.mkdir(), hidden.mkdir()
+    (hidden / ".jpg").write_text("a text file named .jpg")
+    (hidden / "notes.txt").write_text("not a photo")
+    for folder in (empty, hidden):
+        assert run_cli(main, ["--checkpoint", checkpoint, "--input", folder, "--results", tmp_path / "r"],
+                       "test.py") == 2
+        out, err = capsys.readouterr()
+        line = _one_error_line(err)
+        assert str(folder) in line and all(ext in line for ext in PHOTO_EXTENSIONS) and "hidden" in line
+        assert out == ""  # no "restored 0 photo(s) into ..."
+    assert "notes.txt" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_unreadable_photos_are_refused_before_anything_is_restored(tmp_path, checkpoint, capsys, run_cli):
+    from dwgn.evaluation.evaluate import main
+
+    folder = tmp_path / "photos"
+    _photo(folder / "good.png")
+    (folder / "text.jpg").write_text("a text file, not a JPEG")
+    (folder / "empty.png").write_bytes(b"")
+    assert run_cli(main, ["--checkpoint", checkpoint, "--input", folder, "--results", tmp_path / "r"], "test.py") == 2
+    out, err = capsys.readouterr()
+    line = _one_error_line(err)
+    assert "text.jpg" in line and "empty.png" in line and "good.png" not in line and "nothing was restored" in line
+    assert out == "" and not (tmp_path / "r").exists()
+
+
+def test_a_photo_that_fails_to_decode_is_named_and_the_others_restored(tmp_path, checkpoint, capsys, run_cli):
+    """The header reads, the pixels do not (a truncated PNG): the rest is restored, the run exits 2 naming it."""
+    from dwgn.evaluation.evaluate import main
+
+    folder = tmp_path / "photos"
+    _photo(folder / "good.png")
+    whole = _photo(tmp_path / "whole.png", 64, 64, seed=1).read_bytes()
+    (folder / "cut.png").write_bytes(whole[:len(whole) // 2])
+    assert run_cli(main, ["--checkpoint", checkpoint, "--input", folder, "--results", tmp_path / "r"], "test.py") == 2
+    out, err = capsys.readouterr()
+    line = _one_error_line(err)
+    assert "cut.png" in line and str(tmp_path / "r" / "photos") in line
+    assert sorted(p.name for p in (tmp_path / "r" / "photos").iterdir()) == ["good.png"]
+    assert "restored 1 photo(s) into" in out
+    (folder / "good.png").unlink()  # the cut one alone: nothing restored, no output folder named
+    assert run_cli(main, ["--checkpoint", checkpoint, "--input", folder, "--results", tmp_path / "r2"], "test.py") == 2
+    out, err = capsys.readouterr()
+    assert "cut.png" in _one_error_line(err) and "nothing was restored" in err and "restored" not in out
+
+
+# ---------------------------------------------------------------- test.py numbers
+@pytest.mark.parametrize("argv, named", [
+    (["--tile", "-5"], "--tile -5"),
+    (["--overlap", "-1"], "--overlap -1"),
+    (["--tile", "128", "--overlap", "128"], "--overlap 128"),
+    (["--overlap", "512"], "--overlap 512"),  # the default tiles are 512 px
+    (["--crop-border", "-2"], "--crop-border -2"),
+    (["--profile-sizes", "0", "256"], "--profile-sizes 0"),
+])
+def test_nonsense_numbers_are_refused_before_work(tmp_path, capsys, argv, named):
+    from dwgn.evaluation.evaluate import main
+
+    _photo(tmp_path / "photos" / "a.png")
+    with pytest.raises(SystemExit) as done:  # a missing checkpoint: refused before it is even looked for
+        main(argv + ["--checkpoint", str(tmp_path / "missing.pt"), "--input", str(tmp_path / "photos"),
+                     "--results", str(tmp_path / "r")])
+    line = _one_error_line(capsys.readouterr().err, "python test.py")
+    assert done.value.code == 2 and named in line and ("e.g." in line or "give" in line)
+    assert not (tmp_path / "r").exists()
+
+
+def test_test_py_help_says_what_tile_values_mean_and_the_unreadable_photo_policy(capsys):
+    from dwgn.evaluation.evaluate import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0: never tile" in text and "N > 0: N x N tiles" in text and "negative values are refused" in text
+    assert "refused before anything is restored" in text and "exit status 2" in text
