@@ -30,6 +30,12 @@ class TileNumber(nn.Module):
         return out
 
 
+def close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-6) -> None:
+    assert actual.shape == expected.shape
+    difference = float((actual.double() - expected.double()).abs().max())
+    assert difference <= atol, f"off by {difference}: {actual.tolist()} vs {expected.tolist()}"
+
+
 def blend(h: int, w: int, tile: int, overlap: int) -> torch.Tensor:
     """(H, W): the first channel of tiled_forward's output for TileNumber."""
     model = TileNumber()
@@ -43,13 +49,13 @@ def blend(h: int, w: int, tile: int, overlap: int) -> torch.Tensor:
 def test_ramp_rises_and_falls_as_mirror_images_and_neighbours_sum_to_one(n):
     size = 3 * n + 7
     both = _ramp(size, n, rise=True, fall=True)
-    torch.testing.assert_close(both[:n], rise(n), rtol=0, atol=1e-12)
-    torch.testing.assert_close(both[-n:], rise(n).flip(0), rtol=0, atol=1e-12)  # the fall mirrors the rise
+    close(both[:n], rise(n), atol=1e-12)
+    close(both[-n:], rise(n).flip(0), atol=1e-12)  # the fall mirrors the rise
     assert torch.equal(both[n:-n], torch.ones(size - 2 * n, dtype=torch.float64))
     assert (both > 0).all() and (both <= 1).all()
     assert torch.equal(both, both.flip(0))  # symmetric
     # tile A's fall over the overlap plus tile B's rise over the same pixels: exactly one
-    torch.testing.assert_close(both[-n:] + both[:n], torch.ones(n, dtype=torch.float64), rtol=0, atol=1e-12)
+    close(both[-n:] + both[:n], torch.ones(n, dtype=torch.float64), atol=1e-12)
     assert torch.equal(_ramp(size, n, rise=True, fall=False)[n:], torch.ones(size - n, dtype=torch.float64))
     assert torch.equal(_ramp(size, n, rise=False, fall=True)[:-n], torch.ones(size - n, dtype=torch.float64))
     assert torch.equal(_ramp(size, n, rise=False, fall=False), torch.ones(size, dtype=torch.float64))
@@ -62,7 +68,7 @@ def test_one_row_of_tiles_blends_the_neighbours_numbers_by_the_ramp():
     r = rise(8)
     expected = torch.cat([torch.zeros(24), r, torch.ones(16), 1 + r, torch.full((24,), 2.0)]).double()
     for row in out:
-        torch.testing.assert_close(row, expected, rtol=0, atol=1e-6)
+        close(row, expected)
 
 
 def test_four_tiles_blend_separably_in_the_shared_corner():
@@ -71,8 +77,8 @@ def test_four_tiles_blend_separably_in_the_shared_corner():
     r = rise(8)
     ramp = torch.cat([torch.zeros(24), r, torch.ones(24)]).double()  # each axis: the share of the second tile
     expected = 2 * ramp[:, None] + ramp[None, :]  # tile number 2 * row + column, weights summing to one
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(out[24:32, 24:32], 2 * r[:, None] + r[None, :], rtol=0, atol=1e-6)
+    close(out, expected)
+    close(out[24:32, 24:32], 2 * r[:, None] + r[None, :])
 
 
 def test_a_last_tile_flush_with_the_edge_overlaps_more_and_the_blend_is_normalised():
@@ -80,8 +86,8 @@ def test_a_last_tile_flush_with_the_edge_overlaps_more_and_the_blend_is_normalis
     # [38, 56), 18 px; tile 2 rises over [38, 46), tile 1 falls over [48, 56), both weigh 1 in [46, 48)
     out = blend(32, 70, tile=32, overlap=8)[0]
     r, f = rise(8), rise(8).flip(0)
-    torch.testing.assert_close(out[24:32], r, rtol=0, atol=1e-6)  # tiles 0 and 1: a regular overlap
-    torch.testing.assert_close(out[38:46], (1 * 1 + 2 * r) / (1 + r), rtol=0, atol=1e-6)
-    torch.testing.assert_close(out[46:48], torch.full((2,), 1.5, dtype=torch.float64), rtol=0, atol=1e-6)
-    torch.testing.assert_close(out[48:56], (1 * f + 2 * 1) / (f + 1), rtol=0, atol=1e-6)
-    torch.testing.assert_close(out[56:], torch.full((14,), 2.0, dtype=torch.float64), rtol=0, atol=1e-6)
+    close(out[24:32], r)  # tiles 0 and 1: a regular overlap
+    close(out[38:46], (1 * 1 + 2 * r) / (1 + r))
+    close(out[46:48], torch.full((2,), 1.5, dtype=torch.float64))
+    close(out[48:56], (1 * f + 2 * 1) / (f + 1))
+    close(out[56:], torch.full((14,), 2.0, dtype=torch.float64))
