@@ -57,7 +57,8 @@ def test_the_shipped_checkpoint_gives_the_golden_output():
     expected = np.load(BLOCKS)
     assert expected.shape == (3, 16, 24)
     error = np.abs(blocks(out) - expected)
-    assert error.max() < TOLERANCE, f"block means off by up to {error.max():.2e} (worst at {np.unravel_index(error.argmax(), error.shape)})"
+    worst = np.unravel_index(error.argmax(), error.shape)  # (channel, block row, block column)
+    assert error.max() < TOLERANCE, f"block means off by up to {error.max():.2e}, most at {worst}"
     for (c, y, x), value in PIXELS.items():
         assert abs(float(out[c, y, x]) - value) < TOLERANCE, ((c, y, x), float(out[c, y, x]), value)
     # the output is a restoration of the input, not something else that happens to be stable

@@ -77,7 +77,7 @@ def test_draws_lie_in_the_documented_ranges_and_reach_both_ends(weather, held):
         lo, hi = _ends(key, held)
         near = 0.05 * (hi - lo) + (1 if key == "drop_count" else 0)  # an integer range: its two end values count
         magnitudes = np.abs(values) if held and key in SIGNED else np.asarray(values)
-        assert magnitudes.min() <= lo + near and magnitudes.max() >= hi - near, (key, magnitudes.min(), magnitudes.max())
+        assert magnitudes.min() <= lo + near and magnitudes.max() >= hi - near, (key, min(magnitudes), max(magnitudes))
         if key in SIGNED:  # both directions of wind and rain
             assert min(values) < 0 < max(values)
     if weather == "raindrop":  # whole numbers, both end values included
