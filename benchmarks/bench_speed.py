@@ -5,9 +5,8 @@
 Each size runs in a fresh child process, so "peak" is that process's own peak resident memory
 (ru_maxrss) and "extra" is the peak minus the resident memory after the model was loaded and warmed up.
 Images above 1 megapixel go through `dwgn.restore`'s tiling (512 px tiles, 64 px overlap, image-wide
-pooled statistics); below that the whole image is one forward pass. Every size is restored in one pass
-(`passes=1`), whatever the checkpoint recommends: the shipped model's gated second pass, when it runs, doubles the
-time. The half/none cost ratio of the dynamic weights is `benchmarks/bench_dynamic.py`.
+pooled statistics); below that the whole image is one forward pass. The half/none cost ratio of the dynamic
+weights is `benchmarks/bench_dynamic.py`.
 """
 from __future__ import annotations
 
@@ -38,13 +37,13 @@ def child(checkpoint: str, h: int, w: int, repeats: int) -> dict:
     import dwgn
 
     model = dwgn.load_model(checkpoint) if Path(checkpoint).is_file() else dwgn.build_model("tiny").eval()
-    dwgn.restore(model, photo(64, 64), passes=1)  # warm-up
+    dwgn.restore(model, photo(64, 64))  # warm-up
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     image = photo(h, w)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        out = dwgn.restore(model, image, passes=1)  # one pass: the network's latency (a gated second pass doubles it)
+        out = dwgn.restore(model, image)
         times.append(time.perf_counter() - start)
     assert out.shape == image.shape
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from dwgn.errors import ArgumentParser, run_main
-from dwgn.evaluation.restore import check_passes, describe_inference
 from dwgn.training.checkpoint import (SAFETENSORS_SUFFIX, CheckpointError, check_architecture,
                                       checkpoint_model_config, load_checkpoint, load_model, model_weights,
                                       release_of, save_checkpoint)
@@ -58,23 +57,13 @@ def average_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], mix:
 
 
 def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16, note: str = "",
-           average: str | Path | None = None, mix: float = 0.5, passes: int | None = None,
-           pass_gate: float | None = None) -> dict:
+           average: str | Path | None = None, mix: float = 0.5) -> dict:
     """Write the release of checkpoint `src` to `dst` (format from its suffix); returns what was written.
-    With `average`, the release holds (1 - mix) * src + mix * average (same architecture only). With `passes`,
-    the release records how to restore with it (`inference`: passes and pass_gate, as `restore` takes them),
-    which `dwgn.restore`, test.py and the held-out check then follow unless told otherwise; without, it records
-    none (one pass), whatever SRC recorded."""
+    With `average`, the release holds (1 - mix) * src + mix * average (same architecture only). Keys of SRC
+    other than format_version, config, step and note (an old release's `inference` entry among them) are not
+    carried over."""
     if Path(dst).suffix not in RELEASE_SUFFIXES:
         raise CheckpointError(f"release {dst}: name it *.safetensors (recommended) or *.pt")
-    if passes is None and pass_gate is not None:
-        raise CheckpointError(f"--pass-gate {pass_gate} goes with --passes N (N >= 2): the gate decides whether a "
-                              "further pass runs")
-    if passes is not None:
-        try:
-            check_passes(passes, pass_gate)
-        except ValueError as err:
-            raise CheckpointError(f"--passes {passes} --pass-gate {pass_gate}: {err}") from None
     ckpt = load_checkpoint(src)
     weights = model_weights(ckpt)
     extra = {}
@@ -83,8 +72,6 @@ def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16,
         check_architecture(checkpoint_model_config(other, average), checkpoint_model_config(ckpt, src), average)
         weights = average_weights(weights, model_weights(other), mix, (str(src), str(average)))
         extra = {"averaged_with": str(average), "mix": mix}
-    if passes is not None:
-        extra["inference"] = {"passes": passes, "pass_gate": None if pass_gate is None else float(pass_gate)}
     release = release_of(ckpt, weights, dtype, note or ckpt.get("note", ""), exported_from=Path(src).name, **extra)
     save_checkpoint(dst, release)
     return release
@@ -113,12 +100,6 @@ def main(argv: list[str] | None = None) -> int:
                         "(a checkpoint of the same architecture)")
     parser.add_argument("--mix", type=float, default=0.5, help="with --average: the share W of OTHER, "
                         "(1 - W) * SRC + W * OTHER (default 0.5)")
-    parser.add_argument("--passes", type=int, default=None, metavar="N",
-                        help="record in DST that it restores best in N passes (each on the last output); "
-                             "dwgn.restore, test.py and the held-out check follow it unless given --passes")
-    parser.add_argument("--pass-gate", type=float, default=None, metavar="DB",
-                        help="with --passes: record that a further pass runs only while the last one changed the "
-                             "image more than DB (PSNR of the change below DB)")
     parser.add_argument("--onnx", metavar="PATH", help="also write the network as ONNX (fp32) and check it")
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check of --onnx")
     args = parser.parse_args(argv)
@@ -127,11 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.average is not None and args.dst is None:
         parser.error("--average needs DST: the averaged release is written there (and --onnx exports DST)")
     if args.dst is not None:
-        release = export(args.src, args.dst, getattr(torch, args.dtype), args.note, args.average, args.mix,
-                         args.passes, args.pass_gate)
+        release = export(args.src, args.dst, getattr(torch, args.dtype), args.note, args.average, args.mix)
         what = f"step {release['step']}, {args.dtype}"
-        if "inference" in release:
-            what += f", restores in {describe_inference(args.passes, args.pass_gate)}"
         if args.average is not None:
             what += f", {1 - args.mix:g} x {args.src} + {args.mix:g} x {args.average}"
         print(_describe(Path(args.dst), what))

@@ -257,55 +257,17 @@ def test_tile_restores_in_tiles_so_a_size_dependent_model_sees_only_tiles(monkey
     assert "--tile 64 --overlap 64: --tile is 0 (whole images) or a side in px" in capsys.readouterr().err
 
 
-def test_pass_gate_decides_per_image_and_the_report_counts_the_second_passes(capsys, monkeypatch):
+def test_every_image_is_restored_once_and_the_result_records_no_pass_count(capsys):
     paths = packaged_photos("test")[:1]
-    kw = dict(crops=1, size=64, weathers=("rain", "haze"))
-    one = heldout.evaluate(Darken(), paths, **kw)
-    two = heldout.evaluate(Darken(), paths, passes=2, **kw)
-    cases = heldout.weather_cases([read_image(paths[0])], 1, 64, True, weathers=("rain", "haze"))
-    photo = heldout._scaled(read_image(paths[0]), heldout.CLEAN_SIDE)
-
-    def change_db(img):  # how much Darken's first pass changes an image, from its definition
-        x = img.astype(np.float64) / 255
-        return -10 * np.log10(np.mean((0.9 * x - x) ** 2))
-
-    d = {w: change_db(degraded) for w, _, degraded, _ in cases}
-    gate = (d["rain"] + d["haze"]) / 2  # between the two weathers: one restored twice, the other once
-    assert abs(d["rain"] - d["haze"]) > 0.2
-    again, once = ("rain", "haze") if d["rain"] < d["haze"] else ("haze", "rain")
-    gated = heldout.evaluate(Darken(), paths, passes=2, pass_gate=gate, **kw)
-    assert gated["pass_gate"] == gate and two["pass_gate"] is None
-    assert gated["weather"][again]["restored"] == two["weather"][again]["restored"]
-    assert gated["weather"][once]["restored"] == one["weather"][once]["restored"]
-    assert (gated["weather"][again]["more_passes"], gated["weather"][once]["more_passes"]) == (1, 0)
-    clean_passes = 2 if change_db(photo) < gate else 1
-    assert gated["clean"]["per_photo"][0]["passes"] == clean_passes
-    want = (two if clean_passes == 2 else one)["clean"]["per_photo"][0]["psnr_y"]
-    assert gated["clean"]["per_photo"][0]["psnr_y"] == want
-    report = heldout.format_report(gated)
-    assert f"a further pass only while the last changed the image more than {gate:g} dB" in report
-    assert f"1/1 restored again" in report and f"{clean_passes} pass" in report
-    assert "restored again" not in heldout.format_report(two)
-    assert heldout.main(["--passes", "1", "--pass-gate", "30"]) == 2
-    assert "needs passes >= 2" in capsys.readouterr().err
-    import dwgn.evaluation.evaluate as evaluate_module
-
-    monkeypatch.setattr(evaluate_module, "load_checkpoint_model", lambda *a, **k: Darken())  # records one pass
-    assert heldout.main(["--pass-gate", "30"]) == 2
-    assert "needs passes >= 2" in capsys.readouterr().err.replace("\n", " ")
-
-
-def test_passes_restore_every_image_again_and_the_report_says_so(capsys):
-    paths = packaged_photos("test")[:1]
-    one = heldout.evaluate(Darken(), paths, crops=1, size=64, weathers=("rain",))
-    two = heldout.evaluate(Darken(), paths, crops=1, size=64, weathers=("rain",), passes=2)
-    assert one["passes"] == 1 and two["passes"] == 2
+    result = heldout.evaluate(Darken(), paths, crops=1, size=64, weathers=("rain",))
     (_, _, degraded, clean), = heldout.weather_cases([read_image(paths[0])], 1, 64, True, weathers=("rain",))
-    twice = np.clip(np.round(degraded.astype(np.float32) / 255 * 0.81 * 255), 0, 255).astype(np.uint8)
-    assert two["weather"]["rain"]["restored"] == pytest.approx(psnr(twice, clean), abs=0.05)
-    photo = heldout._scaled(read_image(paths[0]), heldout.CLEAN_SIDE)
-    clean_twice = np.clip(np.round(photo.astype(np.float32) / 255 * 0.81 * 255), 0, 255).astype(np.uint8)
-    assert two["clean"]["per_photo"][0]["psnr_y"] == pytest.approx(psnr(clean_twice, photo), abs=0.05)
-    assert "2 passes" in heldout.format_report(two) and "passes" not in heldout.format_report(one)
-    assert heldout.main(["--passes", "0"]) == 2
-    assert "--passes 0: a whole number >= 1" in capsys.readouterr().err
+    once = np.clip(np.round(degraded.astype(np.float32) / 255 * 0.9 * 255), 0, 255).astype(np.uint8)
+    assert result["weather"]["rain"]["restored"] == pytest.approx(psnr(once, clean), abs=0.05)
+    assert result["clean"]["per_photo"][0]["psnr_y"] == pytest.approx(_darkened_psnr_y(paths[0]), abs=0.05)
+    assert not {"passes", "pass_gate"} & set(result)
+    assert "more_passes" not in result["weather"]["rain"] and "passes" not in result["clean"]["per_photo"][0]
+    assert "pass" not in heldout.format_report(result)
+    for flag in ("--passes", "--pass-gate"):
+        with pytest.raises(SystemExit) as exit_:
+            heldout.main([flag, "2"])
+        assert exit_.value.code == 2 and flag in capsys.readouterr().err

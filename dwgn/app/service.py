@@ -119,13 +119,12 @@ class Restorer:
                               f"{WHOLE_IMAGE_MAX_PIXELS / 2 ** 20:.0f} megapixels): pick 'tiled' or 'auto'")
         with self._lock:
             start = time.perf_counter()
-            ran: list[int] = []  # the checkpoint's recommended passes (restore's default); how many ran
-            output = restore(self.model, image, tile=tile, passes_run=ran)
+            output = restore(self.model, image, tile=tile)
             seconds = time.perf_counter() - start
         out = Path(tempfile.mkdtemp(dir=self.out_dir)) / f"{Path(path).stem}-restored.png"
         Image.fromarray(output).save(out)
         tiled = tile and max(h, w) > tile  # a photo within one tile is restored whole
-        how = (f"tiled, {tile} px tiles" if tiled else "whole image") + (f", {ran[0]} passes" if ran[0] > 1 else "")
+        how = f"tiled, {tile} px tiles" if tiled else "whole image"
         return Restoration(image, output, out, seconds, how, notes)
 
 

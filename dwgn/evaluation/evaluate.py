@@ -27,8 +27,7 @@ from dwgn.data.images import image_size, read_image, read_photo, save_photo
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.errors import ArgumentParser, DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
-from dwgn.evaluation.restore import (DEFAULT_OVERLAP, DEFAULT_TILE, add_pass_arguments, describe_inference,
-                                     inference_of, pass_arguments_error, resolve_pass_arguments, restore)
+from dwgn.evaluation.restore import DEFAULT_OVERLAP, DEFAULT_TILE, restore
 from dwgn.io import atomic_path, write_text_atomic
 
 PROTOCOL = "Y BT.601, 8-bit, native size"
@@ -60,12 +59,9 @@ def _finite(x: float | None) -> float | None:
 
 def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out_dir: Path, *,
                  tile: int | None = None, self_ensemble: bool = False, crop_border: int = 0,
-                 overlap: int = DEFAULT_OVERLAP, passes: int | None = None,
-                 pass_gate: float | None = None) -> tuple[dict, list[dict]]:
+                 overlap: int = DEFAULT_OVERLAP) -> tuple[dict, list[dict]]:
     """Restore every input of a set into out_dir (PNG, same file stem) and score it against its gt.
-    Returns (the set's metrics.json entry, one row per image). passes=None: as the checkpoint recommends
-    (`restore`); the entry records the passes and gate used."""
-    passes, pass_gate = inference_of(model, passes, pass_gate)
+    Returns (the set's metrics.json entry, one row per image)."""
     _refuse_collisions([inp for inp, _ in pairs], out_dir)
     rows, skipped = [], []
     for inp_path, gt_path in tqdm(pairs, desc=key, unit="img", disable=None):
@@ -79,8 +75,7 @@ def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out
                             f"is {gt.shape[1]}x{gt.shape[0]}; scores are computed at native size, nothing is "
                             "resized: fix or remove this pair")
         name = inp_path.stem + ".png"
-        restored = restore(model, inp, tile=tile, overlap=overlap, self_ensemble=self_ensemble, passes=passes,
-                           pass_gate=pass_gate)
+        restored = restore(model, inp, tile=tile, overlap=overlap, self_ensemble=self_ensemble)
         save_photo(out_dir / name, restored)
         scores = all_metrics(restored, gt, crop_border)  # the saved 8-bit image, as written
         rows.append({"set": key, "name": name, "input": str(inp_path), "gt": str(gt_path), **scores,
@@ -91,7 +86,6 @@ def evaluate_set(model: nn.Module, key: str, pairs: list[tuple[Path, Path]], out
     entry["skipped"] = [path for path, _ in skipped]
     entry["protocol"] = PROTOCOL if not crop_border else f"{PROTOCOL}, crop border {crop_border}"
     entry["synthetic"] = key.startswith("demo-") or key in DEMO_TEST_SETS
-    entry["passes"], entry["pass_gate"] = passes, pass_gate
     entry["_reasons"] = skipped  # printed, not written
     return entry, rows
 
@@ -146,8 +140,7 @@ def _header_readable(path: Path) -> bool:
 
 def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int | None = None,
                    self_ensemble: bool = False, overlap: int = DEFAULT_OVERLAP,
-                   overwrite: bool = False, passes: int | None = None,
-                   pass_gate: float | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
+                   overwrite: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
     """Restore every photo in `source` (a folder, or one photo; no ground truth) to out_dir/<stem>.png at its
     own size and in its own layout (gray stays gray, alpha and 16 bits are kept, EXIF orientation applied).
     Returns (written files, photos that could not be decoded (path, reason)). A folder without photos, unreadable
@@ -165,8 +158,7 @@ def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int |
             skipped.append((str(path), str(e)))
             continue
         out = out_dir / (path.stem + ".png")
-        save_photo(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble, passes=passes,
-                                pass_gate=pass_gate))
+        save_photo(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble))
         written.append(out)
     return written, skipped
 
@@ -223,13 +215,13 @@ def profile(model: nn.Module, sizes: list[int], repeats: int = 3) -> list[dict]:
     for size in sizes:
         params, macs = count(model, size)
         image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-        restore(model, image, tile=0, passes=1)  # warm-up: allocator, cuDNN algorithm choice
+        restore(model, image, tile=0)  # warm-up: allocator, cuDNN algorithm choice
         times = []
         for _ in range(repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t = time.perf_counter()
-            restore(model, image, tile=0, passes=1)  # the network once, whatever the checkpoint recommends
+            restore(model, image, tile=0)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t)
@@ -262,7 +254,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help=f"tile overlap in pixels, from 0 to below the tile side (default {DEFAULT_OVERLAP})")
     p.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8 time)")
-    add_pass_arguments(p)
     p.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side before scoring (>= 0)")
     p.add_argument("--profile", action="store_true", help="print parameters, MACs and latency per image size")
     p.add_argument("--profile-sizes", type=int, nargs="+", default=[256, 512])
@@ -329,9 +320,6 @@ def run(argv: list[str] | None = None) -> dict:
     the others for photos that failed to decode, and for a test set of which nothing was scored."""
     parser = get_parser()
     args = parser.parse_args(argv)
-    bad_passes = pass_arguments_error(args.passes, args.pass_gate)
-    if bad_passes:
-        parser.error(bad_passes)
     bad = argument_error(args)
     if bad:
         parser.error(bad)
@@ -351,16 +339,8 @@ def run(argv: list[str] | None = None) -> dict:
         from dwgn.training.acceleration import compile_blocks
 
         compile_blocks(model)
-    asked = args.passes is not None
-    try:
-        args.passes, args.pass_gate = resolve_pass_arguments(model, args.passes, args.pass_gate)
-    except ValueError as err:
-        parser.error(str(err))
-    print(f"restoring in {describe_inference(args.passes, args.pass_gate)}"
-          + (" (the checkpoint's recommendation; --passes 1 for one)" if args.passes > 1 and not asked else ""))
     results_dir = Path(args.results)
-    opts = {"tile": args.tile, "overlap": args.overlap, "self_ensemble": args.self_ensemble, "passes": args.passes,
-            "pass_gate": args.pass_gate}
+    opts = {"tile": args.tile, "overlap": args.overlap, "self_ensemble": args.self_ensemble}
     summary: dict = {"metrics": {}, "restored": [], "skipped": [], "profile": []}
     if args.profile:
         summary["profile"] = _run_profile(model, args, results_dir)

@@ -3,7 +3,7 @@
     python -m dwgn.evaluation.heldout [--checkpoint PATH] [--crops 2] [--size 256] [--settings heldout]
                                       [--photos heldout] [--weathers snow,rainfog,raindrop,rain,haze]
                                       [--heldout-params haze_airlight,...] [--clean-sides 256,512,768]
-                                      [--tile N [--overlap PX]] [--passes N [--pass-gate DB]]
+                                      [--tile N [--overlap PX]]
                                       [--json PATH] [--figure PNG|JPG]
 
 Photos: the packaged test photos (dwgn.data.photos) plus the fetched held-out photos
@@ -51,8 +51,7 @@ from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import HELDOUT_RANGES, WEATHERS, Heldout, check_heldout_keys, synthesize
 from dwgn.evaluation.metrics import psnr
-from dwgn.evaluation.restore import (DEFAULT_OVERLAP, add_pass_arguments, inference_of, pass_arguments_error,
-                                     resolve_pass_arguments, restore, tile_side)
+from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore, tile_side
 from dwgn.io import write_text_atomic
 
 CLEAN_SIDE = 512
@@ -120,17 +119,12 @@ def _tiling_ok(tile: int, overlap: int) -> bool:
 def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 256, settings: str = "heldout",
              seed: int = 0, photo_set: str = "heldout", weathers: tuple[str, ...] = WEATHERS,
              heldout_params: tuple[str, ...] | None = None, clean_outputs: list | None = None,
-             clean_sides: tuple[int, ...] = (), tile: int = 0, overlap: int = DEFAULT_OVERLAP,
-             passes: int | None = None, pass_gate: float | None = None) -> dict:
+             clean_sides: tuple[int, ...] = (), tile: int = 0, overlap: int = DEFAULT_OVERLAP) -> dict:
     """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int}}, "mean_gain": dB,
     "global_fit_gain": dB, "clean": {...}}, and with `clean_sides` also "clean_by_side": {str(side): {"per_photo":
     [{"photo", "psnr_y"}], "mean_psnr_y", "min_psnr_y", "lowest"}} (each photo scaled to at most that side).
     `tile` 0 restores every image whole; N restores images larger than N x N in N x N tiles (`restore`'s tiling,
-    `overlap` px of overlap); the result records both. `passes` > 1 restores every image again from its own
-    restoration (`restore`'s passes), and is recorded too; with `pass_gate` (dB) a further pass runs only while the
-    last one changed the image more than that (`restore`'s pass_gate): the result records the gate and how many
-    images ran more than one pass ("more_passes" per weather, "passes" per clean photo). passes=None restores as
-    the checkpoint recommends (`restore`'s default; the shipped model: 2 passes gated at 35 dB).
+    `overlap` px of overlap); the result records both.
     `clean_outputs`, a list, receives (name, clean photo, restored, PSNR-Y) for every clean photo (for
     `results_figure.draw_clean`)."""
     bad_sides = [s for s in clean_sides if int(s) != s or s < 64]
@@ -139,7 +133,6 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
     if not _tiling_ok(tile, overlap):
         raise ValueError(f"tile must be 0 (whole images) or a side in px with 0 <= overlap < tile, got tile {tile}, "
                          f"overlap {overlap}")
-    passes, pass_gate = inference_of(model, passes, pass_gate)
     if settings not in _SETTINGS:
         raise ValueError(f"settings must be one of {', '.join(_SETTINGS)}, got {settings!r}")
     unknown = [w for w in weathers if w not in WEATHERS]
@@ -154,33 +147,25 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
     photos = [read_image(p) for p in paths]
     scores: dict[str, dict[str, list[float]]] = {w: {"input": [], "restored": [], "global_fit": []}
                                                  for w in WEATHERS if w in weathers}
-    more = dict.fromkeys(scores, 0)
     for weather, _, degraded, clean in weather_cases(photos, crops, size, held, seed, weathers):
         scores[weather]["input"].append(psnr(degraded, clean))
-        ran: list[int] = []
-        restored = restore(model, degraded, tile=tile, overlap=overlap, passes=passes, pass_gate=pass_gate,
-                           passes_run=ran)
-        more[weather] += ran[0] > 1
+        restored = restore(model, degraded, tile=tile, overlap=overlap)
         scores[weather]["restored"].append(psnr(restored, clean))
         scores[weather]["global_fit"].append(psnr(global_fit(degraded, clean), clean))
     per_weather = {w: {"input": statistics.fmean(s["input"]), "restored": statistics.fmean(s["restored"]),
-                       "global_fit": statistics.fmean(s["global_fit"]), "n": len(s["input"]), "more_passes": more[w]}
+                       "global_fit": statistics.fmean(s["global_fit"]), "n": len(s["input"])}
                    for w, s in scores.items()}
     clean_rows = []
     for path, photo in zip(paths, photos):
         img = _scaled(photo, CLEAN_SIDE)
-        ran = []
-        out = restore(model, img, tile=tile, overlap=overlap, passes=passes, pass_gate=pass_gate, passes_run=ran)
-        clean_rows.append({"photo": path.name, "psnr_y": psnr(out, img), "psnr_rgb": psnr(out, img, y_channel=False),
-                           "passes": ran[0]})
+        out = restore(model, img, tile=tile, overlap=overlap)
+        clean_rows.append({"photo": path.name, "psnr_y": psnr(out, img), "psnr_rgb": psnr(out, img, y_channel=False)})
         if clean_outputs is not None:
             clean_outputs.append((path.name, img, out, clean_rows[-1]["psnr_y"]))
     by_side = {}
     for side in dict.fromkeys(clean_sides):  # in the order given, each once
         rows = ([{"photo": r["photo"], "psnr_y": r["psnr_y"]} for r in clean_rows] if side == CLEAN_SIDE else
-                [{"photo": p.name,
-                  "psnr_y": psnr(restore(model, img, tile=tile, overlap=overlap, passes=passes, pass_gate=pass_gate),
-                                 img)}
+                [{"photo": p.name, "psnr_y": psnr(restore(model, img, tile=tile, overlap=overlap), img)}
                  for p, img in ((p, _scaled(photo, side)) for p, photo in zip(paths, photos))])
         lowest = min(rows, key=lambda r: r["psnr_y"])
         by_side[str(side)] = {"per_photo": rows, "mean_psnr_y": statistics.fmean(r["psnr_y"] for r in rows),
@@ -190,7 +175,6 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         "heldout_params": sorted(HELDOUT_RANGES) if held is True else sorted(held) if held else [],
         "photos": [p.name for p in paths], "crops": crops, "size": size, "seed": seed,
         "tile": tile_side(model, tile), "overlap": overlap if tile else 0,  # the tile restore used
-        "passes": passes, "pass_gate": pass_gate,
         "weather": per_weather,
         "mean_gain": statistics.fmean(v["restored"] - v["input"] for v in per_weather.values()),
         "global_fit_gain": statistics.fmean(v["global_fit"] - v["input"] for v in per_weather.values()),
@@ -207,28 +191,21 @@ def format_report(result: dict) -> str:
     photo_set = result.get("photo_set", "heldout")
     what = "held-out photos" if photo_set == "heldout" else "TRAINING photos (for choosing a model, not a result)"
     settings = result["settings"]
-    gated = result.get("pass_gate") is not None
     if settings == "heldout" and sorted(result.get("heldout_params", HELDOUT_RANGES)) != sorted(HELDOUT_RANGES):
         settings += f" (only {', '.join(result['heldout_params'])} outside the training ranges)"
     lines = [f"SYNTHETIC weather, {settings} settings, {len(result['photos'])} {what} x "
              f"{result['crops']} crops of {result['size']} px; PSNR-Y (dB)"
-             + (f"; restored in {result['tile']} px tiles (overlap {result['overlap']} px)" if result.get("tile") else "")
-             + (f"; {result['passes']} passes (each restoring the last one's output)" if result.get("passes", 1) > 1
-                else "")
-             + (f", a further pass only while the last changed the image more than {result['pass_gate']:g} dB"
-                if result.get("pass_gate") is not None else ""),
+             + (f"; restored in {result['tile']} px tiles (overlap {result['overlap']} px)" if result.get("tile") else ""),
              f"{'weather':<10}{'input':>8}{'restored':>10}{'gain':>8}{'n':>5}   global fit (oracle, not a model)"]
     for w, v in result["weather"].items():
         lines.append(f"{w:<10}{v['input']:>8.2f}{v['restored']:>10.2f}{v['restored'] - v['input']:>+8.2f}{v['n']:>5}"
-                     f"   {v['global_fit']:.2f} ({v['global_fit'] - v['input']:+.2f})"
-                     + (f"   {v['more_passes']}/{v['n']} restored again" if gated else ""))
+                     f"   {v['global_fit']:.2f} ({v['global_fit'] - v['input']:+.2f})")
     if len(result["weather"]) < len(WEATHERS):
         lines.append(f"(mean gain over {', '.join(result['weather'])} only, not the five weathers)")
     lines.append(f"{'mean gain':<10}{'':>18}{result['mean_gain']:>+8.2f}{'':>5}   ({result['global_fit_gain']:+.2f})")
     lines.append(f"clean photos (restored vs clean, at most {CLEAN_SIDE} px{'' if photo_set == 'heldout' else ', TRAINING photos'}):")
     for r in result["clean"]["per_photo"]:
-        lines.append(f"  {r['photo']:<22} PSNR-Y {r['psnr_y']:6.2f}   PSNR-RGB {r['psnr_rgb']:6.2f}"
-                     + (f"   {r['passes']} pass{'es' if r['passes'] > 1 else ''}" if gated else ""))
+        lines.append(f"  {r['photo']:<22} PSNR-Y {r['psnr_y']:6.2f}   PSNR-RGB {r['psnr_rgb']:6.2f}")
     lines.append(f"  {'mean':<22} PSNR-Y {result['clean']['mean_psnr_y']:6.2f}   "
                  f"PSNR-RGB {result['clean']['mean_psnr_rgb']:6.2f}")
     by_side = result.get("clean_by_side")
@@ -266,7 +243,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="restore in N x N tiles (rounded up to a multiple of 64) with image-wide statistics, as "
                              "test.py --tile N does; default 0: every image whole, as the aims are measured")
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in px (with --tile)")
-    add_pass_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     parser.add_argument("--figure", type=Path, default=None,
@@ -297,10 +273,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --tile {args.tile} --overlap {args.overlap}: --tile is 0 (whole images) or a side in px, and "
               "the overlap at least 0 and smaller than the tile (e.g. --tile 256 --overlap 64)", file=sys.stderr)
         return 2
-    bad_passes = pass_arguments_error(args.passes, args.pass_gate)
-    if bad_passes:
-        print(f"error: {bad_passes}", file=sys.stderr)
-        return 2
     if args.crops <= 0 or args.size < 64:
         print(f"error: --crops must be positive and --size at least 64 (got {args.crops}, {args.size})",
               file=sys.stderr)
@@ -315,14 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         if not fetched:
             print("note: only the packaged test photos (run `python dataset/fetch_photos.py` for 8 more)")
         paths = heldout_photos(fetched)
-    try:
-        passes, gate = resolve_pass_arguments(model, args.passes, args.pass_gate)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     outputs: list | None = [] if args.figure else None
     result = evaluate(model, paths, args.crops, args.size, args.settings, args.seed, args.photos, weathers, params,
-                      outputs, sides, args.tile, args.overlap, passes, gate)
+                      outputs, sides, args.tile, args.overlap)
     print(format_report(result))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
@@ -333,8 +300,6 @@ def main(argv: list[str] | None = None) -> int:
         name = Path(args.checkpoint or DEFAULT_CHECKPOINT).name  # the checkpoint load_checkpoint_model loaded
         which = "held-out" if args.photos == "heldout" else "TRAINING"
         tiled = f", in {result['tile']} px tiles" if result["tile"] else ""
-        tiled += (f", up to {passes} passes (a further one only past a {gate:g} dB change)" if gate is not None else
-                  f", {passes} passes" if passes > 1 else "")
         title = f"Clean {which} photos through {name} (at most {CLEAN_SIDE} px{tiled})"
         print(f"wrote {draw_clean(outputs, args.figure, title)}")
     return 0

@@ -23,7 +23,6 @@ Repeat with benchmarks/bench_tiling.py [--checkpoint PATH].
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 
@@ -227,15 +226,8 @@ def tile_side(model: nn.Module, tile: int) -> int:
 
 def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
                    self_ensemble: bool = False, amp: bool = False, refine: int = 0,
-                   progress: bool = False, passes: int = 1, pass_gate: float | None = None,
-                   passes_run: list[int] | None = None) -> Tensor:
-    """x (1,3,H,W) float in [0,1] on the model's device -> restored (1,3,H,W), not clipped.
-
-    passes > 1 runs the restoration again on its own output (clipped to [0, 1], not rounded), passes times in all;
-    with pass_gate (dB) a further pass runs only while the last one changed the image more than that
-    (`change_db` below pass_gate), so a photo the first pass hardly touched is not restored twice. `passes_run`, a
-    list, receives how many passes ran."""
-    check_passes(passes, pass_gate)
+                   progress: bool = False) -> Tensor:
+    """x (1,3,H,W) float in [0,1] on the model's device -> restored (1,3,H,W), not clipped."""
     h, w = x.shape[-2:]
     tile = auto_tile(h, w) if tile is None else tile_side(model, tile)
 
@@ -250,120 +242,23 @@ def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap
             return tiled_forward(model, v, tile, overlap, pools, amp, progress)
         return _forward(model, v, amp)
 
-    def once(v: Tensor) -> Tensor:
-        return sum(_inverse(one(_transform(v, k)), k) for k in range(8)) / 8 if self_ensemble else one(v)
-
-    last, out, ran = x, once(x), 1
-    for _ in range(passes - 1):
-        now = out.clamp(0, 1)
-        if pass_gate is not None and change_db(now, last) >= pass_gate:
-            break  # the last pass hardly changed the image: no weather left to remove
-        last, out, ran = now, once(now), ran + 1
-    if passes_run is not None:
-        passes_run.append(ran)
-    return out
-
-
-def change_db(a: Tensor, b: Tensor) -> float:
-    """How much b -> a changed the image, as a PSNR in dB (peak 1, mean squared difference over every pixel and
-    channel of the whole image): high = small change; inf when a equals b."""
-    mse = float(torch.mean((a.float() - b.float()) ** 2))
-    return math.inf if mse == 0 else -10.0 * math.log10(mse)
-
-
-def inference_of(model: nn.Module, passes: int | None = None, pass_gate: float | None = None
-                 ) -> tuple[int, float | None]:
-    """(passes, pass_gate) to restore with: passes=None takes the model's recommendation (`load_model` sets
-    `model.recommended_inference` from a release made with `python -m dwgn.export ... --passes N --pass-gate DB`;
-    one pass when there is none), and pass_gate=None then its recommended gate; a given passes is used as given
-    (passes=1: the network once, whatever the checkpoint recommends). Checked with check_passes."""
-    if passes is None:
-        recommended = getattr(model, "recommended_inference", None) or {}
-        passes = recommended.get("passes", 1)
-        pass_gate = recommended.get("pass_gate") if pass_gate is None else pass_gate
-    check_passes(passes, pass_gate)
-    return passes, pass_gate
-
-
-def describe_inference(passes: int, pass_gate: float | None) -> str:
-    """'1 pass', '2 passes', '2 passes, a further one only while the last changed the image more than 35 dB'."""
-    text = f"{passes} pass{'es' if passes > 1 else ''}"
-    return text + (f", a further one only while the last changed the image more than {pass_gate:g} dB"
-                   if pass_gate is not None else "")
-
-
-def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
-    """--passes and --pass-gate, as test.py and the held-out check take them (None: the checkpoint's record)."""
-    parser.add_argument("--passes", type=int, default=None,
-                        help="run the model this many times, each time on its own last output (1: the network as "
-                             "trained; x passes time); default: as the checkpoint records (the shipped model: 2, gated "
-                             "at 35 dB), else 1")
-    parser.add_argument("--pass-gate", type=float, default=None, metavar="DB",
-                        help="with --passes 2 or more: a further pass runs only while the last one changed the image "
-                             "more than this (PSNR between its input and output below DB), so a clean photo is "
-                             "restored once")
-
-
-def pass_arguments_error(passes: int | None, pass_gate: float | None) -> str | None:
-    """The one-line error for a bad --passes / --pass-gate (checked before any model is loaded), else None."""
-    if passes is not None and passes < 1:
-        return (f"--passes {passes}: a whole number >= 1 (1 = one forward pass, 2 = restore the restored image once "
-                "more)")
-    if pass_gate is not None:
-        try:
-            check_passes(2 if passes is None else passes, pass_gate)
-        except ValueError as err:
-            return f"--pass-gate {pass_gate}: {err}"
-    return None
-
-
-def resolve_pass_arguments(model: nn.Module, passes: int | None, pass_gate: float | None) -> tuple[int, float | None]:
-    """`inference_of` for the command lines; a --pass-gate alone on a checkpoint that records one pass is a
-    ValueError naming the fix."""
-    try:
-        return inference_of(model, passes, pass_gate)
-    except ValueError as err:
-        raise ValueError(f"--pass-gate {pass_gate}: {err}; add --passes 2") from None
-
-
-def check_passes(passes: int, pass_gate: float | None = None) -> None:
-    """passes is a whole number >= 1 (how many times the model runs, each time on the last output); pass_gate,
-    when given, a finite number of dB and passes > 1 (it decides whether a further pass runs)."""
-    if (isinstance(passes, bool) or not isinstance(passes, (int, float)) or not float(passes).is_integer()
-            or passes < 1):  # a string, list, inf or NaN is refused here too, not a TypeError further on
-        raise ValueError(f"passes must be a whole number >= 1 (1 = one forward pass, 2 = restore the restored image "
-                         f"once more), got {passes!r}")
-    if pass_gate is None:
-        return
-    if isinstance(pass_gate, bool) or not isinstance(pass_gate, (int, float)) or not math.isfinite(pass_gate):
-        raise ValueError(f"pass_gate must be a finite number of dB (a further pass runs only while the last pass "
-                         f"changed the image more than that), got {pass_gate!r}")
-    if passes < 2:
-        raise ValueError(f"pass_gate ({pass_gate} dB) decides whether a second pass runs: it needs passes >= 2, "
-                         f"got passes={passes}")
+    return sum(_inverse(one(_transform(x, k)), k) for k in range(8)) / 8 if self_ensemble else one(x)
 
 
 def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
             self_ensemble: bool = False, device: str | torch.device | None = None, amp: bool | None = None,
-            refine: int = 0, progress: bool = False, passes: int | None = None, pass_gate: float | None = None,
-            passes_run: list[int] | None = None) -> np.ndarray:
+            refine: int = 0, progress: bool = False) -> np.ndarray:
     """Restore one photo: HxWx3 uint8 RGB in, HxWx3 uint8 out (gray HxW and RGBA HxWx4 keep their layout;
     the alpha channel passes through untouched; uint16 in gives uint16 out). Read-only arrays are fine.
 
     tile: None tiles automatically above AUTO_TILE_PIXELS (tiles of DEFAULT_TILE), 0 never tiles, N uses
     N x N tiles (N rounded up to a multiple of 64) overlapping by `overlap`; refine: extra sweeps that
     re-measure the global statistics with the previous ones fixed (module docstring; 0 is usually enough).
-    self_ensemble averages the 8 flips/rotations. passes: how many times the model runs, each pass on the last
-    one's output (clipped to [0, 1], kept in float between passes); 1 is the network as trained. pass_gate (dB,
-    with passes >= 2): a further pass runs only while the last pass changed the image by more than that, i.e. the
-    PSNR between its input and its output (clipped, whole image, RGB) is below pass_gate; `passes_run`, a list,
-    receives how many passes ran. passes=None (the default) restores as the checkpoint recommends
-    (`inference_of`: the release's recorded passes and gate, one pass when it records none).
+    self_ensemble averages the 8 flips/rotations.
     device: None uses the model's device, otherwise the model is moved there. amp: bfloat16 autocast, default on
     CUDA only (amp=True on the CPU runs it there too: faster on CPUs with bf16 instructions, ~2-3 digits per value).
     The output is deterministic: the same input gives bitwise the same image.
     """
-    passes, pass_gate = inference_of(model, passes, pass_gate)
     rgb, layout, alpha = _as_rgb(image)
     if device is not None:
         model.to(device)
@@ -376,8 +271,7 @@ def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overla
             peak = 65535 if rgb.dtype == np.uint16 else 255
             pixels = torch.from_numpy(rgb.astype(np.int32) if peak == 65535 else rgb)  # torch lacks uint16 ops
             x = pixels.to(dev).permute(2, 0, 1)[None].float() / peak  # (1,3,H,W)
-            restored = restore_tensor(model, x, tile, overlap, self_ensemble, amp, refine, progress, passes,
-                                      pass_gate, passes_run)
+            restored = restore_tensor(model, x, tile, overlap, self_ensemble, amp, refine, progress)
             out = _to_dtype(restored, rgb.dtype)  # (H,W,3)
     finally:
         model.train(was_training)

@@ -177,10 +177,9 @@ def load_weights(model: nn.Module, path: str | Path, prefer_ema: bool = True) ->
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the network from `ckpt["config"]["model"]` alone, load its (EMA) weights, `.eval()`. A release that
-    records how to restore with it (`inference`: {"passes", "pass_gate"}, from `python -m dwgn.export --passes N
-    --pass-gate DB`) gives the model a `recommended_inference` dict, which `restore(model, image)` follows."""
-    from dwgn.evaluation.restore import check_passes
+    """Rebuild the network from `ckpt["config"]["model"]` alone, load its (EMA) weights, `.eval()`. Every other
+    key is ignored, among them the `inference` entry ({"passes", "pass_gate"}) that releases exported with
+    `--passes` (dwgn.export up to commit 6836b52) carry: the network always runs once."""
     from dwgn.models.network import build_model
 
     ckpt = load_checkpoint(path)
@@ -190,16 +189,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint {path} does not fit its own config: {str(err).splitlines()[0]}") from None
-    inference = ckpt.get("inference")
-    if inference is not None:
-        try:
-            if not isinstance(inference, dict) or set(inference) - {"passes", "pass_gate"} or "passes" not in inference:
-                raise ValueError(f'expected {{"passes": N, "pass_gate": DB or null}}, got {inference!r}')
-            check_passes(inference["passes"], inference.get("pass_gate"))
-        except ValueError as err:
-            raise CheckpointError(f"checkpoint {path}: its recommended inference is not valid ({err}); re-export it "
-                                  "with `python -m dwgn.export SRC DST --passes N [--pass-gate DB]`") from None
-        model.recommended_inference = {"passes": inference["passes"], "pass_gate": inference.get("pass_gate")}
     return model.to(device).eval()
 
 
