@@ -1,9 +1,9 @@
 """Count the aten ops that do work in one forward + L1 backward: the number of kernels a GPU would launch.
 
     python benchmarks/count_kernels.py [--preset paper] [--batch 2] [--size 64] [--dynamic half]
-                                       [--amp none|bf16] [--json benchmarks/results/kernels.json --label after]
+                                       [--amp none|bf16] [--json benchmarks/results/kernels.json --label fp32]
 
-Issue 13's method: a TorchDispatchMode around one forward and one L1 backward (after a warm-up pass), on the
+Method: a TorchDispatchMode around one forward and one L1 backward (after a warm-up pass), on the
 CPU, counting every aten op except those that only make views or aliases. Prints the total and the most
 frequent ops. With --json, the figure is stored under --label in that file (other labels kept).
 """
@@ -37,7 +37,7 @@ class OpCounter(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.counts: Counter[str] = Counter()
-        self.split_with_sizes = 0  # the one view op outside the issue's list: reported, so either reading is shown
+        self.split_with_sizes = 0  # a view op some counters count: reported, so either reading is shown
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name.split("::")[-1]

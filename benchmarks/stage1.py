@@ -1,4 +1,4 @@
-"""Stage 1 health over a long run (issue 11), on the CPU with `tiny`: does the adversary keep learning,
+"""Stage 1 health over a long run, on the CPU with `tiny`: does the adversary keep learning,
 and does the network learn to recover the background?
 
 Runs pre-training through the engine (dwgn.training.pretraining, the same code as pre-training.py) with
@@ -161,7 +161,7 @@ def write_results(args: argparse.Namespace, argv: list[str] | None, cfg: Pretrai
                   crops: Tensor, seconds: float) -> dict:
     """JSON and figure, rewritten at every snapshot (a run stopped early still leaves its results)."""
     summary = summarise(hooks.records, args.fixed_at)
-    result = {"what": "Stage 1 health (issue 11); packaged photos = synthetic degradations of real photos, CPU, tiny",
+    result = {"what": "Stage 1 health; packaged photos = synthetic degradations of real photos, CPU, tiny",
               "command": "python benchmarks/stage1.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "config": config_to_dict(cfg), "held_out_crops": args.held_out, "wall_seconds": round(seconds),
               "torch": torch.__version__, "summary": summary, "snapshots": hooks.records}

@@ -1,4 +1,4 @@
-"""Does Stage 1 help Stage 2? (issue 11, item 3) `train.py` from Stage-1 weights against `--from-scratch`:
+"""Does Stage 1 help Stage 2? `train.py` from Stage-1 weights against `--from-scratch`:
 same steps, same data (the embedded synthetic demo set), same seeds; validation PSNR at equal steps,
 mean and spread over the seeds. Each run is a plain train.py subprocess (the commands are in the JSON).
 

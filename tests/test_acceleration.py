@@ -1,4 +1,4 @@
-"""Issue 13's fast paths compute the same function: the hand-written backwards (GLGF, the weight-adaptive 1x1, the
+"""The fast paths compute the same function: the hand-written backwards (GLGF, the weight-adaptive 1x1, the
 window attention, the hoisted matrices) against finite differences and the equations, the hoisted parameter terms
 against each module's own path, the fused LayerNorm, bf16 autocast, torch.compile of the blocks (fullgraph), the
 GPU check's CPU path."""

@@ -626,25 +626,25 @@ def test_online_weather_training_set(tmp_path, capsys):
     with pytest.raises(DataError, match="--synth.online --data .*a.png: give a folder of clean photos"):
         online_training_set(FinetuneConfig(data=str(tmp_path / "photos" / "a.png"), synth=SynthConfig(online=True)))
     with pytest.raises(ConfigError, match=r"synth.clean_share must be in \[0, 1\), got -0.1 \(e.g. --synth.clean-sh"):
-        online(clean_share=-0.1).validate()
+        online(crop=64, clean_share=-0.1).validate()
     ds = online_training_set(online(weather_weights=(2, 1, 2, 1, 0)))
     assert np.allclose(ds.cumulative, [1 / 3, 1 / 2, 5 / 6, 1, 1])
     assert "weathers snow 33%, rainfog 17%, raindrop 33%, rain 17%, haze 0%" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"weather weights must be .* \(e.g. --synth.weather-weights 2,1,2,1,1\)"):
-        online(weather_weights=(1, 1, 1, 1, -1)).validate()
+        online(crop=64, weather_weights=(1, 1, 1, 1, -1)).validate()
     ds = online_training_set(online(tone_share=0.4))
     assert ds.tone_share == 0.4 and "40% of crops toned first" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"synth.tone_share must be in \[0, 1\], got -0.5 \(e.g. --synth.tone-share"):
-        online(tone_share=-0.5).validate()
+        online(crop=64, tone_share=-0.5).validate()
     ds = online_training_set(online(pair_tone_share=0.3))
     assert ds.pair_tone_share == 0.3 and "30% of weather pairs toned after the weather" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"pair_tone_share must be in \[0, 1\], got 2.0 \(e.g. --synth.pair-tone"):
-        online(pair_tone_share=2.0).validate()
+        online(crop=64, pair_tone_share=2.0).validate()
     ds = online_training_set(online(weather_side=80))
     assert ds.weather_side == 80 and "weather made on 80² squares" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match=r"weather_side must be at least crop \(32\), got 16 \(e.g. --synth.weather"):
-        online(weather_side=16).validate()
+    with pytest.raises(ConfigError, match=r"weather_side must be at least crop \(64\), got 16 \(e.g. --synth.weather"):
+        online(crop=64, weather_side=16).validate()
     ds = online_training_set(online(clean_share=0.3, clean_crop=64))
     assert ds.clean_crop == 64 and "30% of steps clean -> clean 64² pairs" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"clean_crop must be a positive side in px, got 0 \(e.g. --synth.clean-cr"):
-        online(clean_crop=0).validate()
+        online(crop=64, clean_crop=0).validate()

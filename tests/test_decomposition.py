@@ -300,7 +300,7 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Issue 11: the adversary keeps learning (bounded logits, budget, information term)
+# The adversary keeps learning (bounded logits, budget, information term)
 # ---------------------------------------------------------------------------------------------
 def test_budget_caps_each_images_mean_share_and_leaves_smaller_ones_alone():
     from dwgn.training.decomposition import apply_budget
@@ -414,6 +414,6 @@ def test_short_run_keeps_the_adversary_learning_where_the_old_recipe_collapses(l
              and all(h["dependence_b"] > 2e-4 and h["dependence_d"] > 2e-4 for h in last)
              and min(min(h["entropy_b"], h["entropy_d"]) for h in last) > 1.5
              and max(max(h["on_bound_b"], h["on_bound_d"]) for h in last) <= 0.5)
-    # the fixed recipe keeps a gradient, image-dependent choices and several components; the old one
-    # (issue 11) ends with zero gradient and one component chosen the same way for every image
+    # the fixed recipe keeps a gradient, image-dependent choices and several components; the paper's
+    # recipe as written ends with zero gradient and one component chosen the same way for every image
     assert alive != legacy, last[-1]

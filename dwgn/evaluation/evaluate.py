@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from dwgn.data.datasets import DEMO_TEST_SETS, test_scans
-from dwgn.data.images import image_size, read_image, read_photo, save_photo
+from dwgn.data.datasets import DEMO_TEST_SETS, header_readable, test_scans
+from dwgn.data.images import read_image, read_photo, save_photo
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.errors import ArgumentParser, DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
@@ -120,22 +119,13 @@ def photo_files(source: Path) -> tuple[list[Path], list[Path]]:
         raise DataError(f"--input {source} {what}: test.py restores {', '.join(PHOTO_EXTENSIONS)} files"
                         f"{'' if source.is_file() else ' (hidden files are ignored)'}; give a folder of photos or a "
                         "photo")
-    unreadable = [p for p in photos if not _header_readable(p)]
+    unreadable = [p for p in photos if not header_readable(p)]
     if unreadable:
         shown = ", ".join(map(str, unreadable[:5])) + (f" and {len(unreadable) - 5} more" if unreadable[5:] else "")
         raise DataError(f"cannot read {len(unreadable)} of the {len(photos)} photo(s) in --input {source} (corrupt, "
                         f"truncated or not an image): {shown}; replace or remove them, then rerun (nothing was "
                         "restored)")
     return photos, [p for p in files if p not in photos]
-
-
-def _header_readable(path: Path) -> bool:
-    """Can Pillow read the file's header (format and size)? Cheap: nothing is decoded."""
-    try:
-        image_size(path)
-        return True
-    except (DataError, OSError, Image.DecompressionBombError):
-        return False
 
 
 def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int | None = None,

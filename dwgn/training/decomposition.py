@@ -13,8 +13,8 @@ full size. Every pixel picks one of n Gaussian components with a hard, straight-
 Gumbel-softmax; component i has a learned global mean μ_i and spread σ_i and the mask value
 is μ_i + σ_i·ε with ε ~ N(0, 1) per pixel and channel (reparameterised, so μ and σ learn too).
 
-What keeps the generators learning (issue 11; docs/pretraining.md has the measurements)
---------------------------------------------------------------------------------------
+What keeps the generators learning (docs/pretraining.md has the measurements)
+----------------------------------------------------------------------------
 docs/DESIGN.md §2 as written (τ = 0.1 on unbounded logits, no cost on the degradation) collapses within
 ~50 steps to one fixed mask at the bound for every image, and the logit networks' gradient becomes
 exactly zero. Four changes, inside the same frame:

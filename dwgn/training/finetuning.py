@@ -118,7 +118,7 @@ def online_training_set(cfg: FinetuneConfig) -> Dataset:
     """--synth.online: weather made on the fly from clean photos (the demo's training photos without
     --data, else the clean images under --data), shaped by the other `synth.*` keys; validation stays on the
     demo test sets (`auto`)."""
-    from dwgn.data.datasets import SyntheticWeatherDataset
+    from dwgn.data.datasets import SyntheticWeatherDataset, check_images
     from dwgn.data.demo import train_photo_paths
     from dwgn.data.imagenet import scan_images
 
@@ -130,6 +130,7 @@ def online_training_set(cfg: FinetuneConfig) -> Dataset:
             raise DataError(f"--synth.online --data {data}: give a folder of clean photos "
                             "(the weather is synthesised from them), or drop --data for the demo's photos")
         paths, source = scan_images(data), str(data)  # refuses a folder without images, naming it
+        check_images(paths, f"clean photos of {data}")  # before step 1, not when a batch reaches a bad one
     synth = cfg.synth
     dataset = SyntheticWeatherDataset(paths, crop=cfg.crop, length=ONLINE_SAMPLES_PER_PHOTO * len(paths),
                                       clean_share=synth.clean_share, weights=synth.weather_weights,

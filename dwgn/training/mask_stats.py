@@ -1,12 +1,12 @@
-"""Health of Stage 1's adversary (issue 11): is it still learning, and do its masks depend on the image?
+"""Health of Stage 1's adversary: is it still learning, and do its masks depend on the image?
 
 Used by the pre-training tests (a short run must not collapse) and benchmarks/stage1.py. Every number
 is measured on one `Degradation` from `Decomposer.forward`:
 
 * corr_d / corr_d_expected: mean Pearson correlation of M_d (averaged over channels) between the
   different images of the batch, on the sampled masks and on the expected ones (Σ_i p_i·μ_i, before the
-  budget: what the logit network asks for, free of the Gumbel and ε noise). The collapsed run of issue
-  11 had the same checkerboard in every image: correlation ≈ 1.
+  budget: what the logit network asks for, free of the Gumbel and ε noise). The collapsed run of the paper's
+  recipe (docs/pretraining.md §2) had the same checkerboard in every image: correlation ≈ 1.
 * entropy_b / entropy_d: entropy, in bits, of the histogram of hard component choices over the batch
   (log2 10 ≈ 3.32 when all ten are used evenly; 0 for one component everywhere).
 * on_bound_b / on_bound_d: fraction of values at the adversary's extreme (within 1 % of the range):

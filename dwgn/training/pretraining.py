@@ -6,8 +6,8 @@ no_grad in `prepare`), then the generators take their ascent step through the fr
 network (`after_step`): 1:1, network first, Adam for both, both on the same cosine schedule (the
 generators' rate is `generator_lr` times the network's cosine factor, so the two players' relative
 speed stays fixed and the adversary does not outrun a network whose rate has decayed). The adversary's
-bounded logits, budget and information term are dwgn.training.decomposition's (issue 11; the changes
-and their reasons: docs/pretraining.md).
+bounded logits, budget and information term are dwgn.training.decomposition's (the changes and
+their reasons: docs/pretraining.md).
 `--degradation weather`: the same images with synthetic weather (dwgn.data.weather), no generators.
 
 The run directory is `runs/pretrain-<preset>` (or `--out`); `last.pt` holds the network for
