@@ -17,7 +17,7 @@ import torch
 
 from dwgn.training.config import FinetuneConfig
 from dwgn.training.acceleration import l1_step_loss
-from dwgn.training.engine import amp_dtype_for, make_optimizer, optimizer_step
+from dwgn.training.engine import amp_dtype_for, make_optimizer
 from dwgn.models.network import build_model, count_parameters
 
 
@@ -28,14 +28,15 @@ def measure(preset: str, steps: int, batch: int, crop: int, precisions: tuple[bo
     cfg = FinetuneConfig(preset=preset, model=model.config, batch_size=batch, crop=crop)
     dtypes = {p: amp_dtype_for(replace(cfg, cpu_amp=p), torch.device("cpu")) for p in precisions}
     optimizer = make_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
     inputs, targets = torch.rand(batch, 3, crop, crop), torch.rand(batch, 3, crop, crop)
     times: dict[bool, list[float]] = {p: [] for p in precisions}
     for _ in range(steps + 1):  # the first step of each warms up allocators and is not counted
         for cpu_amp in precisions:
             start = time.perf_counter()
             loss = l1_step_loss(model, inputs, targets, dtypes[cpu_amp])
-            optimizer_step(loss, model, optimizer, scaler, cfg.grad_clip)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # the engine's step on the CPU: no gradient scaler (fp16 is CUDA only), no clip
+            optimizer.step()
             times[cpu_amp].append(time.perf_counter() - start)
     rows = []
     for cpu_amp in precisions:

@@ -70,11 +70,11 @@ class Monitored(AdversarialDecomposition):
         self.tick = time.perf_counter()
         self.on_snapshot = lambda: None
 
-    def after_step(self, step, inputs, targets):
-        out = super().after_step(step, inputs, targets)
-        done = step.step + 1
+    def after_step(self, step, model, inputs, targets):
+        out = super().after_step(step, model, inputs, targets)
+        done = step + 1
         if done == 1 or done % self.every == 0:
-            self.snapshot(done, step.model, targets, out)
+            self.snapshot(done, model, targets, out)
         return out
 
     @torch.no_grad()

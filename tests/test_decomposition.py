@@ -194,21 +194,20 @@ def test_config_keys_and_errors():
 def test_resume_refuses_the_other_degradation(tmp_path):
     from dwgn.training.checkpoint import CheckpointError
     from dwgn.training.config import parse_config
-    from dwgn.training.engine import EngineContext
     from dwgn.training.pretraining import AdversarialDecomposition, NoGenerators, PretrainingConfig
 
     cfg = parse_config(PretrainingConfig, [])
-    ctx = EngineContext(cfg, tmp_path, torch.device("cpu"), 0, 1, StandIn(), None)
     adversarial, weather = AdversarialDecomposition(cfg), NoGenerators()
-    adversarial.setup(ctx)
-    weather.setup(ctx)
+    adversarial.setup(torch.device("cpu"), 0, None)
+    weather.setup(torch.device("cpu"), 0, None)
     saved = adversarial.state_dict()
     assert set(saved["generators"]) == {"model", "optimizer"}
-    adversarial.load_state_dict(saved)  # its own state loads back
+    last = tmp_path / "last.pt"
+    adversarial.load_state_dict(saved, last)  # its own state loads back
     with pytest.raises(CheckpointError, match=r"last\.pt has no generators .*--degradation weather"):
-        adversarial.load_state_dict({})
+        adversarial.load_state_dict({}, last)
     with pytest.raises(CheckpointError, match=r"last\.pt was pre-trained with --degradation adversarial"):
-        weather.load_state_dict(saved)
+        weather.load_state_dict(saved, last)
 
 
 def _script(tmp_path, *flags):
@@ -267,7 +266,7 @@ def _run(out, steps, kill_at=None):
 
     class Dying(AdversarialDecomposition):
         def prepare(self, batch, step):
-            if step.step == kill_at:
+            if step == kill_at:
                 raise Killed(f"killed before step {kill_at}")
             return super().prepare(batch, step)
 

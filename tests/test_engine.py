@@ -48,8 +48,8 @@ class CountingHooks(StageHooks):
     def __init__(self, kill_at: int | None = None):
         self.kill_at, self.count = kill_at, torch.zeros(())
 
-    def after_step(self, step, inputs, targets):
-        if step.step == self.kill_at:
+    def after_step(self, step, model, inputs, targets):
+        if step == self.kill_at:
             raise Killed()
         self.count += 1
         return {"count": float(self.count)}
@@ -57,7 +57,7 @@ class CountingHooks(StageHooks):
     def state_dict(self):
         return {"generators": {"count": self.count.clone()}}
 
-    def load_state_dict(self, ckpt):
+    def load_state_dict(self, ckpt, path):
         self.count = ckpt["generators"]["count"].clone()
 
 
@@ -195,7 +195,7 @@ def test_keep_every_keeps_the_users_weights_of_those_steps_and_resuming_keeps_th
 class PoisonHooks(StageHooks):
     def prepare(self, batch, step):
         inputs, targets = super().prepare(batch, step)
-        return (inputs * float("nan") if step.step == 2 else inputs), targets
+        return (inputs * float("nan") if step == 2 else inputs), targets
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -209,8 +209,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 class TensorScalarHooks(StageHooks):
     """Returns its scalar as a 0-d tensor (as Stage 1 does, to keep it on the GPU) and a float next to it."""
 
-    def after_step(self, step, inputs, targets):
-        return {"as_tensor": torch.tensor(float(step.step)), "as_float": 2.0 * step.step}
+    def after_step(self, step, model, inputs, targets):
+        return {"as_tensor": torch.tensor(float(step)), "as_float": 2.0 * step}
 
 
 def test_losses_are_read_only_at_log_validation_and_save_steps(tmp_path, monkeypatch):
@@ -218,22 +218,22 @@ def test_losses_are_read_only_at_log_validation_and_save_steps(tmp_path, monkeyp
     the logged means (the loss and a stage's tensor scalars) are those of every step since the last line."""
     from dwgn.training import engine
 
-    reads, steps = [], []
-    real_check, real_step = engine.Run.checked_losses, engine.Run.take_step
+    reads, losses = [], []
+    real_check, real_loss = engine.checked_losses, engine.l1_step_loss
 
-    def checked_losses(run, pending, first):
+    def checked_losses(pending, first, last_path):
         reads.append((first, len(pending)))
-        return real_check(run, pending, first)
+        return real_check(pending, first, last_path)
 
-    def take_step(run, *args):
-        steps.append(real_step(run, *args))
-        return steps[-1]
+    def l1_step_loss(*args):
+        losses.append(real_loss(*args))
+        return losses[-1]
 
-    monkeypatch.setattr(engine.Run, "checked_losses", checked_losses)
-    monkeypatch.setattr(engine.Run, "take_step", take_step)
+    monkeypatch.setattr(engine, "checked_losses", checked_losses)
+    monkeypatch.setattr(engine, "l1_step_loss", l1_step_loss)
     train(config(tmp_path, steps=7, log_every=3, save_every=5), stage(TensorScalarHooks()))
     assert reads == [(0, 3), (3, 2), (5, 1), (6, 1)]  # log 3, save 5, log 6, the end 7
-    losses = [float(loss) for loss, _, _ in steps]
+    losses = [float(loss.detach()) for loss in losses]
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [3, 6, 7]
     assert [x["loss"] for x in lines] == pytest.approx([np.mean(losses[:3]), np.mean(losses[3:6]), losses[6]])
@@ -409,14 +409,14 @@ class CtrlCHooks(CountingHooks):
         self.at, self.where = at, where
 
     def prepare(self, batch, step):
-        if self.where == "between" and step.step == self.at:
+        if self.where == "between" and step == self.at:
             raise KeyboardInterrupt
         return super().prepare(batch, step)
 
-    def after_step(self, step, inputs, targets):
-        if self.where == "mid" and step.step == self.at:
+    def after_step(self, step, model, inputs, targets):
+        if self.where == "mid" and step == self.at:
             raise KeyboardInterrupt
-        return super().after_step(step, inputs, targets)
+        return super().after_step(step, model, inputs, targets)
 
 
 @pytest.mark.parametrize("where, saved_step", [("between", 2), ("mid", 1)])

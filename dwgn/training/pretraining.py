@@ -16,10 +16,11 @@ fine-tuning and, for resume, `generators` = {"model": generator weights, "optimi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from dwgn.training.checkpoint import CheckpointError
@@ -28,7 +29,7 @@ from dwgn.training.decomposition import (BUDGET, ENTROPY_WEIGHT, MASK_FLOOR, Dec
                                          generator_step, logit_gradient_norms, make_generator_optimizer,
                                          sample_noise)
 from dwgn.errors import run_main
-from dwgn.training.engine import EngineContext, Stage, StageHooks, StepContext, cosine_lr, train
+from dwgn.training.engine import Stage, StageHooks, cosine_lr, ddp, train
 from dwgn.models.network import build_model
 
 STAGE = "pretrain"
@@ -66,38 +67,37 @@ class PretrainingConfig(PretrainConfig):
 
 
 class AdversarialDecomposition(StageHooks):
-    """The engine hooks of `--degradation adversarial`: the generators, their optimizer and their step."""
+    """What `--degradation adversarial` adds to the engine's step: the generators, their optimizer and their step."""
 
     def __init__(self, cfg: PretrainingConfig) -> None:
         self.cfg = cfg
-        self.ctx: EngineContext | None = None
         self.noise: DecompositionNoise | None = None
 
-    def setup(self, ctx: EngineContext) -> None:
+    def setup(self, device: torch.device, rank: int, amp_dtype: torch.dtype | None) -> None:
         # fixed initial weights for a given seed, whatever the global RNG did before
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
-            self.decomposer = Decomposer(floor=self.cfg.mask_floor, budget=self.cfg.mask_budget).to(ctx.device)
-        self.wrapped = ctx.wrap(self.decomposer)  # DDP when distributed: generator gradients averaged
+            self.decomposer = Decomposer(floor=self.cfg.mask_floor, budget=self.cfg.mask_budget).to(device)
+        self.wrapped = ddp(self.decomposer, device)  # DDP under torchrun: generator gradients averaged
         self.optimizer = make_generator_optimizer(self.decomposer, self.cfg.generator_lr)
-        self.ctx = ctx
+        self.rank = rank
+        # bf16 autocast is safe without a gradient scaler; fp16 would need one, so the generators' step runs float32
+        self.amp_dtype = amp_dtype if amp_dtype == torch.bfloat16 else None
 
-    def prepare(self, batch: Any, step: StepContext) -> tuple[Tensor, Tensor]:
-        clean = batch.to(step.device, non_blocking=True)             # (B,3,H,W) clean crops
+    def prepare(self, batch: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        clean = batch                                                # (B,3,H,W) clean crops on the device
         b, _, h, w = clean.shape
-        self.noise = sample_noise(b, h, w, seed=self.cfg.seed, step=step.step, rank=step.engine.rank,
-                                  device=step.device)
+        self.noise = sample_noise(b, h, w, seed=self.cfg.seed, step=step, rank=self.rank, device=clean.device)
         with torch.no_grad():
             degraded = self.decomposer(clean, self.noise)
         self.masks = {"mask_b": degraded.mask_b.mean(), "mask_d": degraded.mask_d.mean()}  # read when logged
         return degraded.output, clean
 
-    def after_step(self, step: StepContext, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        # bf16 autocast is safe without a gradient scaler; fp16 would need one, so it runs float32
-        amp = step.engine.autocast() if step.engine.amp_dtype == torch.bfloat16 else None
+    def after_step(self, step: int, model: nn.Module, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        amp = None if self.amp_dtype is None else torch.autocast(targets.device.type, dtype=self.amp_dtype)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.generator_lr(step.step)
-        loss = generator_step(step.model, self.wrapped, self.optimizer, targets, self.noise, autocast=amp,
+            group["lr"] = self.generator_lr(step)
+        loss = generator_step(model, self.wrapped, self.optimizer, targets, self.noise, autocast=amp,
                               entropy_weight=self.cfg.entropy_weight)
         return {"generator_loss": loss, **self.masks, **logit_gradient_norms(self.decomposer)}
 
@@ -109,8 +109,7 @@ class AdversarialDecomposition(StageHooks):
     def state_dict(self) -> dict[str, Any]:
         return {"generators": {"model": self.decomposer.state_dict(), "optimizer": self.optimizer.state_dict()}}
 
-    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        path = self.ctx.run_dir / "last.pt"
+    def load_state_dict(self, ckpt: dict[str, Any], path: Path) -> None:
         if not isinstance(ckpt.get("generators"), dict):
             raise CheckpointError(f"{path} has no generators (a --degradation weather run?); "
                                   f"resume it with --degradation weather, or start anew with another --out")
@@ -125,12 +124,9 @@ class AdversarialDecomposition(StageHooks):
 class NoGenerators(StageHooks):
     """`--degradation weather`: the engine's defaults, but refuse to resume an adversarial run silently."""
 
-    def setup(self, ctx: EngineContext) -> None:
-        self.path = ctx.run_dir / "last.pt"
-
-    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+    def load_state_dict(self, ckpt: dict[str, Any], path: Path) -> None:
         if ckpt.get("generators") is not None:
-            raise CheckpointError(f"{self.path} was pre-trained with --degradation adversarial; resume it "
+            raise CheckpointError(f"{path} was pre-trained with --degradation adversarial; resume it "
                                   "with that, or start a weather run with another --out")
 
 
