@@ -46,7 +46,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_every_entry_point_turns_a_mistake_into_one_error_line(tmp_path):
     missing = str(tmp_path / "missing")
     commands = {  # prog: (arguments, what the one line must name)
-        "train.py": ([str(REPO / "train.py"), "--steps", "1.5"], "cannot read '1.5' as int"),
+        "train.py": ([str(REPO / "train.py"), "--steps", "1.5"], "--steps '1.5'"),
         "pre-training.py": ([str(REPO / "pre-training.py"), "--data", missing], f"{missing} does not exist"),
         "test.py": ([str(REPO / "test.py"), "--checkpoint", missing + ".pt", "--input", "."], "missing.pt not found"),
         "dataset/prepare.py": ([str(REPO / "dataset" / "prepare.py"), "--check", missing], "does not exist"),
@@ -110,6 +110,7 @@ def test_train_and_pre_training_flags_are_one_error_line(run_cli, capsys):
             out, err = capsys.readouterr()
             lines = err.splitlines()
             assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: ") and named in lines[0], err
+            assert lines[0].endswith("(see --help)"), err
 
 
 def test_no_command_builds_a_plain_argparse_parser():

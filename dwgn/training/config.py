@@ -243,10 +243,11 @@ def _parser(cls: Any, prog: str = "dwgn", model: ModelConfig | None = None) -> A
     default of the `model` group (the preset). Help texts come from the fields' metadata, and a boolean flag
     given alone means true."""
     doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
-    parser = ArgumentParser(prog=prog, exit_on_error=False, print_config=None, allow_abbrev=False, description=(
-        f"{doc} Later sources win: defaults < --preset < --config YAML < flags. Flags take hyphens or underscores "
-        "(--batch-size, --batch_size); a boolean flag alone means true; lists are comma-separated (0.9,0.999) "
-        "or [0.9,0.999]; none (or null) clears an optional value."))
+    description = (f"{doc} Later sources win: defaults < --preset < --config YAML < flags. Flags take hyphens or "
+                   "underscores (--batch-size, --batch_size); a boolean flag alone means true; lists are "
+                   "comma-separated (0.9,0.999) or [0.9,0.999]; none (or null) clears an optional value.")
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False,
+                            print_config=None)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file of keys (configs/*.yaml); flags "
                         "given with it override its values")
     parser.add_class_arguments(cls)
@@ -257,9 +258,8 @@ def _parser(cls: Any, prog: str = "dwgn", model: ModelConfig | None = None) -> A
         if action.dest in keys:
             hint, f = keys[action.dest]
             choices = f.metadata.get("choices")
-            action.help = f.metadata.get("help", "") + (f" {{{', '.join(choices)}}}" if choices else "")
-            if is_dataclass(hint):
-                action.help = f"a YAML file or mapping of the {action.dest}.* keys below"
+            action.help = (f"a YAML file or mapping of the {action.dest}.* keys below" if is_dataclass(hint) else
+                           f.metadata.get("help", "") + (f" {{{', '.join(choices)}}}" if choices else ""))
             if hint is bool:
                 action.nargs, action.const = "?", True
     for name, group in parser.groups.items():
@@ -303,6 +303,14 @@ def _command_line(cls: Any, argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return configs, flags
 
 
+def _origin(key: str, flags: Sequence[str], source: str) -> str:
+    """Where a key's value came from: its flag and the value given there (`--steps 'x'`), else `source`."""
+    if f"--{key}" not in flags:
+        return source
+    given = flags[flags.index(f"--{key}") + 1:][:1]
+    return f"--{key} {given[0]!r}" if given and not given[0].startswith("--") else f"--{key}"
+
+
 def _config_error(err: Exception, cls: Any, source: str, flags: Sequence[str] = ()) -> ConfigError:
     """jsonargparse's message on one line, naming the key, where it came from (the flag, else `source`) and, for an
     unknown key, the valid ones (or the new name of a key that moved into synth)."""
@@ -314,7 +322,7 @@ def _config_error(err: Exception, cls: Any, source: str, flags: Sequence[str] = 
     if unknown:
         group, name = unknown.groups()
         key = f"{group}.{name}" if group else name
-        origin = f"--{key}" if f"--{key}" in flags else source
+        origin = _origin(key, flags, source)
         if not group and key in MOVED_KEYS and "synth" in keys:
             return ConfigError(f"unknown config key '{key}' (from {origin}){_moved(key)}")
         parent = key.rpartition(".")[0]
@@ -331,7 +339,7 @@ def _config_error(err: Exception, cls: Any, source: str, flags: Sequence[str] = 
         return ConfigError(f"--config: {named.group(2)}; pass an existing YAML file (see configs/)")
     if named:
         key, problem = named.groups()
-        origin = f"--{key}" if f"--{key}" in flags else source
+        origin = _origin(key, flags, source)
         return ConfigError(f"config key '{key}' (from {origin}): {problem}")
     return ConfigError(f"{text} (from {source})" if source not in text and not text.startswith("argument --")
                        else text)
