@@ -1,7 +1,20 @@
-"""The one training loop shared by pre-training (Stage 1) and fine-tuning (Stage 2).
+"""The one training loop of pre-training (Stage 1) and fine-tuning (Stage 2): `train(cfg, stage)`.
 
-A stage calls `train(cfg, Stage(...))`; the interface (model, data sets, hooks) is described in
-dwgn/training/stage.py, the run directory (resume, refusal of another config, log) in run_dir.py.
+`train` reads top to bottom: processes, run directory, network, optimizer and EMA, resume; then per step the
+batch, forward, L1 loss, backward, clip, Adam step, EMA, the stage's own step, and the log, validation and
+checkpoints. What it calls lives beside it: the run directory's rules, log.jsonl and the RNG state in run_dir.py,
+the sampler in sampler.py, checkpoint files in checkpoint.py, and the CUDA-graph step and compilation in
+acceleration.py.
+
+A stage hands over a `Stage`:
+  `model`      the network, built from `cfg.model`, on the CPU (train moves it and wraps DDP);
+  `train_set`  a Dataset whose `__getitem__((index, sample_seed, step_seed))` returns a tensor or a tuple of
+               tensors; every random choice of a sample comes from its seeds (docs/DESIGN.md §4.3);
+  `val_set`    optional, items `(input, target)` (3,H,W) in [0,1]: PSNR every `val_every` steps and at the end;
+  `initialize` optional, `initialize(model)` on a fresh start only (never on resume): e.g. pre-trained weights;
+  `hooks`      a `StageHooks` (no-op defaults) for what the stage adds to each step: Stage 1's mask generators
+               make the input from clean crops (`prepare`) and take their own adversarial step after the
+               network's (`after_step`), and their weights and optimizer go into last.pt (`state_dict`).
 
 Determinism: for step s the global batch position j gets dataset index perm_epoch[(s*B + j) % N] and
 sample seed hash(seed, s, j), and torch's RNG is re-seeded with hash(seed, s, rank) before `prepare`;
@@ -14,9 +27,9 @@ import copy
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,7 +46,6 @@ from dwgn.training.checkpoint import (FORMAT_VERSION, check_architecture, checkp
 from dwgn.training.config import TrainConfig, config_to_dict, save_yaml
 from dwgn.training.run_dir import RunLog, open_run, restart, rng_state, run_dir_for, set_rng_state
 from dwgn.training.sampler import StepSampler, mix_seed
-from dwgn.training.stage import EngineContext, RunResult, Stage, StageHooks, StepContext  # noqa: F401 (re-exported)
 
 # The learning rate is a function of the step and the config (cosine_lr), so no scheduler state is saved.
 ENGINE_KEYS = ("format_version", "model", "model_ema", "config", "step", "optimizer", "scaler", "rng",
@@ -42,6 +54,52 @@ ENGINE_KEYS = ("format_version", "model", "model_ema", "config", "step", "optimi
 
 class TrainingError(UserError, RuntimeError):
     """The run cannot go on (non-finite loss or weights); the message names the step and what to do."""
+
+
+# ---------------------------------------------------------------- what a stage gives train()
+
+
+class StageHooks:
+    """What a stage adds to each step; these defaults add nothing. The batch arrives on the device."""
+
+    def setup(self, device: torch.device, rank: int, amp_dtype: torch.dtype | None) -> None:
+        """Once, after the process group is ready and before a resume restores state: build extra modules
+        on `device` (wrap a trainable one with `ddp`), make their optimizer."""
+
+    def prepare(self, batch: Any, step: int) -> tuple[Tensor, Tensor]:
+        """The network's (input, target) for step `step` (0-based) from the collated batch."""
+        return batch[0], batch[1]
+
+    def after_step(self, step: int, model: nn.Module, inputs: Tensor, targets: Tensor) -> dict[str, float | Tensor]:
+        """After the network's optimizer step (`model`: the unwrapped network). The scalars returned (floats or
+        0-d tensors, best left on the device) are logged as means over the steps since the last line."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra top-level keys of last.pt, e.g. {"generators": {...}} (tensors and plain types only)."""
+        return {}
+
+    def load_state_dict(self, ckpt: dict[str, Any], path: Path) -> None:
+        """Restore from the whole of last.pt (`path`, for messages) on resume."""
+
+
+@dataclass
+class Stage:
+    name: str                                            # "pretrain" | "finetune": run dir runs/<name>-<preset>
+    model: nn.Module
+    train_set: Dataset
+    val_set: Dataset | None = None
+    hooks: StageHooks = field(default_factory=StageHooks)
+    initialize: Callable[[nn.Module], None] | None = None
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int                                            # completed steps
+    last_loss: float | None                              # the last loss line of log.jsonl
+    best_val_psnr: float | None
+    already_finished: bool = False
 
 
 # ---------------------------------------------------------------- pieces (also used by benchmarks)
@@ -70,17 +128,6 @@ def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
 
 
-def optimizer_step(loss: Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
-                   scaler: torch.amp.GradScaler, grad_clip: float) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    if grad_clip > 0:
-        scaler.unscale_(optimizer)  # clip the true gradients, not fp16-scaled ones
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-
-
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)  # one launch, not one per tensor
@@ -89,7 +136,8 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 @torch.no_grad()
-def validation_psnr(model: nn.Module, val_set: Dataset, ctx: EngineContext) -> float:
+def validation_psnr(model: nn.Module, val_set: Dataset, device: torch.device,
+                    amp_dtype: torch.dtype | None = None) -> float:
     """Mean RGB PSNR (peak 1) over `val_set`, one image at a time (sizes may differ). A training monitor;
     the paper's protocol (Y channel on saved 8-bit images) is dwgn.evaluation's job."""
     was_training = model.training
@@ -97,15 +145,12 @@ def validation_psnr(model: nn.Module, val_set: Dataset, ctx: EngineContext) -> f
     values = []
     for i in range(len(val_set)):
         inputs, targets = val_set[i][:2]
-        with ctx.autocast():
-            restored = model(inputs[None].to(ctx.device))
-        mse = F.mse_loss(restored.float().clamp(0, 1), targets[None].to(ctx.device).float()).item()
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            restored = model(inputs[None].to(device))
+        mse = F.mse_loss(restored.float().clamp(0, 1), targets[None].to(device).float()).item()
         values.append(10 * math.log10(1.0 / max(mse, 1e-10)))
     model.train(was_training)
     return float(np.mean(values))
-
-
-# ---------------------------------------------------------------- processes
 
 
 def setup_processes(cfg: TrainConfig) -> tuple[torch.device, int, int, bool]:
@@ -128,130 +173,22 @@ def setup_processes(cfg: TrainConfig) -> tuple[torch.device, int, int, bool]:
     return device, rank, world, started
 
 
-def _all_finite(module: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+def ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """`module` wrapped in DDP (gradients averaged over the processes) under torchrun, else itself."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return module
+    return nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-# ---------------------------------------------------------------- one run
-
-
-@dataclass
-class Run:
-    """The state one run carries from step to step; `step` counts completed optimizer steps."""
-
-    cfg: TrainConfig
-    stage: Stage
-    ctx: EngineContext
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    ema: nn.Module | None
-    step: int = 0
-    best: float | None = None
-    mid_step: bool = False                # True from the optimizer step until `step` counts it
-    graph_step: CudaGraphStep | None = None  # cuda_graphs: captured on the first batch (acceleration.py)
-
-    @property
-    def model(self) -> nn.Module:
-        return self.ctx.model
-
-    @property
-    def last_path(self) -> Path:
-        return self.ctx.run_dir / "last.pt"
-
-    @property
-    def main(self) -> bool:
-        return self.ctx.rank == 0
-
-    def weights(self) -> dict[str, Any]:
-        """The keys of both best.pt and last.pt."""
-        return {"format_version": FORMAT_VERSION, "model": self.model.state_dict(),
-                "model_ema": self.ema.state_dict() if self.ema is not None else None,
-                "config": config_to_dict(self.cfg), "step": self.step}
-
-    def save_last(self) -> None:
-        if not _all_finite(self.model):
-            raise TrainingError(f"weights became NaN/inf by step {self.step}; {self.last_path} keeps the last good "
-                                "state — lower --lr or set --grad-clip, then rerun to resume")
-        extras = self.stage.hooks.state_dict()
-        clash = set(extras) & set(ENGINE_KEYS)
-        if clash:
-            raise ValueError(f"stage hooks return checkpoint keys {sorted(clash)} that the engine owns")
-        save_checkpoint(self.last_path, {**self.weights(), "optimizer": self.optimizer.state_dict(),
-                                         "scaler": self.scaler.state_dict(), "rng": rng_state(),
-                                         "best_val_psnr": self.best, **extras})
-
-    def save_snapshot(self) -> None:
-        """The weights a user gets at this step (the EMA when kept), as a float32 release that later steps never
-        overwrite: for the held-out check along a run, or `python -m dwgn.export A OUT --average B`."""
-        save_checkpoint(self.ctx.run_dir / "snapshots" / f"step-{self.step:06d}.safetensors",
-                        release_of(self.weights(), note=f"snapshot of {self.ctx.run_dir} at step {self.step}"))
-
-    def resume(self, ckpt: dict[str, Any]) -> None:
-        """Load everything last.pt holds (the architecture was checked by `start_run`)."""
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        if self.ema is not None and ckpt.get("model_ema") is not None:  # ema_decay is part of the config
-            self.ema.load_state_dict(ckpt["model_ema"])
-        self.stage.hooks.load_state_dict(ckpt)
-        self.step, self.best = int(ckpt["step"]), ckpt.get("best_val_psnr")
-        set_rng_state(ckpt["rng"])
-
-    def validate(self) -> float:
-        """Validation PSNR of the weights a user gets (the EMA when kept); a new best writes best.pt."""
-        psnr = validation_psnr(self.ema if self.ema is not None else self.model, self.stage.val_set, self.ctx)
-        if self.step > 0 and (self.best is None or psnr > self.best):
-            self.best = psnr
-            save_checkpoint(self.ctx.run_dir / "best.pt", {**self.weights(), "val_psnr": psnr})
-        return psnr
-
-    def take_step(self, net: nn.Module, batch: Any, sampler: StepSampler) -> tuple[Tensor, float, dict[str, Any]]:
-        """One optimizer step (plus the stage's own); returns (mean loss over ranks, lr, stage scalars).
-
-        The loss and the stage's scalars stay where they were computed (0-d tensors, on the GPU for a GPU
-        run): reading them would make the host wait for the step at every step. `_loop` reads them in one
-        transfer at its next log, validation or save, and stops there if a loss is not finite."""
-        cfg, ctx = self.cfg, self.ctx
-        lr = cosine_lr(self.step, cfg)
-        for group in self.optimizer.param_groups:
-            if cfg.cuda_graphs:
-                group["lr"].fill_(lr)  # a GPU tensor the captured Adam step reads
-            else:
-                group["lr"] = lr
-        torch.manual_seed(mix_seed(cfg.seed, 3, self.step, ctx.rank))
-        sctx = StepContext(self.step, sampler.items(self.step), ctx)
-        inputs, targets = self.stage.hooks.prepare(batch, sctx)
-        net.train()
-        if cfg.cuda_graphs:
-            if ctx.distributed:
-                raise TrainingError("cuda_graphs runs in one process; drop it under torchrun")
-            self.graph_step = self.graph_step or CudaGraphStep(self.model, self.optimizer, inputs, targets,
-                                                               ctx.amp_dtype)
-            self.mid_step = True
-            loss = self.graph_step(inputs, targets)  # forward, backward and Adam step, replayed
-        else:
-            loss = l1_step_loss(net, inputs, targets, ctx.amp_dtype)
-        value = loss.detach().clone()  # a copy: the CUDA graph's output is overwritten by the next replay
-        if ctx.distributed:
-            dist.all_reduce(value)  # every rank sees the same mean, so all stop together on NaN
-            value /= ctx.world_size
-        if self.graph_step is None:
-            self.mid_step = True
-            optimizer_step(loss, self.model, self.optimizer, self.scaler, cfg.grad_clip)
-        if self.ema is not None:
-            update_ema(self.ema, self.model, cfg.ema_decay)
-        extras = self.stage.hooks.after_step(sctx, inputs, targets)
-        return value, lr, {k: v.detach() if isinstance(v, Tensor) else float(v) for k, v in extras.items()}
-
-    def checked_losses(self, pending: list[Tensor], first_step: int) -> list[float]:
-        """The losses of steps first_step, first_step + 1, ... read in one transfer; stops at the first that is
-        not finite. Called before anything is saved, so last.pt never holds the steps after it."""
-        values = torch.stack(pending).float().tolist() if pending else []
-        for offset, value in enumerate(values):
-            if not math.isfinite(value):
-                raise TrainingError(f"loss became {value} at step {first_step + offset}; stopped. {self.last_path} "
-                                    "keeps the last good state — lower --lr or set --grad-clip, then rerun to resume")
-        return values
+def checked_losses(pending: list[Tensor], first_step: int, last_path: Path) -> list[float]:
+    """The losses of steps first_step, first_step + 1, ... read in one transfer; stops at the first that is
+    not finite. Called before anything is saved, so last.pt never holds the steps after it."""
+    values = torch.stack(pending).float().tolist() if pending else []
+    for offset, value in enumerate(values):
+        if not math.isfinite(value):
+            raise TrainingError(f"loss became {value} at step {first_step + offset}; stopped. {last_path} keeps the "
+                                "last good state — lower --lr or set --grad-clip, then rerun to resume")
+    return values
 
 
 def host_means(series: dict[str, list[Any]]) -> dict[str, float]:
@@ -263,136 +200,177 @@ def host_means(series: dict[str, list[Any]]) -> dict[str, float]:
     return dict(zip(series, torch.stack(means).tolist())) if means else {}
 
 
-def start_run(cfg: TrainConfig, stage: Stage, device: torch.device, rank: int, world: int) -> tuple[Run, dict | None]:
-    """Open (or restart) the run directory, build the optimizer and EMA, and load last.pt or initialise."""
-    run_dir = run_dir_for(cfg, stage.name)
-    if cfg.restart and rank == 0:
-        moved = restart(run_dir)
-        if moved is not None:
-            print(f"--restart: moved the old run to {moved}; starting over in {run_dir}")
-    if world > 1:
-        dist.barrier()  # the old run is out of the way before any rank looks
-    ckpt = open_run(cfg, run_dir)
-    model = stage.model.to(device)
-    if ckpt is not None and isinstance(getattr(model, "config", None), type(cfg.model)):
-        check_architecture(checkpoint_model_config(ckpt, run_dir / "last.pt"), model.config, run_dir / "last.pt")
-    ctx = EngineContext(cfg, run_dir, device, rank, world, model, amp_dtype_for(cfg, device))
-    optimizer = capturable_adam(model, cfg.lr, cfg.betas, cfg.weight_decay) if cfg.cuda_graphs else \
-        make_optimizer(model, cfg)
-    run = Run(cfg, stage, ctx, optimizer,
-              torch.amp.GradScaler(device.type, enabled=ctx.amp_dtype == torch.float16), ema=None)
-    if ckpt is not None and int(ckpt["step"]) >= cfg.steps:
-        run.step, run.best = int(ckpt["step"]), ckpt.get("best_val_psnr")
-        return run, ckpt
-    stage.hooks.setup(ctx)
-    if ckpt is None and stage.initialize is not None:
-        stage.initialize(model)
-    if cfg.ema_decay > 0:
-        run.ema = copy.deepcopy(model).requires_grad_(False)
-    if ckpt is not None:
-        run.resume(ckpt)
-    return run, ckpt
-
-
 # ---------------------------------------------------------------- the loop
 
 
 def train(cfg: TrainConfig, stage: Stage) -> RunResult:
     """Run (or resume, or extend) a stage to `cfg.steps` optimizer steps; see the module docstring."""
+    # ---- processes and the run directory: resume from last.pt, or refuse another config
     device, rank, world, started_group = setup_processes(cfg)
-    run, ckpt = start_run(cfg, stage, device, rank, world)
-    run_dir = run.ctx.run_dir
-    if ckpt is not None and run.step >= cfg.steps:
-        if run.main:
-            print(f"{run_dir} is already finished ({run.step} of {cfg.steps} steps); pass a larger --steps "
+    main = rank == 0
+    if cfg.cuda_graphs and world > 1:
+        raise TrainingError("cuda_graphs runs in one process; drop it under torchrun")
+    run_dir = run_dir_for(cfg, stage.name)
+    last_path = run_dir / "last.pt"
+    if cfg.restart and main:
+        moved = restart(run_dir)
+        if moved is not None:
+            print(f"--restart: moved the old run to {moved}; starting over in {run_dir}")
+    if world > 1:
+        dist.barrier()  # the old run is out of the way before any rank looks
+    ckpt = open_run(cfg, run_dir)  # None for a fresh run
+    model = stage.model.to(device)
+    if ckpt is not None and isinstance(getattr(model, "config", None), type(cfg.model)):
+        check_architecture(checkpoint_model_config(ckpt, last_path), model.config, last_path)
+    step, best = (0, None) if ckpt is None else (int(ckpt["step"]), ckpt.get("best_val_psnr"))
+    if step >= cfg.steps:
+        if main:
+            print(f"{run_dir} is already finished ({step} of {cfg.steps} steps); pass a larger --steps "
                   f"to train on, or --out NEW_DIR to start a new run")
-        return _finish(started_group, RunResult(run_dir, run.step, None, run.best, True))
-    if run.main:
+        return _finish(started_group, RunResult(run_dir, step, None, best, True))
+
+    # ---- network, optimizer, gradient scaler (fp16 only), EMA, the stage's own state; resume
+    amp_dtype = amp_dtype_for(cfg, device)
+    optimizer = (capturable_adam(model, cfg.lr, cfg.betas, cfg.weight_decay) if cfg.cuda_graphs
+                 else make_optimizer(model, cfg))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    stage.hooks.setup(device, rank, amp_dtype)
+    if ckpt is None and stage.initialize is not None:
+        stage.initialize(model)
+    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("model_ema") is not None:  # ema_decay is part of the config
+            ema.load_state_dict(ckpt["model_ema"])
+        stage.hooks.load_state_dict(ckpt, last_path)
+        set_rng_state(ckpt["rng"])
+    if main:
         save_yaml(cfg, run_dir / "config.yaml")
-        _announce(run, resumed=ckpt is not None)
-    log = RunLog(run_dir, run.step, run.main)
-    try:
-        last_loss = _loop(run, log)
-    finally:
-        log.close()
-    if run.main:
-        print(f"finished {run.step} steps; last loss {last_loss:.4f} (as in log.jsonl: the mean since the line before)"
-              + (f", best validation PSNR {run.best:.2f} dB" if run.best is not None else "") + f"; {run_dir}")
-    return _finish(started_group, RunResult(run_dir, run.step, last_loss, run.best))
+        if ckpt is not None:
+            print(f"resuming {run_dir} at step {step} of {cfg.steps}")
+        print(f"training {stage.name}: {cfg.preset} network, {len(stage.train_set)} samples, global batch "
+              f"{cfg.batch_size} over {world} process(es) on {device}{'' if amp_dtype is None else f' ({cfg.amp})'}"
+              f", steps {step}->{cfg.steps}, run dir {run_dir}")
 
+    def weights() -> dict[str, Any]:  # what best.pt, last.pt and the snapshots hold of the run
+        return {"format_version": FORMAT_VERSION, "model": model.state_dict(),
+                "model_ema": ema.state_dict() if ema is not None else None, "config": config_to_dict(cfg), "step": step}
 
-def _announce(run: Run, resumed: bool) -> None:
-    cfg, ctx = run.cfg, run.ctx
-    if resumed:
-        print(f"resuming {ctx.run_dir} at step {run.step} of {cfg.steps}")
-    print(f"training {run.stage.name}: {cfg.preset} network, {len(run.stage.train_set)} samples, global batch "
-          f"{cfg.batch_size} over {ctx.world_size} process(es) on {ctx.device}"
-          f"{'' if ctx.amp_dtype is None else f' ({cfg.amp})'}, steps {run.step}->{cfg.steps}, run dir {ctx.run_dir}")
+    def save_last() -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise TrainingError(f"weights became NaN/inf by step {step}; {last_path} keeps the last good state — "
+                                "lower --lr or set --grad-clip, then rerun to resume")
+        extras = stage.hooks.state_dict()
+        if set(extras) & set(ENGINE_KEYS):
+            raise ValueError(f"stage hooks return checkpoint keys {sorted(set(extras) & set(ENGINE_KEYS))} that the "
+                             "engine owns")
+        save_checkpoint(last_path, {**weights(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                                    "rng": rng_state(), "best_val_psnr": best, **extras})
 
-
-def _loop(run: Run, log: RunLog) -> float | None:
-    """Steps run.step -> cfg.steps with logging, validation and checkpoints; on Ctrl-C saves the last whole step."""
-    cfg, ctx, stage = run.cfg, run.ctx, run.stage
-    start = run.step
-    if run.main and start == 0 and stage.val_set is not None and cfg.val_every:  # the starting point, for the
-        # curves (no best.pt); val_every 0 validates at the end only
-        psnr = run.validate()
-        log.write({"step": 0, "val_psnr": psnr}, prefix="val")
-        print(f"step 0: validation PSNR {psnr:.2f} dB")
-    sampler = StepSampler(len(stage.train_set), cfg.batch_size, cfg.seed, start, cfg.steps, ctx.rank, ctx.world_size)
+    # ---- the steps
+    sampler = StepSampler(len(stage.train_set), cfg.batch_size, cfg.seed, step, cfg.steps, rank, world)
     loader = DataLoader(stage.train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
-                        pin_memory=ctx.device.type == "cuda")
-    net = ctx.wrap(compile_blocks(run.model) if cfg.compile else run.model)
-    bar = tqdm(total=cfg.steps, initial=start, desc=stage.name, disable=not run.main or None, dynamic_ncols=True)
-    losses: list[float] = []    # read and checked, since the last log line
-    pending: list[Tensor] = []  # not read yet (see Run.take_step)
-    scalars: dict[str, list[Any]] = {}
+                        pin_memory=device.type == "cuda")
+    net = ddp(compile_blocks(model) if cfg.compile else model, device)
+    graph: CudaGraphStep | None = None  # cuda_graphs: the whole step, captured on the first batch
+    log = RunLog(run_dir, step, main)
+    bar = tqdm(total=cfg.steps, initial=step, desc=stage.name, disable=not main or None, dynamic_ncols=True)
+    start, mid_step = step, False       # mid_step: from the optimizer update until `step` counts it
+    losses: list[float] = []            # read and checked, since the last log line
+    pending: list[Tensor] = []          # not read yet: reading a loss makes the host wait for the GPU
+    scalars: dict[str, list[Any]] = {}  # the stage's, since the last log line
     tick, last_loss = time.perf_counter(), None
     try:
+        if main and start == 0 and stage.val_set is not None and cfg.val_every:  # the starting point, for the
+            # curves (no best.pt); val_every 0 validates at the end only
+            psnr = validation_psnr(ema if ema is not None else model, stage.val_set, device, amp_dtype)
+            log.write({"step": 0, "val_psnr": psnr}, prefix="val")
+            print(f"step 0: validation PSNR {psnr:.2f} dB")
         for batch in loader:
-            loss, lr, extras = run.take_step(net, batch, sampler)
-            run.step, run.mid_step = run.step + 1, False
-            pending.append(loss)
+            lr = cosine_lr(step, cfg)
+            for group in optimizer.param_groups:
+                if cfg.cuda_graphs:
+                    group["lr"].fill_(lr)  # a GPU tensor the captured Adam step reads
+                else:
+                    group["lr"] = lr
+            torch.manual_seed(mix_seed(cfg.seed, 3, step, rank))
+            batch = (batch.to(device, non_blocking=True) if isinstance(batch, Tensor)
+                     else [t.to(device, non_blocking=True) for t in batch])
+            inputs, targets = stage.hooks.prepare(batch, step)
+            net.train()
+            if cfg.cuda_graphs:  # forward, loss, backward and Adam step replayed; the loss is read below
+                graph = graph or CudaGraphStep(model, optimizer, inputs, targets, amp_dtype)
+                mid_step = True
+                loss = graph(inputs, targets)
+            else:
+                loss = l1_step_loss(net, inputs, targets, amp_dtype)  # forward under autocast, L1 in float32
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not fp16-scaled ones
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                mid_step = True
+                scaler.step(optimizer)
+                scaler.update()
+            loss = loss.detach().clone()  # a copy: the CUDA graph's output is overwritten by the next replay
+            if world > 1:
+                dist.all_reduce(loss)  # every rank sees the same mean, so all stop together on NaN
+                loss /= world
+            if ema is not None:
+                update_ema(ema, model, cfg.ema_decay)
+            extras = stage.hooks.after_step(step, model, inputs, targets)
+            step, mid_step = step + 1, False
+            pending.append(loss)  # stays on the device until the next log, validation or save
             for key, value in extras.items():
-                scalars.setdefault(key, []).append(value)
+                scalars.setdefault(key, []).append(value.detach() if isinstance(value, Tensor) else float(value))
             bar.update(1)
-            done = run.step
-            log_now = done % cfg.log_every == 0 or done == cfg.steps
-            val_now = stage.val_set is not None and ((cfg.val_every and done % cfg.val_every == 0)
-                                                     or done == cfg.steps)
-            save_now = done % cfg.save_every == 0 or done == cfg.steps
+
+            log_now = step % cfg.log_every == 0 or step == cfg.steps
+            val_now = stage.val_set is not None and ((cfg.val_every and step % cfg.val_every == 0) or step == cfg.steps)
+            save_now = step % cfg.save_every == 0 or step == cfg.steps
             if log_now or val_now or save_now:  # the host waits for the GPU here (every rank), not at every step
-                losses += run.checked_losses(pending, done - len(pending))
+                losses += checked_losses(pending, step - len(pending), last_path)
                 pending = []
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
             if log_now:
                 elapsed = time.perf_counter() - tick
                 last_loss = float(np.mean(losses))  # what log.jsonl records, and the closing line prints
-                log.write({"step": done, "loss": last_loss, "lr": lr,
+                log.write({"step": step, "loss": last_loss, "lr": lr,
                            "images_per_s": len(losses) * cfg.batch_size / max(elapsed, 1e-9), **host_means(scalars)})
                 losses, scalars, tick = [], {}, time.perf_counter()
             if val_now:
-                if run.main:
-                    psnr = run.validate()
-                    log.write({"step": done, "val_psnr": psnr}, prefix="val")
-                    bar.write(f"step {done}: validation PSNR {psnr:.2f} dB (best {run.best:.2f})")
-                if ctx.distributed:
+                if main:  # the weights a user gets (the EMA when kept); a new best writes best.pt
+                    psnr = validation_psnr(ema if ema is not None else model, stage.val_set, device, amp_dtype)
+                    if best is None or psnr > best:
+                        best = psnr
+                        save_checkpoint(run_dir / "best.pt", {**weights(), "val_psnr": psnr})
+                    log.write({"step": step, "val_psnr": psnr}, prefix="val")
+                    bar.write(f"step {step}: validation PSNR {psnr:.2f} dB (best {best:.2f})")
+                if world > 1:
                     dist.barrier()
-            if save_now and run.main:
-                run.save_last()
-            if cfg.keep_every and done % cfg.keep_every == 0 and run.main:
-                run.save_snapshot()
+            if save_now and main:
+                save_last()
+            if cfg.keep_every and step % cfg.keep_every == 0 and main:  # float32, never overwritten: for the
+                # held-out check along a run, or `python -m dwgn.export A OUT --average B`
+                save_checkpoint(run_dir / "snapshots" / f"step-{step:06d}.safetensors",
+                                release_of(weights(), note=f"snapshot of {run_dir} at step {step}"))
     except KeyboardInterrupt:
-        if run.main and not ctx.distributed and run.step > start and not run.mid_step:
-            run.save_last()  # the state after the last completed step: resuming from it stays exact
-            print(f"\ninterrupted: saved {run.last_path} at step {run.step}; rerun the same command to resume")
-        elif run.main:
-            print(f"\ninterrupted in the middle of a step: {run.last_path} keeps the last periodic checkpoint; "
+        if main and world == 1 and step > start and not mid_step:
+            save_last()  # the state after the last completed step: resuming from it stays exact
+            print(f"\ninterrupted: saved {last_path} at step {step}; rerun the same command to resume")
+        elif main:
+            print(f"\ninterrupted in the middle of a step: {last_path} keeps the last periodic checkpoint; "
                   "rerun the same command to resume from it")
         raise
     finally:
         bar.close()
-    return last_loss
+        log.close()
+    if main:
+        print(f"finished {step} steps; last loss {last_loss:.4f} (as in log.jsonl: the mean since the line before)"
+              + (f", best validation PSNR {best:.2f} dB" if best is not None else "") + f"; {run_dir}")
+    return _finish(started_group, RunResult(run_dir, step, last_loss, best))
 
 
 def _finish(started_group: bool, result: RunResult) -> RunResult:
