@@ -5,9 +5,7 @@
 Prints PSNR (dB) of the tiled 8-bit output against the whole-image 8-bit output, for naive tiles (each
 pools over itself), exact whole-image pools (the ceiling), a shrunk whole-image pass, and `tiled_pools`
 (what `dwgn.restore` uses; 2 sweeps = refine=1). Single-threaded CPU, to share the machine.
-Measured (--size 512 --tile 256 --overlap 64; tiny, Kaiming init): naive 38.25, exact pools 56.60,
-shrunk 53.96, shrunk + 1 sweep 56.54, tiled_pools 1 sweep 55.56, 2 sweeps 56.57 dB;
-N(0, 0.02) init: 81.0 dB for every scheme.
+Results for the demo model and a randomly initialised network: docs/results.md §6.
 """
 from __future__ import annotations
 
