@@ -17,9 +17,10 @@ from torch import Tensor
 
 from dwgn.errors import ArgumentParser, UserError, run_main
 from dwgn.models.authors import AuthorsMappingError, convert_state_dict, describe_preset, matching_preset
+from dwgn.models.network import ModelConfig
 from dwgn.training.checkpoint import (FORMAT_VERSION, UnsafeCheckpointError, read_torch_file,
                                       save_checkpoint)
-from dwgn.training.config import model_config_from_dict
+from dwgn.training.config import config_from_dict
 
 SOURCE = "the authors' DwGN code (class WAformer)"
 
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     release = convert(args.src, args.dst)  # CheckpointError / AuthorsMappingError: one line via run_main
     origin = release["converted_from"]
     epoch = f", epoch {origin['epoch']}" if origin["epoch"] is not None else ""
-    preset = matching_preset(model_config_from_dict(release["config"]["model"]))
+    preset = matching_preset(config_from_dict(ModelConfig, release["config"]["model"]))
     train_flags = f"--preset {preset}" if preset else "--model.* flags of this architecture"
     print(f"wrote {args.dst}: {len(release['model']):,} tensors from {args.src}{epoch}, {origin['preset']}\n"
           f"use it with: test.py --checkpoint {args.dst}  |  train.py {train_flags} --init {args.dst}")

@@ -1,101 +1,56 @@
-"""The package's import graph has no cycle: each module can be read (and imported) after the ones it uses."""
+"""The package's import structure as pyproject.toml's [tool.importlinter] contracts state it, checked by import-linter's
+`lint-imports`: the layers (models <- data <- training <- evaluation <- app, with the tools between), no import cycle
+among the modules and subpackages of any package, no module importing the `dwgn` facade."""
 from __future__ import annotations
 
-import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "dwgn"
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACTS = ("Layers", "No import cycle", "No module imports the dwgn facade")  # how each contract's name begins
 
 
-def module_name(path: Path, root: Path) -> str:
-    """dwgn/models/hdmc.py -> dwgn.models.hdmc; dwgn/models/__init__.py -> dwgn.models."""
-    parts = list(path.relative_to(root.parent).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
+def lint_imports(root: Path) -> tuple[dict[str, str], str]:
+    """`lint-imports` on the dwgn package under `root` with `root`'s pyproject.toml (no cache written):
+    ({contract: KEPT or BROKEN}, the report)."""
+    command = "from importlinter.cli import lint_imports_command; lint_imports_command()"
+    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "300"}  # that dwgn; one line per contract
+    done = subprocess.run([sys.executable, "-c", command, "--no-cache", "--no-logo"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    report = done.stdout + done.stderr
+    status = {}
+    for line in report.splitlines():
+        name = next((c for c in CONTRACTS if line.startswith(c)), None)
+        if name and line.endswith((" KEPT", " BROKEN")) and name not in status:
+            status[name] = line.rsplit(" ", 1)[1]
+    assert done.returncode == (1 if "BROKEN" in status.values() else 0), report
+    return status, report
 
 
-def imported_modules(tree: ast.Module, name: str, is_package: bool, known: set[str]) -> set[str]:
-    """The known modules a module imports anywhere in its body (function-level imports included)."""
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: resolve against this module's package
-                base = name.split(".") if is_package else name.split(".")[:-1]
-                base = base[:len(base) - (node.level - 1)]
-                stem = ".".join(base + ([node.module] if node.module else []))
-            else:
-                stem = node.module or ""
-            # `from dwgn.data import paths` imports the module dwgn.data.paths; `from x import name` imports x
-            targets = [f"{stem}.{alias.name}" if f"{stem}.{alias.name}" in known else stem for alias in node.names]
-        else:
-            continue
-        for target in targets:
-            while target and target not in known:  # `import dwgn.models.hdmc.x` -> the longest known prefix
-                target = target.rpartition(".")[0]
-            if target:
-                found.add(target)
-    return found
+def test_the_package_keeps_its_import_contracts():
+    status, report = lint_imports(REPO)
+    assert status == dict.fromkeys(CONTRACTS, "KEPT"), report
 
 
-def import_graph(root: Path) -> dict[str, set[str]]:
-    """{module: the modules of the package it imports}. A package's `__init__` importing its children is an
-    edge like any other: a child that imports its own package (`from dwgn import build_model`) closes a cycle."""
-    files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
-    known = set(files)
-    graph = {}
-    for name, path in files.items():
-        is_package = path.name == "__init__.py"
-        edges = imported_modules(ast.parse(path.read_text(), str(path)), name, is_package, known)
-        graph[name] = edges - {name}
-    return graph
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One cycle as [a, b, ..., a], or None (depth-first search, colouring nodes on the current path)."""
-    on_path: list[str] = []
-    state: dict[str, int] = {}  # 1: on the current path, 2: finished
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        on_path.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                return on_path[on_path.index(nxt):] + [nxt]
-            if nxt not in state and (cycle := visit(nxt)):
-                return cycle
-        on_path.pop()
-        state[node] = 2
-        return None
-
-    for start in sorted(graph):
-        if start not in state and (cycle := visit(start)):
-            return cycle
-    return None
-
-
-def test_dwgn_import_graph_has_no_cycle():
-    graph = import_graph(PACKAGE)
-    assert len(graph) > 30 and "dwgn.models.hdmc" in graph["dwgn.models.network"]  # the parser sees real edges
-    cycle = find_cycle(graph)
-    assert cycle is None, "import cycle: " + " -> ".join(cycle)
-
-
-def test_a_cycle_is_found_through_absolute_relative_and_function_level_imports(tmp_path: Path):
-    pkg = tmp_path / "pkg"
-    (pkg / "sub").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("from pkg.a import f\n")  # a package importing its child
-    (pkg / "a.py").write_text("from pkg.sub import b\n\ndef f():\n    return b\n")
-    (pkg / "sub" / "__init__.py").write_text("")
-    (pkg / "sub" / "b.py").write_text("def g():\n    from ..c import h  # a late import still closes a cycle\n")
-    (pkg / "c.py").write_text("import pkg.a\n")
-    graph = import_graph(pkg)
-    assert graph["pkg"] == {"pkg.a"} and graph["pkg.a"] == {"pkg.sub.b"}
-    assert graph["pkg.sub.b"] == {"pkg.c"} and graph["pkg.c"] == {"pkg.a"}
-    assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]
-    (pkg / "c.py").write_text("import os\n")
-    assert find_cycle(import_graph(pkg)) is None
-    (pkg / "c.py").write_text("from pkg import f  # the package's __init__ imports pkg.a, which leads here\n")
-    assert find_cycle(import_graph(pkg)) == ["pkg", "pkg.a", "pkg.sub.b", "pkg.c", "pkg"]
+@pytest.mark.parametrize("module, line, broken, named", [
+    # a lower layer importing a higher one (it also closes a cycle between the two subpackages)
+    ("dwgn/models/network.py", "import dwgn.training.config", {"Layers", "No import cycle"},
+     "dwgn.models.network -> dwgn.training.config"),
+    # a cycle inside one subpackage: sampler.py imports config.py
+    ("dwgn/training/config.py", "from dwgn.training import sampler", {"No import cycle"}, "sampler"),
+    # the top layer importing the facade: no layer broken, but dwgn/__init__.py imports the layers below
+    ("dwgn/app/service.py", "import dwgn", {"No module imports the dwgn facade"}, "dwgn.app.service"),
+])
+def test_each_contract_is_broken_by_the_import_it_forbids(tmp_path, module, line, broken, named):
+    shutil.copytree(REPO / "dwgn", tmp_path / "dwgn", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    path = tmp_path / module
+    path.write_text(path.read_text() + f"\n{line}\n")
+    status, report = lint_imports(tmp_path)
+    assert status == {c: "BROKEN" if c in broken else "KEPT" for c in CONTRACTS}, report
+    assert named in report.split("Broken contracts")[1], report

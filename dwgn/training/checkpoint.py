@@ -27,7 +27,7 @@ from torch import nn
 
 from dwgn.errors import UserError
 from dwgn.io import atomic_path
-from dwgn.training.config import ConfigError, differing_fields, model_config_from_dict
+from dwgn.training.config import ConfigError, config_diff, config_from_dict
 from dwgn.models.network import ModelConfig
 
 FORMAT_VERSION = 1
@@ -122,24 +122,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def checkpoint_model_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> ModelConfig:
     try:
-        return model_config_from_dict(ckpt["config"]["model"], source=str(path))
+        return config_from_dict(ModelConfig, ckpt["config"]["model"], source=str(path))
     except (KeyError, TypeError, ConfigError) as err:
         raise CheckpointError(f"checkpoint {path} has no usable config['model']: {err}") from None
 
 
 def check_architecture(ckpt_config: ModelConfig, model_config: ModelConfig, path: str | Path) -> None:
     """Refuse weights of another architecture, naming the config fields that differ."""
-    diff = differing_fields(ckpt_config, model_config)
+    diff = config_diff(ckpt_config, model_config)
     if diff:
-        detail = ", ".join(f"{k}: checkpoint {_get(ckpt_config, k)!r} vs model {_get(model_config, k)!r}" for k in diff)
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in diff.items())
         raise CheckpointError(f"checkpoint {path} is for another architecture ({detail}); "
                               f"pick the matching --preset/--model.* flags or another checkpoint")
-
-
-def _get(cfg: Any, key: str) -> Any:
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
 
 
 def model_weights(ckpt: dict[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:

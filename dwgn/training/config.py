@@ -484,35 +484,24 @@ def config_from_dict(cls: type[T], data: dict, source: str = "checkpoint") -> T:
     return cfg
 
 
-def model_config_from_dict(data: dict, source: str = "checkpoint") -> ModelConfig:
-    """The network's config from a stored dict; unknown and missing fields are errors."""
-    _require_every_field(ModelConfig, data, source)
-    cfg = ModelConfig()
-    for key, value in data.items():
-        set_value(cfg, key, value, source)
-    return cfg
-
-
 def save_yaml(cfg: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(_yaml_ready(config_to_dict(cfg)), sort_keys=False))
 
 
-def differing_fields(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted names of fields whose values differ between two configs of the same class."""
-    out = []
-    for f in fields(a):
-        va, vb = getattr(a, f.name), getattr(b, f.name)
-        if is_dataclass(va) and is_dataclass(vb):
-            out += differing_fields(va, vb, f"{prefix}{f.name}.")
-        elif va != vb:
-            out.append(f"{prefix}{f.name}")
-    return out
+def config_diff(a: Any, b: Any) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (value in a, value in b)}, in a's order, for every key whose values differ between two configs,
+    each a dataclass or a nested dict as stored (lists read as tuples); a key only one side has is paired with
+    '<absent>'."""
+    flat_a, flat_b = ({key: tuple(v) if isinstance(v, list) else v
+                       for key, v in _flatten(config_to_dict(c) if is_dataclass(c) else c)} for c in (a, b))
+    pairs = {key: (flat_a.get(key, "<absent>"), flat_b.get(key, "<absent>")) for key in {**flat_a, **flat_b}}
+    return {key: (va, vb) for key, (va, vb) in pairs.items() if va != vb}
 
 
 __all__ = [
     "AMP_MODES", "MOVED_KEYS", "ConfigError", "FinetuneConfig", "PretrainConfig", "SynthConfig", "TrainConfig",
-    "config_from_dict", "config_to_dict", "differing_fields", "help_text", "load_yaml", "model_config_from_dict", "opt",
-    "parse_config", "save_yaml", "set_value", "upgrade_stored_config",
+    "config_diff", "config_from_dict", "config_to_dict", "help_text", "load_yaml", "opt", "parse_config", "save_yaml",
+    "set_value", "upgrade_stored_config",
 ]

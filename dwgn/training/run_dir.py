@@ -19,7 +19,7 @@ import torch
 
 from dwgn.errors import DataError
 from dwgn.training.checkpoint import load_checkpoint
-from dwgn.training.config import ConfigError, TrainConfig, config_to_dict, upgrade_stored_config
+from dwgn.training.config import ConfigError, TrainConfig, config_diff, upgrade_stored_config
 
 # Keys that may change between the runs of one directory: where and how fast it runs, how often it logs.
 # `steps` is checked on its own (a larger value extends the run).
@@ -30,30 +30,6 @@ FREE_KEYS = ("steps", "out", "restart", "device", "num_workers", "log_every", "v
 def run_dir_for(cfg: TrainConfig, stage_name: str) -> Path:
     """`--out`, else runs/<stage>-<preset>."""
     return Path(cfg.out or f"runs/{stage_name}-{cfg.preset}")
-
-
-def _flat(mapping: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
-def changed_keys(stored: dict, cfg: TrainConfig) -> list[str]:
-    """`key: stored -> now` for every key outside FREE_KEYS that differs from the stored config, read in
-    today's shape (upgrade_stored_config); a key only one side has counts as changed."""
-    old, new = _flat(upgrade_stored_config(stored)), _flat(config_to_dict(cfg))
-    out = []
-    for key in sorted(set(old) | set(new)):
-        if key in FREE_KEYS:
-            continue
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if a != b:
-            out.append(f"{key}: {a!r} -> {b!r}")
-    return out
 
 
 def dated_name(run_dir: Path) -> Path:
@@ -82,7 +58,9 @@ def open_run(cfg: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
     ckpt = load_checkpoint(last)
     ways = (f"Two ways on: --out NEW_DIR for a new run beside it, or --restart to start over in {run_dir} "
             f"(the old run is kept as {run_dir}.<date-time>)")
-    changed = changed_keys(ckpt.get("config") or {}, cfg)
+    # the stored config read in today's shape; a key only one side has counts as changed
+    changed = [f"{key}: {old!r} -> {new!r}" for key, (old, new) in
+               config_diff(upgrade_stored_config(ckpt.get("config") or {}), cfg).items() if key not in FREE_KEYS]
     if changed:
         raise ConfigError(f"{run_dir} holds a run of another config ({'; '.join(changed)}). {ways}")
     done = int(ckpt["step"])
@@ -171,5 +149,5 @@ def set_rng_state(state: dict[str, Any]) -> None:
         np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 
 
-__all__ = ["FREE_KEYS", "RunLog", "changed_keys", "open_run", "read_log_lines", "restart", "rng_state",
+__all__ = ["FREE_KEYS", "RunLog", "open_run", "read_log_lines", "restart", "rng_state",
            "run_dir_for", "set_rng_state"]
