@@ -79,16 +79,28 @@ def test_sixteen_bit_rgb_is_reported(restorer, tmp_path):
     assert np.all(result.input == round(40000 / 257))
 
 
+def test_a_transparent_upload_is_restored_in_colour_and_keeps_its_alpha(restorer, model, tmp_path):
+    """One policy with test.py --input and dwgn.restore: the RGB is restored, the alpha passed through unchanged."""
+    rng = np.random.default_rng(3)
+    rgba = np.concatenate([rng.integers(0, 256, (30, 40, 3), dtype=np.uint8),
+                           rng.integers(0, 256, (30, 40, 1), dtype=np.uint8)], axis=2)  # alpha 0..255, some clear
+    rgba[:5, :, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "glass.png")
+    result = restorer(tmp_path / "glass.png", "auto")
+    assert np.array_equal(result.input, rgba) and result.output.shape == (30, 40, 4)
+    assert np.array_equal(result.output[..., 3], rgba[..., 3])  # the alpha unchanged
+    assert np.array_equal(result.output[..., :3], restore(model, rgba[..., :3]))  # the colours restored as RGB
+    assert np.array_equal(np.asarray(Image.open(result.png)), result.output)  # the download keeps the alpha
+    assert any("alpha" in note for note in result.notes)
+
+
 @pytest.mark.parametrize("content, message", [
     (b"hello, not an image", "not.png is not an image this page can read"),
-    ("rgba", "has transparent pixels"),
     ("huge", r"is 1200x900 \(1.1 megapixels\), above this page's limit of 1"),
 ])
 def test_bad_uploads_are_messages(restorer, tmp_path, content, message):
     path = tmp_path / "not.png"
-    if content == "rgba":
-        Image.fromarray(np.zeros((20, 20, 4), np.uint8)).save(path)
-    elif content == "huge":
+    if content == "huge":
         Image.new("RGB", (1200, 900)).save(path)
     else:
         path.write_bytes(content)

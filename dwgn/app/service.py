@@ -2,9 +2,9 @@
 
 Every problem with an upload is an `UploadError` whose message the page shows; the server never dies of a
 bad file. What is accepted: any image Pillow reads, up to `max_pixels`. 16-bit images are scaled to 8 bits,
-grayscale ones restored as three equal channels and returned in gray, EXIF orientation applied (as
-`test.py --input` does); fully transparent pixels are refused
-(the colour under them is undefined) -- each conversion is reported in `Restoration.notes`.
+grayscale ones restored as three equal channels and returned in gray, EXIF orientation applied, and transparent
+ones restored in colour with their alpha channel passed through unchanged (as `test.py --input` and
+`dwgn.restore` do) -- each conversion is reported in `Restoration.notes`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from dwgn.data.images import orient, read_image
+from dwgn.data.images import read_photo
 from dwgn.evaluation.restore import AUTO_TILE_PIXELS, DEFAULT_TILE, auto_tile, restore
 
 # mode shown on the page -> `restore`'s tile argument (None: tiles of DEFAULT_TILE above AUTO_TILE_PIXELS)
@@ -27,7 +27,6 @@ DEFAULT_MAX_MEGAPIXELS = 16.0
 # "whole image" holds every feature map of the photo at once (about 2.5 GB per megapixel for `tiny` on the
 # CPU, README "Inference speed and memory"); above this it is refused in favour of tiles
 WHOLE_IMAGE_MAX_PIXELS = 4 * AUTO_TILE_PIXELS
-_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 class UploadError(ValueError):
@@ -36,7 +35,7 @@ class UploadError(ValueError):
 
 @dataclass
 class Restoration:
-    input: np.ndarray         # HxWx3 (or HxW gray) uint8, what the network saw
+    input: np.ndarray         # HxWx3 RGB, HxWx4 RGBA or HxW gray uint8, what the network saw (alpha aside)
     output: np.ndarray        # the same shape, restored
     png: Path                 # the output as a PNG file, for download
     seconds: float            # the restore alone (not reading or writing files)
@@ -57,12 +56,12 @@ def _bit_depth_16(path: Path, im: Image.Image) -> bool:
 
 
 def read_upload(path: str | Path, max_pixels: int) -> tuple[np.ndarray, list[str]]:
-    """(HxWx3 RGB or HxW gray uint8, notes on conversions). Raises UploadError for anything unusable."""
+    """(HxWx3 RGB, HxWx4 RGBA or HxW gray uint8, notes on conversions). Raises UploadError for anything unusable."""
     path = Path(path)
     name = path.name
     try:
         with Image.open(path) as im:  # reads the header only: the size is checked before decoding
-            width, height, mode = im.width, im.height, im.mode
+            width, height = im.width, im.height
             sixteen = _bit_depth_16(path, im)
             orientation = im.getexif().get(0x0112, 1)  # EXIF orientation: phones store photos sideways
     except Image.DecompressionBombError:
@@ -75,19 +74,21 @@ def read_upload(path: str | Path, max_pixels: int) -> tuple[np.ndarray, list[str
                           f"limit of {max_pixels / 1e6:.0f}: shrink it, or restart the page with a larger "
                           f"--max-megapixels, or restore it with `python test.py --input FOLDER`")
     try:
-        rgb = read_image(path)  # 16-bit scaled to 8 bits, gray/palette/CMYK converted, transparency refused
+        photo = read_photo(path)  # upright, as test.py --input and every photo viewer show it; alpha kept
     except ValueError as err:
         raise UploadError(str(err).replace(str(path), name).split(" (corrupt")[0]) from None
-    rgb = orient(rgb, orientation)  # upright, as test.py --input and every photo viewer show it
+    if photo.dtype == np.uint16:
+        photo = np.round(photo / 257.0).astype(np.uint8)
     notes = []
     if orientation in (2, 3, 4, 5, 6, 7, 8):
         notes.append("EXIF orientation applied: restored upright")
     if sixteen:
         notes.append("16-bit image: scaled to 8 bits per channel (the network works on 8-bit photos)")
-    if mode in _GRAY_MODES:
+    if photo.ndim == 3 and photo.shape[2] == 4:
+        notes.append("alpha channel (transparency): the colours are restored, the alpha is kept unchanged")
+    if photo.ndim == 2:
         notes.append("grayscale image: restored as three equal channels, returned in gray")
-        return rgb[..., 0].copy(), notes  # (H,W): restore() returns gray for gray
-    return rgb, notes
+    return photo, notes  # restore() returns gray for gray (H,W) and passes RGBA's alpha through
 
 
 class Restorer:
