@@ -1,24 +1,29 @@
-"""One typed configuration for both training stages (docs/DESIGN.md §6).
+"""One typed configuration for both training stages (docs/DESIGN.md §6.3), parsed by jsonargparse.
 
-Precedence, lowest to highest: the dataclass defaults (the embedded CPU demo) -> the model preset
-(`--preset` or `preset:` in YAML; it replaces the whole `model`) -> the YAML file (`--config F`) ->
-`--key value` flags. Flags use hyphens or underscores (`--batch-size` == `--batch_size`), nested keys
-are dotted (`--model.width 16`), values are converted to the field's type (`--model.enc-blocks 1,1,1`
-is a tuple of ints, `--from-scratch` alone is True, `none` is None where a field allows it). Integers are
-whole numbers (`12`, `1e4`); `1.5` or `1.5e0` for an integer key is an error, never truncated.
-An unknown key is an error naming it and the valid keys. Each field's metadata holds its `--help` text
-and, for a closed set of values, the allowed `choices`.
+jsonargparse reads the dataclasses below: one flag per key, nested keys dotted (`--model.width 16`), the YAML
+file of `--config F`, stored dicts (`parse_object`), type checks (an integer key refuses 1.5, 1e4 and true; a
+tuple its wrong length or element type), unknown keys refused, and `--help`. It was chosen over tyro or
+simple-parsing because it does YAML files, dotted flags and plain-dict parsing in one parser and raises its errors
+as exceptions (`exit_on_error=False`), which become one ConfigError line here.
+
+This module adds what is this project's: the precedence, lowest to highest, dataclass defaults (the embedded CPU
+demo) -> the model preset (`--preset` or `preset:` in YAML; it replaces the whole `model`) -> the YAML file ->
+flags, wherever `--config` stands; the spellings of docs/DESIGN.md §6 (hyphens or underscores, `--batch-size` ==
+`--batch_size`; a boolean flag alone is true; comma lists `--model.enc-blocks 1,1,1`; `none` clears an optional
+value); each field's `--help` text and allowed `choices` from its metadata (`opt`; validate() checks the choices);
+and errors naming the key, where it came from and the valid keys, or the new name of a key that moved into `synth`.
 """
 from __future__ import annotations
 
+import re
 import types
 import typing
-from decimal import Decimal, InvalidOperation
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import yaml
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
 
 from dwgn.errors import UserError
 from dwgn.models.network import PRESETS, ModelConfig, validate_model
@@ -185,17 +190,6 @@ class FinetuneConfig(TrainConfig):
         self.synth.validate(self.crop)
 
 
-@dataclass
-class PretrainConfig(TrainConfig):
-    """Stage 1 (pre-training.py): blind background decomposition (docs/DESIGN.md §2).
-
-    The pre-training stage may subclass this with its own extra fields; the parser handles any
-    dataclass."""
-
-    degradation: str = opt("adversarial", "adversarial (learned masks, the paper) or weather (synthetic weather)",
-                           ("adversarial", "weather"))
-
-
 def _check_choices(cfg: Any, prefix: str = "") -> None:
     """Every field with `choices` metadata holds one of them (nested configs too)."""
     for f in fields(cfg):
@@ -206,11 +200,7 @@ def _check_choices(cfg: Any, prefix: str = "") -> None:
             raise ConfigError(f"{prefix}{f.name} must be one of {', '.join(f.metadata['choices'])}, got {value!r}")
 
 
-# ---------------------------------------------------------------- conversion of values
-
-
-def _valid_keys(cls: Any, prefix: str = "") -> list[str]:
-    return [prefix + f.name for f in fields(cls)]
+# ---------------------------------------------------------------- parsing (jsonargparse)
 
 
 # Fine-tuning keys that moved into the `synth` group (configs written before it name them at the top level).
@@ -227,97 +217,170 @@ def _moved(key: str) -> str:
     return f"; it is now {new}: --{new.replace('_', '-')}, or {name} under {group}: in YAML"
 
 
-def _integer(value: Any) -> int:
-    """A whole number: 12, "12", "1e4" or 2.0 are read; 1.5, "1.5" and "1.5e0" are refused."""
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not an integer")
-    if isinstance(value, int):
-        return value
+def _keys(cls: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Every dotted key ("steps", "model", "model.width") -> (type hint, dataclass field); groups included."""
+    hints, out = typing.get_type_hints(cls), {}
+    for f in fields(cls):
+        out[prefix + f.name] = (hints[f.name], f)
+        if is_dataclass(hints[f.name]):
+            out.update(_keys(hints[f.name], f"{prefix}{f.name}."))
+    return out
+
+
+def _parser(cls: Any, prog: str = "dwgn", model: ModelConfig | None = None) -> ArgumentParser:
+    """jsonargparse's parser of `cls` (`--config F.yaml` and one flag per key); `model`, when given, is the
+    default of the `model` group (the preset). Help texts come from the fields' metadata, and a boolean flag
+    given alone means true."""
+    doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+    description = (f"{doc} Later sources win: defaults < --preset < --config YAML < flags. Flags take hyphens or "
+                   "underscores (--batch-size, --batch_size); a boolean flag alone means true; lists are "
+                   "comma-separated (0.9,0.999) or [0.9,0.999]; none (or null) clears an optional value.")
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False,
+                            print_config=None)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of keys (configs/*.yaml); flags "
+                        "given with it override its values")
+    parser.add_class_arguments(cls)
+    if model is not None:
+        parser.set_defaults({f"model.{f.name}": getattr(model, f.name) for f in fields(model)})
+    keys = _keys(cls)
+    for action in parser._actions:
+        if action.dest in keys:
+            hint, f = keys[action.dest]
+            choices = f.metadata.get("choices")
+            action.help = (f"a YAML file or mapping of the {action.dest}.* keys below" if is_dataclass(hint) else
+                           f.metadata.get("help", "") + (f" {{{', '.join(choices)}}}" if choices else ""))
+            if hint is bool:
+                action.nargs, action.const = "?", True
+    for name, group in parser.groups.items():
+        group.title = name if name in keys else cls.__name__
+        group.description = keys[name][1].metadata.get("help") if name in keys else None
+    return parser
+
+
+def _value(text: str, hint: Any) -> str:
+    """A command-line value in jsonargparse's spelling: a comma list -> `[a,b]`, `none` -> `null` for an optional
+    key (for a string key like `--model.dynamic`, `none` stays a value)."""
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    inner = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if optional and text.strip().lower() == "none":
+        return "null"
+    if typing.get_origin(inner) is tuple and not text.lstrip().startswith("["):
+        return f"[{text}]"
+    return text
+
+
+def _command_line(cls: Any, argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(`--config F` pairs, the other flags) in jsonargparse's spelling: `--batch-size` -> `--batch_size`,
+    `--x=v` -> `--x v`, values as `_value` writes them. Old flat synth names are refused with their new one."""
+    keys = _keys(cls)
+    configs: list[str] = []
+    flags: list[str] = []
+    target, hint = flags, None
+    for token in argv:
+        if token.startswith("--") and len(token) > 2:
+            name, eq, value = token[2:].partition("=")
+            name = name.replace("-", "_")
+            if name in MOVED_KEYS and "synth" in keys:
+                raise ConfigError(f"unknown option --{token[2:].partition('=')[0]}{_moved(name)}")
+            target, hint = (configs if name == "config" else flags), keys.get(name, (None,))[0]
+            target.append(f"--{name}")
+            if not eq:
+                continue
+            token = value
+        target.append(token if hint is None else _value(token, hint))
+        target, hint = flags, None
+    return configs, flags
+
+
+def _origin(key: str, flags: Sequence[str], source: str) -> str:
+    """Where a key's value came from: its flag and the value given there (`--steps 'x'`), else `source`."""
+    if f"--{key}" not in flags:
+        return source
+    given = flags[flags.index(f"--{key}") + 1:][:1]
+    return f"--{key} {given[0]!r}" if given and not given[0].startswith("--") else f"--{key}"
+
+
+def _config_error(err: Exception, cls: Any, source: str, flags: Sequence[str] = ()) -> ConfigError:
+    """jsonargparse's message on one line, naming the key, where it came from (the flag, else `source`) and, for an
+    unknown key, the valid ones (or the new name of a key that moved into synth)."""
+    text = " ".join(str(err).split())
+    keys = _keys(cls)
+    unknown = (re.match(r"Group '([\w.]+)' does not accept option '(\w+)'", text)
+               or re.match(r"()Option '(\w+)' is not accepted", text)
+               or re.match(r"()unrecognized arguments: --([\w.]+)", text))
+    if unknown:
+        group, name = unknown.groups()
+        key = f"{group}.{name}" if group else name
+        origin = _origin(key, flags, source)
+        if not group and key in MOVED_KEYS and "synth" in keys:
+            return ConfigError(f"unknown config key '{key}' (from {origin}){_moved(key)}")
+        parent = key.rpartition(".")[0]
+        while parent and parent not in keys:  # --synth.online for a stage without synth: the top-level keys
+            parent = parent.rpartition(".")[0]
+        valid = [k for k in keys if k.rpartition(".")[0] == parent]
+        return ConfigError(f"unknown config key '{key}' (from {origin}); valid keys: {', '.join(valid)}")
+    if text.startswith("unrecognized arguments: "):
+        return ConfigError(f"unexpected argument {text.split(': ', 1)[1]!r}; options look like --key value")
+    if text.startswith("Unexpected config"):
+        return ConfigError(f"{source} must hold a mapping of keys to values, got: {text.split(': ', 1)[1]}")
+    named = re.match(r'Parser key "([\w.]+)": (.*)', text)
+    if named and named.group(1) == "config":
+        return ConfigError(f"--config: {named.group(2)}; pass an existing YAML file (see configs/)")
+    if named:
+        key, problem = named.groups()
+        origin = _origin(key, flags, source)
+        return ConfigError(f"config key '{key}' (from {origin}): {problem}")
+    return ConfigError(f"{text} (from {source})" if source not in text and not text.startswith("argument --")
+                       else text)
+
+
+def _instance(cls: type[T], parser: ArgumentParser, parse: Callable[[], Any], source: str,
+              flags: Sequence[str] = ()) -> T:
+    """`cls` from what `parse()` (a jsonargparse parse of `parser`) returns; its errors become ConfigError."""
     try:
-        number = Decimal(str(value).strip().replace("_", ""))
-    except InvalidOperation:
-        raise ValueError("not a number") from None
-    if not number.is_finite() or number != number.to_integral_value():
-        raise ValueError("not a whole number")
-    return int(number)
+        parsed = parse()
+    except ArgumentError as err:
+        raise _config_error(err, cls, source, flags) from None
+    for key, (hint, _) in _keys(cls).items():
+        if is_dataclass(hint) and not isinstance(parsed[key], Namespace):
+            raise ConfigError(f"config key '{key}' (from {source}) needs a mapping of its keys, got {parsed[key]!r}")
+    built = parser.instantiate(parsed)
+    return cls(**{f.name: built[f.name] for f in fields(cls)})
 
 
-def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Convert a YAML or command-line value to the field's declared type (a type the parser does not know
-    is a bug in the config class: TypeError)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) != 1:
-            raise TypeError(f"config field {key}: only `X | None` unions are supported, got {hint}")
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
-            return None
-        return _coerce(value, args[0], key, source)
+def parse_config(cls: type[T], argv: Sequence[str] | None = None, prog: str = "dwgn") -> T:
+    """Resolve defaults, preset, `--config` YAML and flag overrides into a validated `cls` instance.
+
+    `--help` prints every key with its default and meaning and exits 0 (SystemExit)."""
     try:
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("true", "yes", "on", "1"):
-                return True
-            if text in ("false", "no", "off", "0"):
-                return False
-            raise ValueError("not a boolean")
-        if hint is int:
-            return _integer(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError("a boolean is not a number")
-            return float(value)
-        if hint is str:
-            if isinstance(value, (dict, list, tuple)):
-                raise ValueError("not a string")
-            return str(value)
-        if origin is tuple and typing.get_args(hint):
-            items = value.split(",") if isinstance(value, str) else value
-            if not isinstance(items, (list, tuple)):
-                raise ValueError("not a list")
-            args = typing.get_args(hint)
-            if len(args) == 2 and args[1] is Ellipsis:
-                element_types = [args[0]] * len(items)
-            elif len(items) != len(args):
-                raise ValueError(f"needs {len(args)} values, got {len(items)}")
-            else:
-                element_types = list(args)
-            return tuple(_coerce(v.strip() if isinstance(v, str) else v, t, key, source)
-                         for v, t in zip(items, element_types))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"config key '{key}' (from {source}): cannot read {value!r} as "
-                          f"{getattr(hint, '__name__', hint)} ({err})") from None
-    raise TypeError(f"config field {key} has type {hint}, which the parser cannot convert; "
-                    "use bool, int, float, str, tuple[...] or X | None")
+        configs, flags = _command_line(cls, argv or [])
+        args = configs + flags  # the YAML first: flags override it wherever --config stands
+        source = configs[-1] if configs else "the command line"
+        # once to learn the preset (from the YAML or a flag), then with the preset's network as `model`'s default
+        cfg = _instance(cls, parser := _parser(cls, prog), lambda: parser.parse_args(args), source, flags)
+        if cfg.preset in PRESETS:  # an unknown preset is refused by validate() with the other allowed values
+            parser = _parser(cls, prog, model=PRESETS[cfg.preset])
+            cfg = _instance(cls, parser, lambda: parser.parse_args(args), source, flags)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (see --help)") from None
+    cfg.validate()
+    return cfg
 
 
-def set_value(cfg: Any, key: str, value: Any, source: str = "code") -> None:
-    """Set a dotted key ("model.width") on a config, converting the value; unknown keys are errors."""
-    parts = key.replace("-", "_").split(".")
-    target, prefix = cfg, ""
-    for depth, name in enumerate(parts):
-        names = {f.name: f for f in fields(target)}
-        if name not in names:
-            if not prefix and name in MOVED_KEYS and "synth" in names:
-                raise ConfigError(f"unknown config key '{name}' (from {source}){_moved(name)}")
-            valid = ", ".join(_valid_keys(target, prefix))
-            raise ConfigError(f"unknown config key '{prefix + name}' (from {source}); valid keys: {valid}")
-        hint = typing.get_type_hints(type(target))[name]
-        current = getattr(target, name)
-        if depth < len(parts) - 1:
-            if not is_dataclass(current):
-                raise ConfigError(f"config key '{prefix + name}' (from {source}) has no sub-keys")
-            target, prefix = current, prefix + name + "."
-            continue
-        if is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key '{prefix + name}' (from {source}) needs a mapping of its fields, got {value!r}")
-            for sub, v in value.items():
-                set_value(cfg, f"{prefix}{name}.{sub}", v, source)
-            return
-        setattr(target, name, _coerce(value, hint, prefix + name, source))
+# ---------------------------------------------------------------- plain-dict round trip
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Nested dict of plain Python types (tuples kept), fit for YAML and weights_only checkpoints."""
+    return asdict(cfg)
+
+
+def _yaml_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _yaml_ready(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_yaml_ready(v) for v in value]
+    return value
 
 
 def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -328,127 +391,6 @@ def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
         else:
             items.append((f"{prefix}{k}", v))
     return items
-
-
-def _bool_keys(cls: Any, prefix: str = "") -> set[str]:
-    """Dotted names of the boolean fields, nested groups included ("synth.online")."""
-    hints, out = typing.get_type_hints(cls), set()
-    for f in fields(cls):
-        if is_dataclass(hints[f.name]):
-            out |= _bool_keys(hints[f.name], f"{prefix}{f.name}.")
-        elif hints[f.name] is bool:
-            out.add(prefix + f.name)
-    return out
-
-
-def _parse_flags(cls: Any, argv: Sequence[str]) -> list[tuple[str, str | bool]]:
-    """`--key value`, `--key=value`, or a bare `--flag` for booleans -> [(key, raw value)]."""
-    bool_keys = _bool_keys(cls)
-    pairs, i = [], 0
-    while i < len(argv):
-        token = argv[i]
-        if not token.startswith("--") or token == "--":
-            raise ConfigError(f"unexpected argument {token!r}; options look like --key value (see --help)")
-        key, eq, raw = token[2:].partition("=")
-        key = key.replace("-", "_")
-        if key in MOVED_KEYS and any(f.name == "synth" for f in fields(cls)):
-            raise ConfigError(f"unknown option {token.partition('=')[0]}{_moved(key)}")
-        if eq:
-            pairs.append((key, raw))
-            i += 1
-        elif key in bool_keys and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
-            pairs.append((key, True))
-            i += 1
-        elif i + 1 < len(argv):
-            pairs.append((key, argv[i + 1]))
-            i += 2
-        else:
-            raise ConfigError(f"option --{key.replace('_', '-')} needs a value")
-    return pairs
-
-
-def _help_lines(cfg: Any, prefix: str = "") -> list[str]:
-    lines = []
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        if is_dataclass(value):
-            lines += [f"  {prefix}{f.name}.*: {f.metadata.get('help', '')}", *_help_lines(value, f"{prefix}{f.name}.")]
-            continue
-        choices = f.metadata.get("choices")
-        shown = ",".join(map(str, value)) if isinstance(value, tuple) else ("none" if value is None else value)
-        text = f.metadata.get("help", "") + (f" {{{', '.join(choices)}}}" if choices else "")
-        lines.append(f"  --{(prefix + f.name).replace('_', '-'):22s} {str(shown):12s} {text}")
-    return lines
-
-
-def help_text(cls: Any, prog: str) -> str:
-    """Every key with its default, what it is, and (in braces) the values it takes."""
-    doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
-    return "\n".join([f"usage: {prog} [--config FILE.yaml] [--key value ...]", "", doc, "",
-                      "Later sources win: defaults < --preset < --config YAML < flags. Hyphens or underscores; "
-                      "booleans alone mean true; none clears an optional value.", "",
-                      f"  {'--key':24s} {'default':12s} meaning", *_help_lines(cls())])
-
-
-def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found; pass an existing YAML file (see configs/)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
-    return data
-
-
-def parse_config(cls: type[T], argv: Sequence[str] | None = None, prog: str = "dwgn") -> T:
-    """Resolve defaults, preset, `--config` YAML and flag overrides into a validated `cls` instance.
-
-    `--help` prints every key with its default and meaning and exits 0 (SystemExit)."""
-    argv = list(argv or [])
-    if "-h" in argv or "--help" in argv:
-        print(help_text(cls, prog))
-        raise SystemExit(0)
-    flags = _parse_flags(cls, argv)
-    yaml_file = [v for k, v in flags if k == "config"]
-    flags = [(k, v) for k, v in flags if k != "config"]
-    from_yaml: list[tuple[str, Any]] = []
-    source_yaml = ""
-    if yaml_file:
-        source_yaml = str(yaml_file[-1])
-        from_yaml = _flatten(load_yaml(source_yaml))
-    cfg = cls()
-    presets = [v for k, v in from_yaml if k == "preset"] + [v for k, v in flags if k == "preset"]
-    if presets:
-        cfg.preset = str(presets[-1])  # checked by validate() with the other fields' allowed values
-        if cfg.preset in PRESETS:
-            cfg.model = replace(PRESETS[cfg.preset])
-    for key, value in from_yaml:
-        if key != "preset":
-            set_value(cfg, key, value, source=source_yaml)
-    for key, value in flags:
-        if key != "preset":
-            set_value(cfg, key, value, source=f"--{key.replace('_', '-')}")
-    cfg.validate()
-    return cfg
-
-
-# ---------------------------------------------------------------- plain-dict round trip
-
-
-def config_to_dict(cfg: Any) -> dict:
-    """Nested dict of plain Python types (tuples kept), fit for YAML and weights_only checkpoints."""
-    return {f.name: config_to_dict(v) if is_dataclass(v := getattr(cfg, f.name)) else v for f in fields(cfg)}
-
-
-def _yaml_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _yaml_ready(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_yaml_ready(v) for v in value]
-    return value
 
 
 def _require_every_field(cls: Any, data: dict, source: str) -> None:
@@ -474,14 +416,12 @@ def upgrade_stored_config(data: dict) -> dict:
 
 
 def config_from_dict(cls: type[T], data: dict, source: str = "checkpoint") -> T:
-    """Inverse of config_to_dict (after upgrade_stored_config); values are type-converted, unknown and missing
+    """Inverse of config_to_dict (after upgrade_stored_config); values are type-checked, unknown and missing
     keys are errors."""
     data = upgrade_stored_config(data)
     _require_every_field(cls, data, source)
-    cfg = cls()
-    for key, value in _flatten(dict(data)):
-        set_value(cfg, key, value, source)
-    return cfg
+    parser = _parser(cls)
+    return _instance(cls, parser, lambda: parser.parse_object(data), source)
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:
@@ -501,7 +441,7 @@ def config_diff(a: Any, b: Any) -> dict[str, tuple[Any, Any]]:
 
 
 __all__ = [
-    "AMP_MODES", "MOVED_KEYS", "ConfigError", "FinetuneConfig", "PretrainConfig", "SynthConfig", "TrainConfig",
-    "config_diff", "config_from_dict", "config_to_dict", "help_text", "load_yaml", "opt", "parse_config", "save_yaml",
-    "set_value", "upgrade_stored_config",
+    "AMP_MODES", "MOVED_KEYS", "ConfigError", "FinetuneConfig", "SynthConfig", "TrainConfig",
+    "config_diff", "config_from_dict", "config_to_dict", "opt", "parse_config",
+    "save_yaml", "upgrade_stored_config",
 ]
