@@ -9,8 +9,9 @@ import torch
 import yaml
 
 from dwgn.training.checkpoint import FORMAT_VERSION, load_checkpoint, load_model, save_checkpoint
-from dwgn.training.config import (ConfigError, FinetuneConfig, PretrainConfig, TrainConfig, config_from_dict,
+from dwgn.training.config import (ConfigError, FinetuneConfig, TrainConfig, config_from_dict,
                          config_to_dict, parse_config, save_yaml)
+from dwgn.training.pretraining import PretrainingConfig
 from dwgn.models.network import PRESETS, build_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -46,7 +47,7 @@ def test_unknown_keys_name_the_key_and_the_valid_ones(tmp_path):
     refused(FinetuneConfig, ["--config", str(bad)], "'model.widht'", str(bad), "model.width")
     refused(FinetuneConfig, ["--config", str(write_yaml(tmp_path / "top.yaml", {"stepz": 5}))], "'stepz'", "steps")
     refused(FinetuneConfig, ["--config", str(write_yaml(tmp_path / "m.yaml", {"model": 3}))], "'model'", "3")
-    refused(PretrainConfig, ["--init", "x.pt"], "'init'", "degradation")  # a fine-tuning key is no pre-training key
+    refused(PretrainingConfig, ["--init", "x.pt"], "'init'", "degradation")  # a fine-tuning key is no pre-training key
 
 
 def test_values_are_converted_to_the_field_types():
@@ -101,20 +102,15 @@ def test_every_flag_of_design_section_6_is_accepted(tmp_path):
         (3, 2, "d", "o", "cpu", 1, 0, "p.pt")
     assert parse_config(FinetuneConfig, ["--from-scratch"]).from_scratch
     common[1] = str(CONFIGS / "pretrain_demo.yaml")
-    pt = parse_config(PretrainConfig, common + ["--degradation", "weather"])
+    pt = parse_config(PretrainingConfig, common + ["--degradation", "weather"])
     assert pt.degradation == "weather" and pt.steps == 3
     with pytest.raises(ConfigError, match="degradation.*adversarial, weather.*'fog'"):
-        parse_config(PretrainConfig, ["--degradation", "fog"])
+        parse_config(PretrainingConfig, ["--degradation", "fog"])
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_parse(name):
-    cls = FinetuneConfig if name.startswith("finetune") else PretrainConfig
-    if cls is PretrainConfig:
-        try:  # the pre-training stage adds its own keys (generator_lr, ...) in a subclass
-            from dwgn.training.pretraining import PretrainingConfig as cls  # noqa: N813
-        except ImportError:
-            pass
+    cls = FinetuneConfig if name.startswith("finetune") else PretrainingConfig
     cfg = parse_config(cls, ["--config", str(CONFIGS / name)])
     assert cfg.preset == ("paper" if "paper" in name else "tiny")
 
@@ -138,7 +134,7 @@ def test_config_round_trip_yaml_checkpoint_model(tmp_path):
 
 
 def test_train_config_is_the_shared_base():
-    assert issubclass(FinetuneConfig, TrainConfig) and issubclass(PretrainConfig, TrainConfig)
+    assert issubclass(FinetuneConfig, TrainConfig) and issubclass(PretrainingConfig, TrainConfig)
     assert set(config_to_dict(TrainConfig())) < set(config_to_dict(FinetuneConfig()))
 
 
@@ -199,8 +195,6 @@ def help_entries(cls, capsys) -> dict[str, str]:
 
 def test_help_describes_every_key_and_its_allowed_values(capsys):
     from dataclasses import fields, is_dataclass
-
-    from dwgn.training.pretraining import PretrainingConfig
 
     for cls in (FinetuneConfig, PretrainingConfig):
         entries = help_entries(cls, capsys)
@@ -268,7 +262,7 @@ def test_synth_mistakes_name_the_flag_and_the_fix(tmp_path):
     with pytest.raises(ConfigError, match=r"synth.clean_share must be in \[0, 1\), got 1.0 \(e.g. --synth.clean-sh"):
         parse_config(FinetuneConfig, ["--synth.online", "--synth.clean-share", "1"])
     refused(FinetuneConfig, ["--synth.tone", "0.5"], "'synth.tone'", "synth.online", "synth.tone_share")
-    refused(PretrainConfig, ["--synth.online", "true"], "'synth.online'", "degradation")  # no synth group there
+    refused(PretrainingConfig, ["--synth.online", "true"], "'synth.online'", "degradation")  # no synth group there
 
 
 def test_the_papers_configs_name_no_synth_key_and_the_demos_use_the_group():

@@ -296,11 +296,12 @@ def pair_folder(root: Path, n: int = 3, size: int = 72) -> Path:
 
 def pretrained_checkpoint(path: Path, **overrides) -> dict:
     from dwgn.training.checkpoint import FORMAT_VERSION, save_checkpoint
-    from dwgn.training.config import PretrainConfig, config_to_dict
+    from dwgn.training.config import config_to_dict
+    from dwgn.training.pretraining import PretrainingConfig
 
     torch.manual_seed(123)
     model = build_model("tiny", **overrides)
-    cfg = PretrainConfig()
+    cfg = PretrainingConfig()
     cfg.model = model.config
     state = {k: v.clone() for k, v in model.state_dict().items()}
     save_checkpoint(path, {"format_version": FORMAT_VERSION, "model": state, "model_ema": None,

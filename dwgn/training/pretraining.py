@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from dwgn.training.checkpoint import CheckpointError
-from dwgn.training.config import ConfigError, PretrainConfig, opt, parse_config
+from dwgn.training.config import ConfigError, TrainConfig, opt, parse_config
 from dwgn.training.decomposition import (BUDGET, ENTROPY_WEIGHT, MASK_FLOOR, Decomposer, DecompositionNoise,
                                          generator_step, logit_gradient_norms, make_generator_optimizer,
                                          sample_noise)
@@ -36,13 +36,13 @@ STAGE = "pretrain"
 
 
 @dataclass
-class PretrainingConfig(PretrainConfig):
-    """Stage 1's keys. Defaults are the CPU demo (a few minutes on 2 cores); configs/ holds the paper's
-    (batch 4, 128² crops, 2 ImageNet epochs)."""
+class PretrainingConfig(TrainConfig):
+    """Stage 1 (pre-training.py): blind background decomposition (docs/DESIGN.md §2). Defaults are the CPU demo
+    (a few minutes on 2 cores); configs/ holds the paper's (batch 4, 128² crops, 2 ImageNet epochs)."""
 
+    degradation: str = opt("adversarial", "adversarial (learned masks, the paper) or weather (synthetic weather)",
+                           ("adversarial", "weather"))
     steps: int = opt(100, "total optimizer steps (a larger value extends a finished run)")
-    crop: int = opt(64, "training crop side in pixels (the network pads to multiples of 64: the cheapest crop)")
-    save_every: int = opt(50, "steps between last.pt checkpoints (and always at the end)")
     generator_lr: float = opt(2e-4, "peak Adam learning rate of the mask generators, on the network's cosine "
                               "schedule (the paper: 2e-4)")
     mask_floor: float = opt(MASK_FLOOR, "every pixel keeps at least this fraction of B, in (0, 1) "
