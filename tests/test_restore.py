@@ -202,3 +202,49 @@ def test_amp_on_the_cpu_runs_the_network_under_bf16_autocast():
     np.testing.assert_array_equal(restore(model, photo, tile=0, amp=True), half)
     np.testing.assert_array_equal(restore(model, photo, tile=0, amp=False), full)
     np.testing.assert_array_equal(restore(model, photo, tile=0), full)  # the CPU's default: float32
+
+
+def _progress_lines(text: str) -> list[tuple[int, int]]:
+    """(done, total) of every progress line of the tiles ('... 5/24 [...]'), in order."""
+    import re
+
+    return [tuple(map(int, m.groups())) for m in re.finditer(r"photo:.*?(\d+)/(\d+) \[", text)]
+
+
+def test_progress_prints_a_line_per_tile_when_stderr_is_not_a_terminal(capsys, monkeypatch):
+    from dwgn.evaluation import restore as restoring
+
+    monkeypatch.setattr(restoring, "PROGRESS_INTERVAL", 0.0)  # a line for every tile
+    img = _photo(96, 128)
+    # tiles of 48 overlapping by 16: y in {0, 32, 48}, x in {0, 32, 64, 80}: 12 tiles, run twice (pools, forward)
+    restore(CentreByMean(), img, tile=48, overlap=16, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err  # plain lines, as a log shows them
+    lines = _progress_lines(err)
+    assert lines[0] == (0, 24) and lines[-1] == (24, 24)
+    assert [done for done, _ in lines[1:-1]] == list(range(1, 25))  # one line per tile; the last again on closing
+    assert "s/tile" in err or "tile/s" in err  # the rate, from which the time left is computed
+
+    monkeypatch.setattr(restoring, "PROGRESS_INTERVAL", 3600.0)
+    restore(CentreByMean(), img, tile=48, overlap=16, progress=True)
+    assert _progress_lines(capsys.readouterr().err) == [(0, 24), (24, 24)]  # the start and the end only
+    restore(CentreByMean(), img, tile=0, progress=True)
+    restore(CentreByMean(), img, tile=48, overlap=16)
+    assert capsys.readouterr().err == ""  # one forward: nothing to count; progress off by default
+
+
+def test_restore_folder_shows_a_line_per_photo_and_the_tiles_of_each(tmp_path, capsys, monkeypatch):
+    from dwgn.data.images import save_photo
+    from dwgn.evaluation import restore as restoring
+    from dwgn.evaluation.evaluate import restore_folder
+
+    monkeypatch.setattr(restoring, "PROGRESS_INTERVAL", 0.0)
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.png"):
+        save_photo(tmp_path / "in" / name, _photo(96, 128))
+    written, _ = restore_folder(CentreByMean(), tmp_path / "in", tmp_path / "out", tile=48, overlap=16)
+    assert len(written) == 2
+    err = capsys.readouterr().err
+    assert "a.png" in err and "b.png" in err and "2/2" in err
+    lines = _progress_lines(err)
+    assert lines.count((24, 24)) == 4  # each photo's tiles, to the end (a line for the last tile and on closing)

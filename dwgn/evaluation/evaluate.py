@@ -26,7 +26,7 @@ from dwgn.data.images import read_image, read_photo, save_photo
 from dwgn.data.paths import DEMO_CHECKPOINT as DEFAULT_CHECKPOINT
 from dwgn.errors import ArgumentParser, DataError
 from dwgn.evaluation.metrics import all_metrics, psnr
-from dwgn.evaluation.restore import DEFAULT_OVERLAP, DEFAULT_TILE, restore
+from dwgn.evaluation.restore import DEFAULT_OVERLAP, DEFAULT_TILE, progress_bar, restore
 from dwgn.io import atomic_path, write_text_atomic
 
 PROTOCOL = "Y BT.601, 8-bit, native size"
@@ -137,18 +137,19 @@ def restore_folder(model: nn.Module, source: Path, out_dir: Path, *, tile: int |
     headers, name clashes and (without `overwrite`) earlier outputs are refused before anything is written."""
     photos, _ = photo_files(Path(source))
     skipped: list[tuple[str, str]] = []
-
     _refuse_collisions(photos, out_dir)
     refuse_overwrite([out_dir / (p.stem + ".png") for p in photos], overwrite)
     written = []
-    for path in tqdm(photos, desc=Path(source).name, unit="img", disable=None):
+    bar = progress_bar(photos, desc=f"restoring {Path(source).name}", unit="photo", interval=0)
+    for path in bar:  # a line per photo, and under it one for the tiles of a large photo (every few seconds)
+        bar.set_postfix_str(path.name)
         try:
             image = read_photo(path)
         except READ_ERRORS as e:
             skipped.append((str(path), str(e)))
             continue
         out = out_dir / (path.stem + ".png")
-        save_photo(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble))
+        save_photo(out, restore(model, image, tile=tile, overlap=overlap, self_ensemble=self_ensemble, progress=True))
         written.append(out)
     return written, skipped
 

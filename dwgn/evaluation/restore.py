@@ -24,7 +24,11 @@ Repeat with benchmarks/bench_tiling.py [--checkpoint PATH].
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import platform
+import sys
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -39,11 +43,63 @@ from dwgn.training.acceleration import has_compiled_modules
 AUTO_TILE_PIXELS = 1024 * 1024  # images larger than this are tiled when tile=None
 DEFAULT_TILE = 512              # a multiple of 64, the network's padding multiple, so tiles need no padding
 DEFAULT_OVERLAP = 64
+PROGRESS_INTERVAL = 10.0        # seconds between progress lines when stderr is not a terminal
 # Luma used only to return a gray image for a gray input (ITU-R 601, as PIL's "L" conversion)
 _GRAY = np.array([0.299, 0.587, 0.114])
 
 
+# --------------------------------------------------------------------------------------------- progress
+class _Lines:
+    """tqdm's output as plain lines, for a log or a pipe: tqdm redraws one line with carriage returns."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.strip("\r\n ")
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(iterable=None, *, total: int | None = None, desc: str, unit: str, disable: bool = False,
+                 interval: float | None = None) -> tqdm:
+    """A tqdm bar on stderr with the count, the rate and the time left: redrawn in place on a terminal, elsewhere (a
+    log, a pipe) a plain line when it starts, at most every `interval` seconds (None: PROGRESS_INTERVAL), and when
+    it closes."""
+    stream = sys.stderr
+    if stream.isatty():
+        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=stream, dynamic_ncols=True)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=_Lines(stream), position=0,
+                mininterval=PROGRESS_INTERVAL if interval is None else interval, miniters=1)
+
+
 # ---------------------------------------------------------------------------------------------- tensors
+@contextlib.contextmanager
+def steady_heap() -> Iterator[None]:
+    """Inside, freed memory stays in the process for the next tile (glibc only; elsewhere nothing changes).
+
+    glibc hands every block above 32 MB to the kernel (mmap) and returns it on free (munmap), so each large
+    temporary of every tile was paged in afresh: at 512 px tiles 3 million page faults and as much system time as
+    user time per tile. Inside: no mmap blocks (M_MMAP_MAX 0), and the heap is not trimmed (M_TRIM_THRESHOLD);
+    on leaving, glibc's defaults again, and malloc_trim(0) gives the freed memory back to the system."""
+    libc = ctypes.CDLL(None) if platform.libc_ver()[0] == "glibc" else None
+    if libc is None:
+        yield
+        return
+    m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameters (malloc.h)
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 2 ** 31 - 1)
+    try:
+        yield
+    finally:
+        libc.mallopt(m_mmap_max, 65536)
+        libc.mallopt(m_trim_threshold, 128 * 1024)
+        libc.malloc_trim(0)
+
+
 def _forward(model: nn.Module, x: Tensor, amp: bool) -> Tensor:
     """(B,3,H,W) -> (B,3,H,W) float32; bfloat16 autocast on x's device when amp (float16's range is the narrower;
     bf16 is what training uses)."""
@@ -103,13 +159,13 @@ def _cores(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:
 
 
 def tiled_pools(model: nn.Module, x: Tensor, tile: int, overlap: int, pools: dict[str, Tensor] | None,
-                amp: bool = False, progress: bool = False) -> dict[str, Tensor]:
+                amp: bool = False, progress: tqdm | None = None) -> dict[str, Tensor]:
     """One sweep over the tiles measuring what each global pool sees at full resolution: its input summed
     over the tile's core (the cores partition the image), summed over tiles, / image area -> {name:
     (1,C,1,1)}. pools None: each tile pools over itself meanwhile; given: they are fixed during the sweep,
     and a pool's new value is exact whenever the pools before it were. The mean is over the image itself:
     a whole-image pass would also average the zeros it pads to a multiple of 64 (a small difference when
-    a side is not a multiple of 64)."""
+    a side is not a multiple of 64). `progress`: a bar (`progress_bar`) that each tile advances by one."""
     _, _, h, w = x.shape
     boxes = _boxes(h, w, tile, overlap)
     ys, xs = sorted({b[0] for b in boxes}), sorted({b[1] for b in boxes})
@@ -127,20 +183,22 @@ def tiled_pools(model: nn.Module, x: Tensor, tile: int, overlap: int, pools: dic
             sx = f.shape[-1] / (tw + -tw % multiple)
             core = f[..., round(y0 * sy):round(y1 * sy), round(x0 * sx):round(x1 * sx)]
             # area-weighted: a core of k feature pixels stands for k/(sy*sx) image pixels
-            current[name] = core.double().sum(dim=(2, 3), keepdim=True) / (sy * sx)  # (1,C,1,1)
+            current[name] = core.sum(dim=(2, 3), keepdim=True, dtype=torch.float64) / (sy * sx)  # (1,C,1,1)
         return measure
 
     names = [n for n, m in model.named_modules() if isinstance(m, GlobalPool)]
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n in names]
     try:
         with fixed_pools(model, pools) if pools is not None else contextlib.nullcontext():
-            for y0, x0, th, tw in tqdm(boxes, desc="pools", leave=False, disable=not progress or len(boxes) == 1):
+            for y0, x0, th, tw in boxes:
                 cy, cx = core_y[y0], core_x[x0]
                 box[:] = [(cy[0] - y0, cy[1] - y0), (cx[0] - x0, cx[1] - x0), th, tw]
                 current.clear()
                 _forward(model, x[..., y0:y0 + th, x0:x0 + tw], amp)
                 for name, value in current.items():
                     sums[name] = sums.get(name, 0) + value
+                if progress is not None:
+                    progress.update()
     finally:
         for handle in handles:
             handle.remove()
@@ -151,24 +209,26 @@ def tiled_pools(model: nn.Module, x: Tensor, tile: int, overlap: int, pools: dic
 
 
 def tiled_forward(model: nn.Module, x: Tensor, tile: int, overlap: int, pools: dict[str, Tensor] | None,
-                  amp: bool = False, progress: bool = False) -> Tensor:
+                  amp: bool = False, progress: tqdm | None = None) -> Tensor:
     """x (1,3,H,W) -> (1,3,H,W), restored tile by tile and blended. `pools` (from `tiled_pools`) gives
     each tile the image's statistics; None lets each tile pool over itself (naive tiling, kept only to
-    measure what the pools buy: benchmarks/bench_tiling.py)."""
+    measure what the pools buy: benchmarks/bench_tiling.py). `progress`: a bar that each tile advances by one."""
     _, _, h, w = x.shape
     boxes = _boxes(h, w, tile, overlap)
     out = torch.zeros(1, 3, h, w, dtype=torch.float64, device=x.device)
     weight = torch.zeros(1, 1, h, w, dtype=torch.float64, device=x.device)
     ctx = fixed_pools(model, pools) if pools is not None else contextlib.nullcontext()
     with ctx:
-        for y0, x0, th, tw in tqdm(boxes, desc="tiles", leave=False, disable=not progress or len(boxes) == 1):
+        for y0, x0, th, tw in boxes:
             patch = _forward(model, x[..., y0:y0 + th, x0:x0 + tw], amp)  # (1,3,th,tw)
             wy = _ramp(th, overlap, rise=y0 > 0, fall=y0 + th < h)
             wx = _ramp(tw, overlap, rise=x0 > 0, fall=x0 + tw < w)
             wt = (wy[:, None] * wx[None, :]).to(x.device)  # (th,tw)
             out[..., y0:y0 + th, x0:x0 + tw] += patch.double() * wt
             weight[..., y0:y0 + th, x0:x0 + tw] += wt
-    return (out / weight).float()
+            if progress is not None:
+                progress.update()
+    return out.div_(weight).float()
 
 
 # ------------------------------------------------------------------------------------- self-ensemble
@@ -231,18 +291,24 @@ def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap
     h, w = x.shape[-2:]
     tile = auto_tile(h, w) if tile is None else tile_side(model, tile)
 
-    def one(v: Tensor) -> Tensor:
-        if tile and (v.shape[-2] > tile or v.shape[-1] > tile):
-            if has_compiled_modules(model):  # the per-tile pool hooks would recompile the blocks for every tile
-                raise ValueError(f"tiled inference ({v.shape[-2]}x{v.shape[-1]} image, tile {tile}) does not run on a "
-                                 "compiled model; restore with tile=0 or with a model that was not compiled")
-            pools = tiled_pools(model, v, tile, overlap, None, amp, progress)
-            for _ in range(refine):
-                pools = tiled_pools(model, v, tile, overlap, pools, amp, progress)
-            return tiled_forward(model, v, tile, overlap, pools, amp, progress)
-        return _forward(model, v, amp)
+    tiled = bool(tile) and (h > tile or w > tile)
+    if tiled and has_compiled_modules(model):  # the per-tile pool hooks would recompile the blocks for every tile
+        raise ValueError(f"tiled inference ({h}x{w} image, tile {tile}) does not run on a compiled model; restore "
+                         "with tile=0 or with a model that was not compiled")
+    # every tile is run (2 + refine) times: the pools sweep(s), then the forward; 8 times over for the ensemble
+    tiles = len(_boxes(h, w, tile, overlap)) * (2 + refine) * (8 if self_ensemble else 1) if tiled else 0
+    bar = progress_bar(total=tiles, desc=f"{w}x{h} photo", unit="tile", disable=not (progress and tiled))
 
-    return sum(_inverse(one(_transform(x, k)), k) for k in range(8)) / 8 if self_ensemble else one(x)
+    def one(v: Tensor) -> Tensor:
+        if not tiled:
+            return _forward(model, v, amp)
+        pools = tiled_pools(model, v, tile, overlap, None, amp, bar)
+        for _ in range(refine):
+            pools = tiled_pools(model, v, tile, overlap, pools, amp, bar)
+        return tiled_forward(model, v, tile, overlap, pools, amp, bar)
+
+    with steady_heap(), bar:
+        return sum(_inverse(one(_transform(x, k)), k) for k in range(8)) / 8 if self_ensemble else one(x)
 
 
 def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
@@ -254,7 +320,8 @@ def restore(model: nn.Module, image: np.ndarray, tile: int | None = None, overla
     tile: None tiles automatically above AUTO_TILE_PIXELS (tiles of DEFAULT_TILE), 0 never tiles, N uses
     N x N tiles (N rounded up to a multiple of 64) overlapping by `overlap`; refine: extra sweeps that
     re-measure the global statistics with the previous ones fixed (module docstring; 0 is usually enough).
-    self_ensemble averages the 8 flips/rotations.
+    self_ensemble averages the 8 flips/rotations. progress: a bar of the tiles on stderr (`progress_bar`; tiled
+    images only), with the time left.
     device: None uses the model's device, otherwise the model is moved there. amp: bfloat16 autocast, default on
     CUDA only (amp=True on the CPU runs it there too: faster on CPUs with bf16 instructions, ~2-3 digits per value).
     The output is deterministic: the same input gives bitwise the same image.
