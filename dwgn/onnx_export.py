@@ -14,8 +14,11 @@ Needs `onnx` and `onnxscript` (and `onnxruntime` for the check): `pip install -r
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -59,13 +62,30 @@ def export_onnx(model: nn.Module, path: str | Path, example_size: tuple[int, int
             module._masks.clear()  # cached per concrete size: would enter the graph as a constant
     x = torch.rand(1, 3, *example_size)  # (1,3,H,W)
     dynamic = torch.export.Dim.DYNAMIC
-    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # exporter chatter (deprecations, constant folding notes)
+    with atomic_path(path) as tmp, _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(model, (x,), None, dynamo=True, verbose=False,
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     dynamic_shapes={"x": {2: dynamic, 3: dynamic}})
         program.save(str(tmp))
     return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter's harmless chatter, silenced for the export only: its Python warnings (deprecations,
+    constant-folding notes) and the log lines of torch.onnx and onnxscript below ERROR (e.g. "torchvision is
+    not installed. Skipping torchvision::nms", one per torchvision op, which this network does not use)."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def onnx_session(path: str | Path):

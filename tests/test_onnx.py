@@ -24,12 +24,14 @@ from dwgn.training.checkpoint import FORMAT_VERSION, load_model, save_checkpoint
 from dwgn.training.config import FinetuneConfig, config_to_dict  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+QUIET: dict[str, object] = {}  # what the export command wrote to stderr, and the warnings a command line shows
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """`tiny` with PyTorch's default conv init (outputs far from the input, unlike the N(0, 0.02) init),
-    saved as a checkpoint and exported by the command line -> (model, onnx path, printed text)."""
+    saved as a checkpoint and exported by the command line -> (model, onnx path, printed text), with what the
+    command wrote to stderr and the warnings a command line would show in QUIET."""
     torch.manual_seed(0)
     model = build_model("tiny")
     for m in model.modules():
@@ -42,11 +44,24 @@ def exported(tmp_path_factory):
                                        "config": config_to_dict(cfg), "step": 1})
     import contextlib
     import io
+    import warnings
 
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         assert main([str(root / "tiny.pt"), "--onnx", str(root / "model.onnx")]) == 0
+    hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)  # a CLI's defaults
+    QUIET.update(stderr=err.getvalue(), warnings=[str(w.message) for w in seen if not issubclass(w.category, hidden)])
     return load_model(root / "tiny.pt"), root / "model.onnx", out.getvalue()
+
+
+def test_the_export_prints_no_library_warnings(exported):
+    """torch.onnx and onnxscript log lines ("torchvision is not installed. Skipping ...") and warnings stay out
+    of the command's output: stderr is empty."""
+    assert QUIET == {"stderr": "", "warnings": []}
+    import logging
+
+    assert logging.getLogger("torch.onnx").level == logging.NOTSET  # silenced for the export only
 
 
 def test_onnx_runtime_agrees_with_pytorch_at_any_size(exported):
