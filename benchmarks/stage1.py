@@ -31,7 +31,7 @@ from dwgn.data.images import read_image
 from dwgn.data.photos import packaged_photos
 from dwgn.data.transforms import to_tensor
 from dwgn.io import save_figure, write_text_atomic
-from dwgn.training.config import config_to_dict, parse_config
+from dwgn.training.cli import config_to_dict, parse_config
 from dwgn.training.decomposition import logit_gradient_norms, sample_noise
 from dwgn.training.engine import train
 from dwgn.training.mask_stats import mask_statistics

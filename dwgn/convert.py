@@ -20,7 +20,7 @@ from dwgn.models.authors import AuthorsMappingError, convert_state_dict, describ
 from dwgn.models.network import ModelConfig
 from dwgn.training.checkpoint import (FORMAT_VERSION, UnsafeCheckpointError, read_torch_file,
                                       save_checkpoint)
-from dwgn.training.config import config_from_dict
+from dwgn.training.cli import config_from_dict
 
 SOURCE = "the authors' DwGN code (class WAformer)"
 

@@ -124,7 +124,8 @@ def test_cached_scores_are_reused_only_for_the_same_steps_and_eval_crop(tmp_path
 def test_train_argv_runs_from_scratch_with_the_studys_settings():
     args = argparse.Namespace(preset="tiny", steps=100, batch_size=4, crop=64)
     argv = ablation.train_argv("full", 2, args, Path("runs/ablation/full-s2"))
-    from dwgn.training.config import FinetuneConfig, parse_config
+    from dwgn.training.config import FinetuneConfig
+    from dwgn.training.cli import parse_config
 
     cfg = parse_config(FinetuneConfig, argv)
     assert cfg.from_scratch and cfg.model.dynamic == "full" and cfg.seed == 2

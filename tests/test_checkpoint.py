@@ -6,7 +6,8 @@ import torch
 
 from dwgn.training.checkpoint import (FORMAT_VERSION, CheckpointError, load_checkpoint, load_model, load_weights,
                              save_checkpoint)
-from dwgn.training.config import FinetuneConfig, config_to_dict
+from dwgn.training.config import FinetuneConfig
+from dwgn.training.cli import config_to_dict
 from dwgn.models.network import build_model
 
 

@@ -9,8 +9,8 @@ import torch
 import yaml
 
 from dwgn.training.checkpoint import FORMAT_VERSION, load_checkpoint, load_model, save_checkpoint
-from dwgn.training.config import (ConfigError, FinetuneConfig, TrainConfig, config_from_dict,
-                         config_to_dict, parse_config, save_yaml)
+from dwgn.training.config import ConfigError, FinetuneConfig, TrainConfig
+from dwgn.training.cli import config_from_dict, config_to_dict, parse_config, save_yaml
 from dwgn.training.pretraining import PretrainingConfig
 from dwgn.models.network import PRESETS, build_model
 
@@ -266,7 +266,7 @@ def test_synth_mistakes_name_the_flag_and_the_fix(tmp_path):
 
 
 def test_the_papers_configs_name_no_synth_key_and_the_demos_use_the_group():
-    from dwgn.training.config import MOVED_KEYS, _yaml_ready
+    from dwgn.training.cli import MOVED_KEYS, _yaml_ready
 
     for name in ("finetune_paper.yaml", "pretrain_paper.yaml"):
         data = yaml.safe_load((CONFIGS / name).read_text())
@@ -289,7 +289,8 @@ def flat_synth(stored: dict, self_feed_share: float = 0.0) -> dict:
 
 def test_stored_configs_with_the_old_flat_keys_are_read_into_the_synth_group(tmp_path):
     from dwgn.training.checkpoint import load_weights
-    from dwgn.training.config import SynthConfig, upgrade_stored_config
+    from dwgn.training.config import SynthConfig
+    from dwgn.training.cli import upgrade_stored_config
 
     cfg = FinetuneConfig(synth=SynthConfig(online=True, clean_share=0.35, tone_share=0.5, weather_side=96,
                                            weather_weights=(2.0, 1.0, 1.5, 1.5, 1.5)))

@@ -180,7 +180,8 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def test_config_keys_and_errors():
-    from dwgn.training.config import ConfigError, parse_config
+    from dwgn.training.config import ConfigError
+    from dwgn.training.cli import parse_config
     from dwgn.training.pretraining import PretrainingConfig
 
     cfg = parse_config(PretrainingConfig, ["--degradation", "weather", "--mask-floor", "0.5", "--steps", "7"])
@@ -193,7 +194,7 @@ def test_config_keys_and_errors():
 
 def test_resume_refuses_the_other_degradation(tmp_path):
     from dwgn.training.checkpoint import CheckpointError
-    from dwgn.training.config import parse_config
+    from dwgn.training.cli import parse_config
     from dwgn.training.pretraining import AdversarialDecomposition, NoGenerators, PretrainingConfig
 
     cfg = parse_config(PretrainingConfig, [])
@@ -257,7 +258,7 @@ def test_script_weather_end_to_end(tmp_path):
 
 
 def _run(out, steps, kill_at=None):
-    from dwgn.training.config import parse_config
+    from dwgn.training.cli import parse_config
     from dwgn.training.engine import train
     from dwgn.training.pretraining import AdversarialDecomposition, PretrainingConfig, build_stage, training_set
 

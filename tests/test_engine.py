@@ -296,7 +296,7 @@ def pair_folder(root: Path, n: int = 3, size: int = 72) -> Path:
 
 def pretrained_checkpoint(path: Path, **overrides) -> dict:
     from dwgn.training.checkpoint import FORMAT_VERSION, save_checkpoint
-    from dwgn.training.config import config_to_dict
+    from dwgn.training.cli import config_to_dict
     from dwgn.training.pretraining import PretrainingConfig
 
     torch.manual_seed(123)

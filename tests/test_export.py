@@ -17,7 +17,8 @@ from dwgn.export import export, main, run
 from dwgn.models.network import build_model
 from dwgn.training.checkpoint import (FORMAT_VERSION, SAFETENSORS_METADATA_KEY, CheckpointError,
                                       load_checkpoint, load_model, save_checkpoint)
-from dwgn.training.config import FinetuneConfig, config_to_dict
+from dwgn.training.config import FinetuneConfig
+from dwgn.training.cli import config_to_dict
 
 
 def _tiny_checkpoint(path, seed, step, **model_overrides):

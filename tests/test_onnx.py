@@ -21,7 +21,8 @@ from dwgn.models.dynamic_conv import GlobalPool  # noqa: E402
 from dwgn.models.network import build_model, recorded_pools  # noqa: E402
 from dwgn.onnx_export import CHECK_SIZES, TOLERANCE, check_onnx, export_onnx, onnx_session  # noqa: E402
 from dwgn.training.checkpoint import FORMAT_VERSION, load_model, save_checkpoint  # noqa: E402
-from dwgn.training.config import FinetuneConfig, config_to_dict  # noqa: E402
+from dwgn.training.config import FinetuneConfig
+from dwgn.training.cli import config_to_dict  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 QUIET: dict[str, object] = {}  # what the export command wrote to stderr, and the warnings a command line shows

@@ -53,7 +53,8 @@ def test_a_run_stored_with_the_flat_synth_keys_resumes_and_a_synth_change_is_ref
     (and self_feed_share): it resumes under the same config in today's shape; a changed synth key is named;
     a run that trained with self_feed_share (removed since) is another config."""
     from dwgn.training.checkpoint import save_checkpoint
-    from dwgn.training.config import SynthConfig, config_to_dict
+    from dwgn.training.config import SynthConfig
+    from dwgn.training.cli import config_to_dict
 
     from test_config import flat_synth
 

@@ -37,6 +37,13 @@ def _one_error_line(err: str, prog: str = "test.py") -> str:
     return lines[0]
 
 
+def _last_error_line(err: str, prog: str = "test.py") -> str:
+    """After work (progress lines on stderr): one error line, the last."""
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and errors[0].startswith(f"{prog}: error: ") and err.rstrip().endswith(errors[0]), err
+    return errors[0]
+
+
 # ---------------------------------------------------------------- test.py --input
 def test_a_folder_without_photos_is_one_line_naming_it_and_what_is_looked_for(tmp_path, checkpoint, capsys, run_cli):
     from dwgn.evaluation.evaluate import PHOTO_EXTENSIONS, main
@@ -80,14 +87,14 @@ def test_a_photo_that_fails_to_decode_is_named_and_the_others_restored(tmp_path,
     (folder / "cut.png").write_bytes(whole[:len(whole) // 2])
     assert run_cli(main, ["--checkpoint", checkpoint, "--input", folder, "--results", tmp_path / "r"], "test.py") == 2
     out, err = capsys.readouterr()
-    line = _one_error_line(err)
+    line = _last_error_line(err)
     assert "cut.png" in line and str(tmp_path / "r" / "photos") in line
     assert sorted(p.name for p in (tmp_path / "r" / "photos").iterdir()) == ["good.png"]
     assert "restored 1 photo(s) into" in out
     (folder / "good.png").unlink()  # the cut one alone: nothing restored, no output folder named
     assert run_cli(main, ["--checkpoint", checkpoint, "--input", folder, "--results", tmp_path / "r2"], "test.py") == 2
     out, err = capsys.readouterr()
-    assert "cut.png" in _one_error_line(err) and "nothing was restored" in err and "restored" not in out
+    assert "cut.png" in _last_error_line(err) and "nothing was restored" in err and "restored" not in out
 
 
 # ---------------------------------------------------------------- test.py numbers
@@ -142,7 +149,8 @@ def test_a_crop_the_network_would_pad_is_refused_naming_the_nearest_valid_ones(r
 
 
 def test_the_shipped_configs_have_valid_crops():
-    from dwgn.training.config import FinetuneConfig, parse_config
+    from dwgn.training.config import FinetuneConfig
+    from dwgn.training.cli import parse_config
     from dwgn.training.pretraining import PretrainingConfig
 
     files = sorted((REPO / "configs").glob("*.yaml")) + [REPO / "checkpoints" / "dwgn-small-demo.yaml"]

@@ -27,7 +27,8 @@ from torch import nn
 
 from dwgn.errors import UserError
 from dwgn.io import atomic_path
-from dwgn.training.config import ConfigError, config_diff, config_from_dict
+from dwgn.training.config import ConfigError
+from dwgn.training.cli import config_diff, config_from_dict
 from dwgn.models.network import ModelConfig
 
 FORMAT_VERSION = 1

@@ -43,7 +43,8 @@ from dwgn.errors import UserError
 from dwgn.training.acceleration import CudaGraphStep, capturable_adam, compile_blocks, l1_step_loss
 from dwgn.training.checkpoint import (FORMAT_VERSION, check_architecture, checkpoint_model_config, release_of,
                                      save_checkpoint)
-from dwgn.training.config import TrainConfig, config_to_dict, save_yaml
+from dwgn.training.config import TrainConfig
+from dwgn.training.cli import config_to_dict, save_yaml
 from dwgn.training.run_dir import RunLog, open_run, restart, rng_state, run_dir_for, set_rng_state
 from dwgn.training.sampler import StepSampler, mix_seed
 

@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 
 from dwgn.errors import DataError, run_main
 from dwgn.training.checkpoint import CheckpointError, load_weights
-from dwgn.training.config import FinetuneConfig, parse_config
+from dwgn.training.config import FinetuneConfig
+from dwgn.training.cli import parse_config
 from dwgn.training.engine import Stage, run_dir_for, train
 from dwgn.models.network import build_model
 from dwgn.data.transforms import center_crop, to_tensor

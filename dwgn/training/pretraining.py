@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from dwgn.training.checkpoint import CheckpointError
-from dwgn.training.config import ConfigError, TrainConfig, opt, parse_config
+from dwgn.training.config import ConfigError, TrainConfig, opt
+from dwgn.training.cli import parse_config
 from dwgn.training.decomposition import (BUDGET, ENTROPY_WEIGHT, MASK_FLOOR, Decomposer, DecompositionNoise,
                                          generator_step, logit_gradient_norms, make_generator_optimizer,
                                          sample_noise)

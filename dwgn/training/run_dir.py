@@ -19,7 +19,8 @@ import torch
 
 from dwgn.errors import DataError
 from dwgn.training.checkpoint import load_checkpoint
-from dwgn.training.config import ConfigError, TrainConfig, config_diff, upgrade_stored_config
+from dwgn.training.config import ConfigError, TrainConfig
+from dwgn.training.cli import config_diff, upgrade_stored_config
 
 # Keys that may change between the runs of one directory: where and how fast it runs, how often it logs.
 # `steps` is checked on its own (a larger value extends the run).
