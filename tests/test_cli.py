@@ -48,7 +48,7 @@ def test_every_entry_point_turns_a_mistake_into_one_error_line(tmp_path):
     commands = {  # prog: (arguments, what the one line must name)
         "train.py": ([str(REPO / "train.py"), "--steps", "1.5"], "--steps '1.5'"),
         "pre-training.py": ([str(REPO / "pre-training.py"), "--data", missing], f"{missing} does not exist"),
-        "test.py": ([str(REPO / "test.py"), "--checkpoint", missing + ".pt", "--input", "."], "missing.pt not found"),
+        "test.py": ([str(REPO / "test.py"), "--checkpoint", missing + ".pt", "--profile"], "missing.pt not found"),
         "dataset/prepare.py": ([str(REPO / "dataset" / "prepare.py"), "--check", missing], "does not exist"),
         "dataset/prepare_imagenet.py": ([str(REPO / "dataset" / "prepare_imagenet.py"), "--root", missing,
                                          "--out", str(tmp_path / "list.txt")], missing),
