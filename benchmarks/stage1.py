@@ -11,7 +11,7 @@ a hook that, at every snapshot, records
   (3) O for the first images, drawn as a grid (snapshots x images) into --figure.
 All images are the packaged photos (synthetic degradations of real photos; not ImageNet).
 
-    OMP_NUM_THREADS=1 python benchmarks/stage1.py --steps 2000 --every 200 --crop 48 \
+    OMP_NUM_THREADS=1 python benchmarks/stage1.py --steps 2000 --every 200 --crop 64 \
         --out runs/stage1-bench --json benchmarks/results/stage1.json --figure figures/stage1_degradations.png
 """
 from __future__ import annotations
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--every", type=int, default=200)
     ap.add_argument("--fixed-at", type=int, default=400, help="freeze this snapshot's held-out O as a fixed set")
-    ap.add_argument("--crop", type=int, default=48)
+    ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--held-out", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
