@@ -61,7 +61,7 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 def relative_bias(table: Tensor, window: int) -> Tensor:
     """(heads, N, N): B[h, m, n] = table[h, dy + w - 1, dx + w - 1] with (dy, dx) = position m - position n."""
     n = window * window
-    out = torch.empty(table.shape[0], n, n)
+    out = torch.empty(table.shape[0], n, n, dtype=table.dtype)
     for m in range(n):
         for k in range(n):
             dy, dx = m // window - k // window, m % window - k % window
@@ -97,12 +97,12 @@ def cross_window_attention(qkv_s: Tensor, qkv_d: Tensor, table: Tensor, head_dim
     if shift:
         qkv_s, qkv_d = (torch.roll(t, shifts=(-shift, -shift), dims=(2, 3)) for t in (qkv_s, qkv_d))
     bias = relative_bias(table, window)
-    out = torch.zeros(b, 2 * c, h, w)
+    out = torch.zeros(b, 2 * c, h, w, dtype=qkv_s.dtype)
     for i in range(b):
         for wy in range(h // window):
             for wx in range(w // window):
                 rows, cols = slice(wy * window, (wy + 1) * window), slice(wx * window, (wx + 1) * window)
-                mask = shift_mask(h, w, window, shift, wy, wx)
+                mask = shift_mask(h, w, window, shift, wy, wx).to(qkv_s.dtype)
 
                 def tokens(t: Tensor, part: int, head: int) -> Tensor:  # (N, d), pixels row by row
                     ch = slice(part * c + head * head_dim, part * c + (head + 1) * head_dim)

@@ -92,3 +92,40 @@ def test_layer_norm_is_over_channels():
             torch.testing.assert_close(y.var(dim=1, unbiased=False), torch.ones(2, 5, 7), atol=1e-4, rtol=0)
             flat = x * 1e-3  # channel variance ~1e-6: here eps (1e-6) shows
             close(norm(flat), ref.layer_norm(flat, norm.weight, norm.bias))
+
+
+def reference_gradients(m: torch.nn.Module, x: torch.Tensor, compute, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    """d sum(weights * reference output) / d each state_dict tensor, through tests/paper_reference.py's loops."""
+    s = {k: v.detach().clone().requires_grad_() for k, v in m.state_dict().items()}
+    out = compute(x, s)
+    return dict(zip(s, torch.autograd.grad((out * weights).sum(), list(s.values()))))
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+@pytest.mark.parametrize("dynamic", ["half", "full"])
+def test_block_output_and_every_gradient_equal_the_reference(shift, dynamic):
+    """The batched block against the per-image, per-window, per-head reference in float64: the output and the
+    gradient of every parameter (both GLGFs of each weight-adaptive conv, the spatial kernels, the bias table,
+    alpha's 1x1s, the LayerNorms)."""
+    m = redrawn(DwGNBlock(C, HEAD_DIM, WINDOW, shift, dynamic=dynamic, glgf_groups=GROUPS), scale=0.3).double()
+    full = dynamic == "full"
+
+    def compute(x, s):  # ref.block with the static branches weight-adaptive too for "full"
+        h = x + ref.hdmc(ref.layer_norm(x, s["norm1.weight"], s["norm1.bias"]), s, "hdmc.", HEAD_DIM, WINDOW, shift,
+                         GROUPS, static_dynamic=full)
+        return h + ref.hdfn(ref.layer_norm(h, s["norm2.weight"], s["norm2.bias"]), s, "hdfn.", GROUPS,
+                            static_dynamic=full)
+
+    torch.manual_seed(1)
+    x = torch.randn(2, C, 8, 12, dtype=torch.float64)
+    weights = torch.randn(2, C, 8, 12, dtype=torch.float64)
+    expected = reference_gradients(m, x, compute, weights)
+    out = m(x)
+    with torch.no_grad():
+        torch.testing.assert_close(out, compute(x, m.state_dict()), rtol=1e-9, atol=1e-9)
+    named = dict(m.named_parameters())
+    assert set(named) == set(expected)  # every parameter is in the state_dict, and nothing else is
+    grads = torch.autograd.grad((out * weights).sum(), list(named.values()))
+    for (name, _), got in zip(named.items(), grads):
+        assert expected[name].abs().max() > 0, name  # every parameter takes part
+        torch.testing.assert_close(got, expected[name], rtol=1e-7, atol=1e-9, msg=lambda msg, n=name: f"{n}: {msg}")

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dwgn.models.dynamic_conv import GlobalPool, hoisted_weights
-from dwgn.models.hdfn import HDFN, hoisted_alpha_rows
-from dwgn.models.hdmc import HDMC, WindowCrossAttention, hoisted_biases
+from dwgn.models.dynamic_conv import GlobalPool
+from dwgn.models.hdfn import HDFN
+from dwgn.models.hdmc import HDMC, WindowCrossAttention
 
 DYNAMIC_MODES = ("half", "none", "full")
 
@@ -142,11 +142,6 @@ class DwGN(nn.Module):
             nn.init.trunc_normal_(module.bias_table, std=0.02, a=-0.04, b=0.04)
 
     def forward(self, x: Tensor) -> Tensor:
-        # parameter-only terms, made once for all the blocks (fewer, larger kernels; the same function)
-        with hoisted_weights(self, x.shape[0]), hoisted_biases(self), hoisted_alpha_rows(self):
-            return self._forward(x)
-
-    def _forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         # zero-pad right/bottom to a multiple of 2^levels * window, crop back at the end
         x = F.pad(x, (0, -w % self.multiple, 0, -h % self.multiple))
