@@ -18,7 +18,7 @@ conv init, weights of trained size, standing in for a trained network until the 
     tiled_pools (restore's default) 55.6, refine=1 56.6, exact whole-image pools (the ceiling) 56.6.
   192x256 crop, tile 128, overlap 32, Kaiming: naive 44.0, shrunk 38.9, tiled_pools 53.0, exact 52.9.
   512x512, N(0, 0.02) init (residual tiny, pools hardly matter): every scheme 81.0 dB.
-Bound tested (tests/test_restore.py): >= 40 dB at 512x512 (random, Kaiming, demo checkpoint if present).
+Bound tested (tests/evaluation/test_restore.py): >= 40 dB at 512x512 (random, Kaiming, demo checkpoint if present).
 Repeat with benchmarks/bench_tiling.py [--checkpoint PATH].
 """
 from __future__ import annotations

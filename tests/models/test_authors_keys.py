@@ -20,9 +20,7 @@ import dwgn
 import paper_reference as ref
 from dwgn.models.authors import convert_state_dict, to_authors, to_ours
 
-torch.set_num_threads(1)
-
-TABLE = Path(__file__).parent / "data" / "authors_paper_state_dict.tsv"
+TABLE = Path(__file__).resolve().parents[1] / "fixtures" / "authors_paper_state_dict.tsv"
 
 GENERATOR = {"wn_fc1_l": "local", "wn_fc1_g1": "squeeze", "wn_fc1_g2": "expand", "wn_fc2_l": "per_channel",
              "wn_fc2_g": "shared"}

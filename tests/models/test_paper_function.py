@@ -11,8 +11,6 @@ from dwgn.models.hdfn import HDFN
 from dwgn.models.hdmc import HDMC
 from dwgn.models.network import DwGNBlock
 
-torch.set_num_threads(1)
-
 C, HEAD_DIM, WINDOW, GROUPS = 8, 4, 4, 4  # 2 heads, 4x4 windows, shift 2, GLGF groups 4
 
 

@@ -176,7 +176,7 @@ def test_generator_step_through_the_real_network():
 # ---------------------------------------------------------------------------------------------
 # Stage 1 on the engine (dwgn.training.pretraining): end to end, checkpoint contents, exact resume
 # ---------------------------------------------------------------------------------------------
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def test_config_keys_and_errors():

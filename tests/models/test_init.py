@@ -7,8 +7,6 @@ from torch import nn
 
 import dwgn
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def paper():

@@ -1,6 +1,6 @@
 """`python -m dwgn.convert`: weights saved by the authors' code become our checkpoint, tensor for tensor.
 
-tests/data/authors_paper_state_dict.tsv lists the 1,744 keys and shapes of their paper network; the tests
+tests/fixtures/authors_paper_state_dict.tsv lists the 1,744 keys and shapes of their paper network; the tests
 build authors-style checkpoints from it (random tensors of those shapes) and, to stay fast, from our tiny
 network renamed through the inverse table."""
 from dataclasses import asdict, replace
@@ -17,9 +17,7 @@ from dwgn.models.authors import RENAMES, to_authors, to_ours
 from dwgn.models.network import PRESETS
 from dwgn.training.checkpoint import CheckpointError, load_checkpoint, load_weights
 
-torch.set_num_threads(1)
-
-TABLE = Path(__file__).parent / "data" / "authors_paper_state_dict.tsv"
+TABLE = Path(__file__).resolve().parents[1] / "fixtures" / "authors_paper_state_dict.tsv"
 
 
 def authors_paper_shapes() -> dict[str, tuple[int, ...]]:

@@ -15,7 +15,7 @@ from dwgn.models.network import DwGNBlock, LayerNorm2d
 from dwgn.training.acceleration import compile_blocks
 from dwgn.training.config import ConfigError, FinetuneConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_layer_norm_equals_the_channel_equation():

@@ -357,7 +357,7 @@ def test_python_train_py_runs_end_to_end_on_the_embedded_default(tmp_path):
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "DWGN_DEMO": str(tmp_path / "demo"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(repo / "train.py"), "--from-scratch", "--steps", "3", "--num-workers", "0",
            "--val-every", "3", "--out", str(tmp_path / "run")]

@@ -14,7 +14,7 @@ from dwgn.training.cli import config_from_dict, config_to_dict, parse_config, sa
 from dwgn.training.pretraining import PretrainingConfig
 from dwgn.models.network import PRESETS, build_model
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def write_yaml(path: Path, data: dict) -> Path:

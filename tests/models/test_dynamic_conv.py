@@ -9,8 +9,6 @@ import torch.nn.functional as F
 
 from dwgn.models.dynamic_conv import WeightAdaptiveConv1x1
 
-torch.set_num_threads(1)
-
 
 def conv_generating(vector: torch.Tensor, c_in: int, c_out: int, gate_known: bool) -> WeightAdaptiveConv1x1:
     """A weight-adaptive 1x1 whose GLGF generates `vector` for any input; with `gate_known` its spatial

@@ -1,9 +1,9 @@
 """A golden output of the shipped checkpoint: the network's output on one small photo, stored, so that a change to
 the network's code (a dropped skip connection, a misread weight) that leaves every shape intact still shows.
 
-The input, tests/data/golden_input.png, is a 64 x 96 crop of scikit-image's chelsea.png (a test photo, never
-trained on) with the project's rain streaks at seed 2024; tests/data/golden_output_blocks.npy holds the means of
-the network's float output over 4 x 4 pixel blocks, (3, 16, 24). They were written by `python tests/test_golden.py`
+The input, tests/fixtures/golden_input.png, is a 64 x 96 crop of scikit-image's chelsea.png (a test photo, never
+trained on) with the project's rain streaks at seed 2024; tests/fixtures/golden_output_blocks.npy holds the means of
+the network's float output over 4 x 4 pixel blocks, (3, 16, 24). They were written by `python tests/models/test_golden.py`
 from checkpoints/dwgn-small-demo.safetensors; a re-export with the same weights keeps them valid (only new weights
 call for rewriting them). The output moves by about 1e-7 between 1 and 2 threads; the tolerance is 2e-5."""
 from pathlib import Path
@@ -16,7 +16,7 @@ import dwgn
 from dwgn.data.paths import DEMO_CHECKPOINT
 from dwgn.data.weather import synthesize
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "fixtures"
 INPUT, BLOCKS = DATA / "golden_input.png", DATA / "golden_output_blocks.npy"
 TOLERANCE = 2e-5
 # a few single output values (channel, row, column) -> value, from the same run as the blocks

@@ -7,8 +7,6 @@ from dwgn.models.dynamic_conv import GLGF, WeightAdaptiveConv1x1, WeightAdaptive
 from dwgn.models.network import DwGNBlock, count_parameters, fixed_pools, recorded_pools
 from dwgn.profile import count
 
-torch.set_num_threads(1)
-
 BLOCK_TABLE = {32: (69_107, 12_052, 81_287), 64: (157_012, 37_654, 194_922),
                128: (389_270, 129_562, 519_344), 256: (1_079_578, 476_194, 1_556_796)}
 
