@@ -4,7 +4,7 @@
 
 Every run is a fresh child process that restores a synthetic photo (the packaged astronaut resized to --size) with
 `dwgn.restore` in one pass, so its wall time, user and system time (getrusage, all threads) and peak resident memory
-(ru_maxrss) are its own. A variant is space-separated KEY=VALUE:
+(ru_maxrss) are its own; its progress lines go to stderr. A variant is space-separated KEY=VALUE:
   tile=N       restore's tile side (default: restore's own choice);
   threads=N    torch.set_num_threads(N) (default: torch's, one per core);
   amp=1        bfloat16 autocast on the CPU (restore's amp=True);
@@ -70,7 +70,7 @@ def child(checkpoint: str, h: int, w: int, variant: dict) -> dict:
     dwgn.restore(model, photo(64, 64))  # warm-up
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     out = dwgn.restore(model, image, tile=int(variant["tile"]) if "tile" in variant else None,
-                       amp=variant.get("amp") == "1")
+                       amp=variant.get("amp") == "1", progress=True)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     assert out.shape == image.shape
     return {"wall_s": wall, "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime,
@@ -130,9 +130,9 @@ def main() -> None:
             variant = parse_variant(text)
             env = {**os.environ, **{k: v for k, v in variant.items() if k.isupper()}}
             out = subprocess.run([sys.executable, __file__, "--checkpoint", args.checkpoint, "--size", f"{h}x{w}",
-                                  "--child", text], capture_output=True, text=True, env=env)
+                                  "--child", text], stdout=subprocess.PIPE, text=True, env=env)  # stderr: progress
             if out.returncode:
-                print(f"{text:<28} failed: {out.stderr.strip().splitlines()[-1:]}")
+                print(f"{text:<28} failed (exit code {out.returncode}, its error above)")
                 continue
             run = {"variant": text, **json.loads(out.stdout.strip().splitlines()[-1]), "load": os.getloadavg()[0],
                    **work(model, h, w, int(variant["tile"]) if "tile" in variant else None, macs)}

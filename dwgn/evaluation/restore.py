@@ -295,16 +295,19 @@ def restore_tensor(model: nn.Module, x: Tensor, tile: int | None = None, overlap
     if tiled and has_compiled_modules(model):  # the per-tile pool hooks would recompile the blocks for every tile
         raise ValueError(f"tiled inference ({h}x{w} image, tile {tile}) does not run on a compiled model; restore "
                          "with tile=0 or with a model that was not compiled")
-    # every tile is run (2 + refine) times: the pools sweep(s), then the forward; 8 times over for the ensemble
-    tiles = len(_boxes(h, w, tile, overlap)) * (2 + refine) * (8 if self_ensemble else 1) if tiled else 0
-    bar = progress_bar(total=tiles, desc=f"{w}x{h} photo", unit="tile", disable=not (progress and tiled))
+    # The pools sweeps cut the image without overlap: their cores partition it either way, and what tile borders do
+    # to the image-wide means is small (demo model, 512x512, tiles of 256: 58.4 dB from the whole-image output instead
+    # of 59.1; of 384: 68.1 both), for a quarter fewer tiles (48 instead of 63 at 512 px on a 4000x3000 photo).
+    pool_tiles, tiles = (len(_boxes(h, w, tile, 0)), len(_boxes(h, w, tile, overlap))) if tiled else (0, 0)
+    bar = progress_bar(total=(pool_tiles * (1 + refine) + tiles) * (8 if self_ensemble else 1), desc=f"{w}x{h} photo",
+                       unit="tile", disable=not (progress and tiled))
 
     def one(v: Tensor) -> Tensor:
         if not tiled:
             return _forward(model, v, amp)
-        pools = tiled_pools(model, v, tile, overlap, None, amp, bar)
+        pools = tiled_pools(model, v, tile, 0, None, amp, bar)
         for _ in range(refine):
-            pools = tiled_pools(model, v, tile, overlap, pools, amp, bar)
+            pools = tiled_pools(model, v, tile, 0, pools, amp, bar)
         return tiled_forward(model, v, tile, overlap, pools, amp, bar)
 
     with steady_heap(), bar:

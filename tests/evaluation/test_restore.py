@@ -89,6 +89,18 @@ def test_dwgn_tiled_matches_whole_image_512(which):
 
 
 @pytest.mark.slow
+def test_shipped_model_tiled_matches_whole_image_to_60_db():
+    """The shipped model at 512x512: tiles of 384 (2 x 2) give 68.1 dB from the whole-image output. Tiles of 256
+    (3 x 3) give 58.4 dB: at a quarter of the image, the pixels within reach of a tile's border (its zero padding at
+    every level, down to 8x8 windows at 1/8 scale) are a large share of every tile."""
+    model = dwgn.load_model(DEMO_CHECKPOINT)
+    img = data.astronaut()  # 512 x 512
+    whole = restore(model, img, tile=0)
+    assert psnr(restore(model, img, tile=384, overlap=64), whole) >= 60.0
+    assert psnr(restore(model, img, tile=256, overlap=64), whole) >= 55.0
+
+
+@pytest.mark.slow
 def test_pooled_tiling_beats_naive_tiling():
     model = _kaiming_tiny()
     img = _photo(192, 256)
@@ -216,18 +228,19 @@ def test_progress_prints_a_line_per_tile_when_stderr_is_not_a_terminal(capsys, m
 
     monkeypatch.setattr(restoring, "PROGRESS_INTERVAL", 0.0)  # a line for every tile
     img = _photo(96, 128)
-    # tiles of 48 overlapping by 16: y in {0, 32, 48}, x in {0, 32, 64, 80}: 12 tiles, run twice (pools, forward)
+    # the pools sweep: tiles of 48 without overlap, y in {0, 48}, x in {0, 48, 80}: 6; the forward: overlapping by
+    # 16, y in {0, 32, 48}, x in {0, 32, 64, 80}: 12
     restore(CentreByMean(), img, tile=48, overlap=16, progress=True)
     err = capsys.readouterr().err
     assert "\r" not in err  # plain lines, as a log shows them
     lines = _progress_lines(err)
-    assert lines[0] == (0, 24) and lines[-1] == (24, 24)
-    assert [done for done, _ in lines[1:-1]] == list(range(1, 25))  # one line per tile; the last again on closing
+    assert lines[0] == (0, 18) and lines[-1] == (18, 18)
+    assert [done for done, _ in lines[1:-1]] == list(range(1, 19))  # one line per tile; the last again on closing
     assert "s/tile" in err or "tile/s" in err  # the rate, from which the time left is computed
 
     monkeypatch.setattr(restoring, "PROGRESS_INTERVAL", 3600.0)
     restore(CentreByMean(), img, tile=48, overlap=16, progress=True)
-    assert _progress_lines(capsys.readouterr().err) == [(0, 24), (24, 24)]  # the start and the end only
+    assert _progress_lines(capsys.readouterr().err) == [(0, 18), (18, 18)]  # the start and the end only
     restore(CentreByMean(), img, tile=0, progress=True)
     restore(CentreByMean(), img, tile=48, overlap=16)
     assert capsys.readouterr().err == ""  # one forward: nothing to count; progress off by default
@@ -247,4 +260,4 @@ def test_restore_folder_shows_a_line_per_photo_and_the_tiles_of_each(tmp_path, c
     err = capsys.readouterr().err
     assert "a.png" in err and "b.png" in err and "2/2" in err
     lines = _progress_lines(err)
-    assert lines.count((24, 24)) == 4  # each photo's tiles, to the end (a line for the last tile and on closing)
+    assert lines.count((18, 18)) == 4  # each photo's tiles, to the end (a line for the last tile and on closing)
