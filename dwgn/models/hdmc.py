@@ -67,25 +67,33 @@ class WindowCrossAttention(nn.Module):
         return cached_constant(self._masks, (height, width, str(device)), lambda: shifted_window_mask(
             height, width, self.window, self.shift, device)[:, None])
 
+    def windows(self, qkv: Tensor) -> Tensor:
+        """(B, 3C, H, W), channels [q | k | v], head-major -> (3, B, nW, heads, N, d): rolled by -shift, cut into
+        windows (one copy)."""
+        if self.shift:
+            qkv = torch.roll(qkv, shifts=(-self.shift, -self.shift), dims=(2, 3))
+        return rearrange(qkv, "b (x m d) (nh wh) (nw ww) -> x b (nh nw) m (wh ww) d", x=3, m=self.heads,
+                         wh=self.window, ww=self.window).contiguous()
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
+        """softmax(q k^T / sqrt(d) + R (+ mask)) v per window and head: (B, nW, heads, N, d)."""
+        logits = (q * self.scale) @ k.transpose(-2, -1)                                   # (B, nW, heads, N, N)
+        logits += bias  # in place, the mask too: the logits are the largest tensors here
+        if mask is not None:
+            logits += mask
+        return torch.softmax(logits, dim=-1) @ v
+
     def forward(self, static_qkv: Tensor, dynamic_qkv: Tensor) -> Tensor:
-        """(B, 3C, H, W) of each branch, channels [q | k | v], head-major -> (B, 2C, H, W) = [out_s | out_d]."""
-        b, _, h, w = static_qkv.shape
-        s, ws = self.shift, self.window
-        qkv = torch.stack((static_qkv, dynamic_qkv))                                        # (2, B, 3C, H, W)
-        if s:
-            qkv = torch.roll(qkv, shifts=(-s, -s), dims=(3, 4))
-        q, k, v = rearrange(qkv, "r b (x m d) (nh wh) (nw ww) -> x r b (nh nw) m (wh ww) d", x=3, m=self.heads,
-                            wh=ws, ww=ws)                                  # each (2, B, nW, heads, N, d)
-        bias, mask = self.relative_bias(), self.shift_mask(h, w, qkv.device) if s else None
-        outs = []
-        for r in range(2):  # one branch at a time, the masks added in place: the logits are the largest tensors here
-            logits = (q[r] * self.scale) @ k[r].transpose(-2, -1)                         # (B, nW, heads, N, N)
-            logits += bias
-            if s:
-                logits += mask
-            outs.append(torch.softmax(logits, dim=-1) @ v[1 - r])  # branch r meets v of branch 1 - r: (B, nW, m, N, d)
-        out = rearrange(torch.stack(outs), "r b (nh nw) m (wh ww) d -> b (r m d) (nh wh) (nw ww)", nh=h // ws, wh=ws)
-        return torch.roll(out, shifts=(s, s), dims=(2, 3)) if s else out                     # (B, 2C, H, W)
+        """(B, 3C, H, W) of each branch -> (B, 2C, H, W) = [out_s | out_d]."""
+        h, w = static_qkv.shape[-2:]
+        q_s, k_s, v_s = self.windows(static_qkv)                                     # each (B, nW, heads, N, d)
+        q_d, k_d, v_d = self.windows(dynamic_qkv)
+        bias, mask = self.relative_bias(), self.shift_mask(h, w, static_qkv.device) if self.shift else None
+        # the exclusive-generic interaction: each branch attends with its own queries and keys to the other's values
+        out = torch.stack((self.attend(q_s, k_s, v_d, bias, mask), self.attend(q_d, k_d, v_s, bias, mask)))
+        out = rearrange(out, "r b (nh nw) m (wh ww) d -> b (r m d) (nh wh) (nw ww)", nh=h // self.window,
+                        wh=self.window)                                                      # (B, 2C, H, W)
+        return torch.roll(out, shifts=(self.shift, self.shift), dims=(2, 3)) if self.shift else out
 
 
 class HDMC(nn.Module):
