@@ -30,3 +30,19 @@ def run_cli():
         return exit_info.value.code
 
     return run
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """An untrained tiny network in the training checkpoint format."""
+    from dataclasses import asdict
+
+    import dwgn
+    from dwgn.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = dwgn.build_model("tiny")
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, {"format_version": 1, "model": model.state_dict(),
+                           "config": {"model": asdict(model.config)}, "step": 0})
+    return path

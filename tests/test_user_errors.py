@@ -2,7 +2,6 @@
 with the fix, and nothing named as an output that was not written."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +10,6 @@ import torch
 from PIL import Image
 
 import dwgn
-from dwgn.training.checkpoint import save_checkpoint
-
-
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    """An untrained tiny network in the training checkpoint format."""
-    torch.manual_seed(0)
-    model = dwgn.build_model("tiny")
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, {"format_version": 1, "model": model.state_dict(),
-                           "config": {"model": asdict(model.config)}, "step": 0})
-    return path
 
 
 def _photo(path: Path, h: int = 40, w: int = 48, seed: int = 0) -> Path:

@@ -2,7 +2,6 @@
 import csv
 import re
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ from torch import nn
 
 import dwgn
 import dwgn.data.datasets
-from dwgn.training.checkpoint import save_checkpoint
 from dwgn.data.datasets import test_sets
 from dwgn.data.images import read_image
 from dwgn.evaluation.evaluate import evaluate_set, load_checkpoint_model, run
@@ -46,17 +44,6 @@ def _paired_folder(root: Path, sizes: list[tuple[int, int]]) -> Path:
         Image.fromarray(gt).save(root / "gt" / f"img_{i}.png")
         Image.fromarray(noisy.astype(np.uint8)).save(root / "input" / f"img_{i}.png")
     return root
-
-
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    """An untrained tiny network in the training helper's checkpoint format."""
-    torch.manual_seed(0)
-    model = dwgn.build_model("tiny")
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, {"format_version": 1, "model": model.state_dict(),
-                           "config": {"model": asdict(model.config)}, "step": 0})
-    return path
 
 
 def test_identity_model_scores_the_inputs_exactly(tmp_path):
