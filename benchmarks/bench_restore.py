@@ -13,8 +13,8 @@ Every run is a fresh child process that restores a synthetic photo (the packaged
 The variants run in turn, round after round (A B C A B C), so the load of other processes falls on all alike.
 
 The compute limit of a run: the multiply-accumulates of its sweeps (tiles x the MACs of one tile, counted by
-dwgn.profile.count; two sweeps when tiled) divided by the GMAC/s of a plain 2048 x 2048 float32 matmul measured in
-the same child just before: the time the restore would take at a plain matmul's speed.
+dwgn.profile.count; `tiles` counts both sweeps' tiles) divided by the GMAC/s of a plain 2048 x 2048 float32 matmul
+measured in the same child just before: the time the restore would take at a plain matmul's speed.
 """
 from __future__ import annotations
 
@@ -86,18 +86,20 @@ def load(checkpoint: str):
 
 def work(model, h: int, w: int, tile: int | None, macs: dict) -> dict:
     """The tiles restore runs for an h x w photo and their multiply-accumulates (counted here, in the parent, so that
-    no child's peak memory includes the count): both sweeps when tiled."""
+    no child's peak memory includes the count): when tiled, the pools sweep's (tiles without overlap) and the
+    forward's."""
     from dwgn.evaluation import restore as restoring
     from dwgn.profile import count
 
     side = restoring.auto_tile(h, w) if tile is None else restoring.tile_side(model, tile)
     tiled = bool(side) and (h > side or w > side)
     boxes = restoring._boxes(h, w, side, restoring.DEFAULT_OVERLAP) if tiled else [(0, 0, h, w)]
+    runs = len(boxes) + (len(restoring._boxes(h, w, side, 0)) if tiled else 0)
     shape = boxes[0][2:]
     if shape not in macs:
         macs[shape] = count(model, shape)[1]
-    return {"tiles": len(boxes) if tiled else 0, "tile_mp": len(boxes) * shape[0] * shape[1] / 1e6,
-            "tmacs": macs[shape] * len(boxes) * (2 if tiled else 1) / 1e12}
+    return {"tiles": runs if tiled else 0, "tile_mp": runs * shape[0] * shape[1] / 1e6,
+            "tmacs": macs[shape] * runs / 1e12}
 
 
 def parse_variant(text: str) -> dict:
@@ -121,8 +123,8 @@ def main() -> None:
     if not Path(args.checkpoint).is_file():
         print(f"note: {args.checkpoint} not found, timing an untrained tiny network")
     print(f"{h}x{w} ({h * w / 1e6:.1f} MP), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
-    header = (f"{'variant':<28} {'wall s':>7} {'user s':>7} {'sys s':>6} {'peak MB':>8} {'s/MP':>6} {'tiles':>5} {'tile MP':>7} "
-              f"{'TMAC':>5} {'GMAC/s':>6} {'limit s':>7} {'load':>5}")
+    header = (f"{'variant':<28} {'wall s':>7} {'user s':>7} {'sys s':>6} {'peak MB':>8} {'s/MP':>6} {'tiles':>5} "
+              f"{'tile MP':>7} {'TMAC':>5} {'GMAC/s':>6} {'limit s':>7} {'load':>5}")
     print(header)
     runs, model, macs = [], load(args.checkpoint), {}
     for _ in range(args.rounds):
@@ -139,8 +141,8 @@ def main() -> None:
             run["limit_s"] = run["tmacs"] * 1e3 / run["matmul_gmacs"]
             runs.append(run)
             print(f"{text:<28} {run['wall_s']:>7.1f} {run['user_s']:>7.1f} {run['sys_s']:>6.1f} {run['peak_mb']:>8.0f} "
-                  f"{run['s_per_mp']:>6.1f} {run['tiles']:>5} {run['tile_mp']:>7.1f} {run['tmacs']:>5.2f} {run['matmul_gmacs']:>6.1f} "
-                  f"{run['limit_s']:>7.1f} {run['load']:>5.1f}", flush=True)
+                  f"{run['s_per_mp']:>6.1f} {run['tiles']:>5} {run['tile_mp']:>7.1f} {run['tmacs']:>5.2f} "
+                  f"{run['matmul_gmacs']:>6.1f} {run['limit_s']:>7.1f} {run['load']:>5.1f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1) + "\n")
 
