@@ -67,7 +67,8 @@ class GLGF(nn.Module):
         b, c = pooled.shape[:2]
         g, k = self.groups, c // self.groups
         with torch.autocast(pooled.device.type, enabled=False):
-            p = pooled.view(b, g, k).to(torch.promote_types(pooled.dtype, torch.float32))     # (B, g, C/g)
+            dtype = torch.float64 if pooled.dtype == torch.float64 else torch.float32
+            p = pooled.view(b, g, k).to(dtype)                                                # p: (B, g, C/g)
             local = torch.einsum("bgi,goi->bgo", p, self.local.weight.view(g, k, k))          # A(p): (B, g, C/g)
             squeezed = torch.einsum("bgi,gi->bg", p, self.squeeze.weight.view(g, k))          # S(p): (B, g)
             z = torch.sigmoid(local.reshape(b, c) + squeezed @ self.expand.weight.view(c, g).t())  # (B, C)
