@@ -1,142 +1,149 @@
-"""benchmarks/ablation.py: the statistics and the bookkeeping, on fake result sets (no training)."""
+"""benchmarks/ablation.py: the variants, the statistics against hand-computed references, and a tiny-budget run."""
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
-import statistics
+import math
 from pathlib import Path
 
-import numpy as np
 import pytest
+import torch
+
+from dwgn.models.network import build_model, count_parameters
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
 _spec = importlib.util.spec_from_file_location("ablation", _PATH)
 ablation = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ablation)
 
-SETS = ("demo-snow", "demo-haze")
+
+def test_matched_none_is_within_two_percent_of_half_and_keeps_the_heads():
+    overrides = ablation.matched_none("tiny")
+    assert overrides == {"dynamic": "none", "width": 17, "head_dim": 17, "glgf_groups": 1}
+    half = count_parameters(build_model("tiny", dynamic="half"))
+    matched = count_parameters(build_model("tiny", **overrides))
+    assert abs(matched - half) / half < 0.02
+    assert count_parameters(build_model("tiny", dynamic="none")) < 0.9 * half  # what the matching is for
+    # heads per level as in tiny: width / head_dim = 1 at level 1, doubling with the channels
+    assert overrides["width"] // overrides["head_dim"] == 1
 
 
-def fake_run(mode: str, seed: int, psnr: dict[str, float], ssim: float = 0.8) -> dict:
-    return {"mode": mode, "seed": seed, "run_dir": f"runs/ablation/{mode}-s{seed}",
-            "results": {k: {"n": 3, "psnr_y": v, "ssim_y": ssim, "psnr_rgb": v - 1, "ssim_rgb": ssim} for k, v in psnr.items()}}
+def test_small_preset_matched_none_keeps_two_heads_at_level_one():
+    overrides = ablation.matched_none("small")
+    assert overrides["width"] == 2 * overrides["head_dim"]
+    with torch.device("meta"):
+        half = count_parameters(build_model("small", dynamic="half"))
+        matched = count_parameters(build_model("small", **overrides))
+    assert abs(matched - half) / half < 0.02
 
 
-def fake_study() -> list[dict]:
-    # none: snow 20,21,22 / haze 14,15,16 over seeds 0..2; half: the same + 3 dB on haze only
-    runs = []
-    for seed in range(3):
-        runs.append(fake_run("none", seed, {"demo-snow": 20.0 + seed, "demo-haze": 14.0 + seed}))
-        runs.append(fake_run("half", seed, {"demo-snow": 20.0 + seed, "demo-haze": 17.0 + seed}, ssim=0.7 + 0.1 * seed))
-    return runs
+def test_train_argv_is_identical_across_variants_but_the_model():
+    args = ablation.get_parser().parse_args(["--steps", "300", "--lr", "5e-4"])
+    argv = {v: ablation.train_argv(v, 1, args, Path("runs/x")) for v in ablation.VARIANTS}
+
+    def without_model(flags: list[str]) -> list[str]:
+        out, skip = [], False
+        for f in flags:
+            if skip:
+                skip = False
+            elif f.startswith("--model."):
+                skip = True
+            else:
+                out.append(f)
+        return out
+
+    assert len({tuple(without_model(a)) for a in argv.values()}) == 1  # same data, seed, budget and schedule
+    flags = argv["half"]
+    assert flags[flags.index("--lr_min") + 1] == flags[flags.index("--lr") + 1] == "0.0005"  # constant: extendable
+    assert flags[flags.index("--synth.online") + 1] == "true"
+    assert flags[flags.index("--model.dynamic") + 1] == "half"
+    assert "--model.width" not in flags
+    matched = argv["none-matched"]
+    assert matched[matched.index("--model.width") + 1] == "17"
 
 
-def test_summary_means_and_sample_stds_per_set_and_overall():
-    summary = ablation.summarise(fake_study(), ["none", "half", "full"])
-    assert list(summary) == ["none", "half"]  # a mode without runs is left out, not reported as zeros
-    half = summary["half"]
-    assert list(half) == [*SETS, "overall"]
-    assert half["demo-haze"]["psnr_y_mean"] == pytest.approx(18.0)
-    assert half["demo-haze"]["psnr_y_std"] == pytest.approx(statistics.stdev([17.0, 18.0, 19.0]))  # ddof 1 -> 1.0
-    # overall: each seed's mean over the sets (18.5, 19.5, 20.5), then mean and std over seeds
-    assert half["overall"]["psnr_y_mean"] == pytest.approx(19.5)
-    assert half["overall"]["psnr_y_std"] == pytest.approx(1.0)
-    assert half["overall"]["ssim_y_mean"] == pytest.approx(0.8)
-    assert half["overall"]["ssim_y_std"] == pytest.approx(0.1)
-    assert half["overall"]["seeds"] == 3
+def test_interval_is_the_t_interval():
+    values = [1.0, 2.0, 4.0]
+    mean, std = 7 / 3, math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    t_975_2 = 4.302653  # Student's t, 2 degrees of freedom, 97.5 % (tables)
+    cell = ablation.interval(values)
+    assert cell["mean"] == pytest.approx(mean)
+    assert cell["std"] == pytest.approx(std)
+    assert cell["ci95"] == pytest.approx([mean - t_975_2 * std / math.sqrt(3), mean + t_975_2 * std / math.sqrt(3)],
+                                         rel=1e-5)
+    assert ablation.interval([3.0]) == {"mean": 3.0, "std": None, "ci95": None}
 
 
-def test_one_seed_has_no_std_and_no_p_value():
-    runs = [fake_run("none", 0, {"demo-snow": 20.0}), fake_run("half", 0, {"demo-snow": 21.0})]
-    summary = ablation.summarise(runs, ["none", "half"])
-    assert summary["none"]["overall"]["psnr_y_std"] is None
-    (c,) = ablation.compare(runs, ["none", "half"])
-    assert c["b_minus_a_mean"] == pytest.approx(1.0)
-    assert c["b_minus_a_std"] is None and c["paired_t_p"] is None and c["exceeds_seed_spread"] is None
-    assert "n/a" in ablation.format_comparisons([c])
+def _run(variant: str, seed: int, demo: float, heldout: float) -> dict:
+    weathers = ("snow", "haze")
+    return {"variant": variant, "seed": seed, "params": 10,
+            "demo": ablation.with_overall({w: demo + i for i, w in enumerate(weathers)}),
+            "heldout": ablation.with_overall({w: heldout for w in weathers}),
+            "input": {"demo": ablation.with_overall({w: 20.0 for w in weathers}),
+                      "heldout": ablation.with_overall({w: 15.0 for w in weathers})},
+            "ssim_y": {"demo": ablation.with_overall({w: demo / 100 for w in weathers}),
+                       "heldout": ablation.with_overall({w: heldout / 100 for w in weathers}),
+                       "input": {"demo": ablation.with_overall({w: 0.5 for w in weathers}),
+                                 "heldout": ablation.with_overall({w: 0.4 for w in weathers})}},
+            "probe": {"blocks": {"encoders.0.0": {"kernels": None if variant.startswith("none") else 0.5,
+                                                  "branch": 0.4 + seed / 10, "static": 0.3, "input": 0.2}},
+                      "n": 10, "photos": 2, "chance": 0.5},
+            "train_s": 1.0, "eval_s": 1.0}
 
 
-def test_compare_pairs_by_seed_and_flags_differences_beyond_the_spread():
-    runs = fake_study()
-    (c,) = ablation.compare(runs, ["none", "half"])
-    # half - none per seed: +1.5 dB overall every time (haze +3 dB, snow 0): exactly paired, zero spread of diffs
-    assert c["a"] == "none" and c["b"] == "half" and c["seeds"] == [0, 1, 2]
-    assert c["b_minus_a_mean"] == pytest.approx(1.5)
-    assert c["b_minus_a_std"] == pytest.approx(0.0)
-    assert c["seed_spread"] == pytest.approx(1.0)  # each mode's overall PSNR moves 1 dB per seed
-    assert c["exceeds_seed_spread"] is True
-    # shift half by only 0.5 dB on haze: +0.25 overall, within the 1 dB seed spread
-    small = [fake_run(r["mode"], r["seed"], {k: v["psnr_y"] - (2.5 if r["mode"] == "half" and k == "demo-haze" else 0)
-                                             for k, v in r["results"].items()}) for r in runs]
-    (c,) = ablation.compare(small, ["none", "half"])
-    assert c["b_minus_a_mean"] == pytest.approx(0.25)
-    assert c["exceeds_seed_spread"] is False
+def test_paired_differences_are_per_seed_over_the_common_seeds():
+    runs = {"none": {0: _run("none", 0, 21.0, 16.0), 1: _run("none", 1, 22.0, 16.5), 2: _run("none", 2, 21.5, 16.0)},
+            "half": {0: _run("half", 0, 22.0, 16.5), 1: _run("half", 1, 22.5, 17.5)}}
+    out = ablation.paired(runs)
+    assert list(out) == ["half - none"]  # the other pairs have no runs
+    cell = out["half - none"]
+    assert cell["seeds"] == [0, 1]
+    assert cell["demo"]["psnr_y"]["overall"]["per_seed"] == pytest.approx([1.0, 0.5])
+    assert cell["heldout"]["psnr_y"]["snow"]["per_seed"] == pytest.approx([0.5, 1.0])
+    assert cell["demo"]["ssim_y"]["overall"]["mean"] == pytest.approx(0.0075)
+    summary = ablation.summarise(runs)
+    assert summary["none"]["demo"]["psnr_y"]["overall"]["mean"] == pytest.approx(22.0)  # (21.5 + 22.5 + 22) / 3
+    assert summary["half"]["heldout"]["psnr_y"]["overall"]["std"] == pytest.approx(math.sqrt(0.5))
+    probe = ablation.probe_summary(runs)
+    assert "kernels" not in probe["none"]["encoders.0.0"]
+    assert probe["none"]["encoders.0.0"]["branch"]["mean"] == pytest.approx(0.5)
 
 
-def test_compare_uses_only_seeds_both_modes_finished_and_gives_a_t_test():
-    rng = np.random.default_rng(0)
-    runs = [fake_run(m, s, {"demo-snow": 20 + float(rng.normal())}) for s in range(4) for m in ("none", "full")]
-    runs.append(fake_run("full", 9, {"demo-snow": 99.0}))  # seed 9 has no `none` twin: ignored
-    (c,) = ablation.compare(runs, ["none", "full"])
-    assert c["seeds"] == [0, 1, 2, 3]
-    diffs = [runs[2 * s + 1]["results"]["demo-snow"]["psnr_y"] - runs[2 * s]["results"]["demo-snow"]["psnr_y"]
-             for s in range(4)]
-    assert c["b_minus_a_mean"] == pytest.approx(statistics.fmean(diffs))
-    t = statistics.fmean(diffs) / (statistics.stdev(diffs) / 2)  # paired t statistic, n = 4
-    from scipy.stats import t as student
-    assert c["paired_t_p"] == pytest.approx(2 * student.sf(abs(t), 3))
+@pytest.mark.slow
+def test_tiny_budget_run_writes_the_study_and_resumes(tmp_path, monkeypatch):
+    """The command end to end at a budget of 2 steps, scored on a few images; rerun, it trains nothing."""
+    import dwgn.data.datasets as datasets
+    import dwgn.evaluation.heldout as heldout
 
+    real_sets, real_photos = datasets.test_sets, heldout.heldout_photos
+    monkeypatch.setattr(datasets, "test_sets", lambda names: {k: v[:1] for k, v in real_sets(names).items()})
+    monkeypatch.setattr(heldout, "heldout_photos", lambda: real_photos()[:2])
+    argv = ["--steps", "2", "--batch-size", "1", "--seeds", "0,1", "--variants", "none,half", "--heldout-crops", "1",
+            "--probe-crops", "1", "--out", str(tmp_path / "runs"), "--json", str(tmp_path / "ablation.json"),
+            "--figure", str(tmp_path / "ablation.png")]
+    payload = ablation.main(argv)
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert saved == json.loads(json.dumps(payload))
+    assert (saved["preset"], saved["steps"], saved["batch"], saved["crop"]) == ("tiny", 2, 1, 64)
+    assert set(saved["variants"]) == {"none", "half"}
+    half = saved["variants"]["half"]
+    assert half["dynamic"] == "half" and half["params"] == count_parameters(build_model("tiny"))
+    seed = half["seeds"]["1"]
+    weathers = {"snow", "rainfog", "raindrop", "rain", "haze", "overall"}
+    assert set(seed["demo"]) == set(seed["heldout"]) == set(seed["input"]["demo"]) == weathers
+    assert seed["demo"]["overall"] == pytest.approx(sum(v for k, v in seed["demo"].items() if k != "overall") / 5)
+    assert saved["paired"]["half - none"]["seeds"] == [0, 1]
+    diff = saved["paired"]["half - none"]["heldout"]["psnr_y"]["overall"]
+    by_seed = [saved["variants"]["half"]["seeds"][s]["heldout"]["overall"]
+               - saved["variants"]["none"]["seeds"][s]["heldout"]["overall"] for s in ("0", "1")]
+    assert diff["per_seed"] == pytest.approx(by_seed) and diff["ci95"][0] <= diff["mean"] <= diff["ci95"][1]
+    blocks = seed["probe"]["blocks"]
+    assert all(0 <= b["kernels"] <= 1 for b in blocks.values())
+    assert all(b["kernels"] is None for b in saved["variants"]["none"]["seeds"]["0"]["probe"]["blocks"].values())
+    assert (tmp_path / "ablation.png").stat().st_size > 10_000
 
-def test_runs_scored_on_different_sets_are_an_error_naming_the_run():
-    runs = [fake_run("half", 0, {"demo-snow": 20.0}), fake_run("half", 1, {"demo-haze": 20.0})]
-    with pytest.raises(ValueError, match="half-s1.*ablation_eval.json"):
-        ablation.summarise(runs, ["half"])
-
-
-def test_table_has_the_input_row_and_mean_std_cells():
-    runs = fake_study()
-    baseline = {k: {"psnr_y": 10.0 + i, "ssim_y": 0.5} for i, k in enumerate(SETS)}
-    table = ablation.format_table(ablation.summarise(runs, ["none", "half"]), baseline, "psnr_y", 2)
-    lines = table.splitlines()
-    assert lines[0].split() == ["PSNR-Y", "seeds", *SETS, "overall"]
-    assert lines[1].split() == ["input", "-", "10.00", "11.00", "10.50"]
-    assert lines[3].split() == ["half", "3", "21.00±1.00", "18.00±1.00", "19.50±1.00"]
-
-
-def test_center_crop_takes_the_middle_and_keeps_small_sides():
-    image = np.arange(10 * 20 * 3, dtype=np.uint8).reshape(10, 20, 3)
-    crop = ablation.center_crop(image, 4)
-    assert crop.shape == (4, 4, 3)
-    assert np.array_equal(crop, image[3:7, 8:12])
-    assert ablation.center_crop(image, 16).shape == (10, 16, 3)  # the height is smaller than the crop
-    assert ablation.center_crop(image, 0) is image
-
-
-def test_cached_scores_are_reused_only_for_the_same_steps_and_eval_crop(tmp_path: Path):
-    assert ablation.cached_scores(tmp_path, 100, 128) is None
-    (tmp_path / ablation.CACHE).write_text(json.dumps({"step": 100, "eval_crop": 128, "results": {}}))
-    assert ablation.cached_scores(tmp_path, 100, 128)["step"] == 100
-    assert ablation.cached_scores(tmp_path, 200, 128) is None  # an extended run is scored again
-    assert ablation.cached_scores(tmp_path, 100, 0) is None
-
-
-def test_train_argv_runs_from_scratch_with_the_studys_settings():
-    args = argparse.Namespace(preset="tiny", steps=100, batch_size=4, crop=64)
-    argv = ablation.train_argv("full", 2, args, Path("runs/ablation/full-s2"))
-    from dwgn.training.config import FinetuneConfig
-    from dwgn.training.cli import parse_config
-
-    cfg = parse_config(FinetuneConfig, argv)
-    assert cfg.from_scratch and cfg.model.dynamic == "full" and cfg.seed == 2
-    assert (cfg.steps, cfg.batch_size, cfg.crop, cfg.val_data) == (100, 4, 64, None)
-    assert cfg.out == "runs/ablation/full-s2"
-
-
-def test_bad_flags_name_the_value():
-    with pytest.raises(SystemExit):
-        ablation.get_parser().parse_args(["--modes", "none,sometimes"])
-    with pytest.raises(argparse.ArgumentTypeError, match="sometimes"):
-        ablation._modes("none,sometimes")
-    with pytest.raises(argparse.ArgumentTypeError, match="0,1,2"):
-        ablation._ints("0,one")
+    last = tmp_path / "runs" / "half-s0" / "last.pt"
+    stamp = last.stat().st_mtime_ns
+    again = ablation.main(argv)
+    assert last.stat().st_mtime_ns == stamp  # nothing retrained
+    assert again["paired"] == payload["paired"]

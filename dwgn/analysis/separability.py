@@ -6,6 +6,9 @@ module records, in every block (forward hooks only, the network is untouched):
 * dynamic: the kernels generated for the dynamic branch (HDMC's 1x1 C->3C and grouped 3x3, HDFN's 1x1 C->2C
   and grouped 3x3), i.e. the GLGF outputs, flattened;
 * static:  the global average pool of the static branch's outputs (HDMC's q_s|k_s|v_s, 3C; HDFN's, 2C);
+* branch:  the same pool of the dynamic branch's outputs (q_d|k_d|v_d and HDFN's), made with the generated
+  kernels -- or, in a model with dynamic="none", with the static kernels that stand in their place: the
+  feature to compare between the two;
 * alpha:   HDFN's per-image share of the static branch;
 * input:   the global pool of the block's normalised input, the statistic HDMC's generators start from (a
   reference: generated kernels are a function of it, so they cannot separate what it does not);
@@ -40,6 +43,7 @@ GENERATORS = {
     "hdfn_3x3": "hdfn.dynamic.2.generator",
 }
 STATIC_BRANCHES = {"hdmc": "hdmc.static_qkv", "hdfn": "hdfn.static"}
+DYNAMIC_BRANCHES = {"hdmc": "hdmc.dynamic_qkv", "hdfn": "hdfn.dynamic"}
 BLOCK_INPUT = "norm1"  # LN(x): its global pool is what HDMC's generators map to kernels
 ALPHA = "hdfn.alpha"  # its output is alpha's logit, (B, 1, 1, 1)
 # The weather each named test set holds; demo-<weather> sets are <weather>; any other folder is its own key.
@@ -60,6 +64,7 @@ class BlockFeatures:
     dynamic: dict[str, np.ndarray] = field(default_factory=dict)  # generator part -> (n, kept weights)
     dynamic_size: dict[str, int] = field(default_factory=dict)    # part -> weights generated per image
     static: np.ndarray | None = None                              # (n, 5C): pooled static HDMC | HDFN outputs
+    branch: np.ndarray | None = None                              # (n, 5C): the same of the dynamic branches
     alpha: np.ndarray | None = None                               # (n,)
     input: np.ndarray | None = None                               # (n, C): pooled LN(block input)
 
@@ -108,7 +113,8 @@ def record_features(model: nn.Module, images: Iterable[tuple[str, str, str, Tens
     for bname, block in blocks.items():
         modules = dict(block.named_modules())
         targets = {**{("dyn", p): path for p, path in GENERATORS.items()},
-                   **{("static", p): path for p, path in STATIC_BRANCHES.items()}, ("alpha", ""): ALPHA,
+                   **{("static", p): path for p, path in STATIC_BRANCHES.items()},
+                   **{("branch", p): path for p, path in DYNAMIC_BRANCHES.items()}, ("alpha", ""): ALPHA,
                    ("input", ""): BLOCK_INPUT}
         for (kind, part), path in targets.items():
             if path in modules:
@@ -134,7 +140,7 @@ def record_features(model: nn.Module, images: Iterable[tuple[str, str, str, Tens
                             keep[bname, part] = _keep_index(vec.size, max_features, seed=len(keep))
                         idx = keep[bname, part]
                         vec = vec if idx is None else vec[idx]
-                    elif kind in ("static", "input"):
+                    elif kind in ("static", "branch", "input"):
                         vec = out.float().mean(dim=(2, 3)).reshape(-1).cpu().numpy()  # (B=1, C', H, W) -> (C',)
                     else:
                         vec = torch.sigmoid(out.float()).reshape(-1).cpu().numpy()  # (1,)
@@ -154,6 +160,7 @@ def record_features(model: nn.Module, images: Iterable[tuple[str, str, str, Tens
                 feats.dynamic[part] = np.stack(parts[f"dyn:{part}"])
                 feats.dynamic_size[part] = sizes[bname, part]
         feats.static = np.concatenate([np.stack(parts[f"static:{p}"]) for p in STATIC_BRANCHES], axis=1)
+        feats.branch = np.concatenate([np.stack(parts[f"branch:{p}"]) for p in DYNAMIC_BRANCHES], axis=1)
         feats.alpha = np.stack(parts["alpha:"])[:, 0]
         feats.input = np.stack(parts["input:"])
         out[bname] = feats
@@ -238,14 +245,15 @@ def chance_accuracy(labels: Sequence[str]) -> float:
 
 
 def separability(rec: Recording) -> dict:
-    """{block: {dynamic_acc, static_acc, alpha_acc, input_acc (nearest mean), n, dims, parts: {generator: acc},
-    ridge: {dynamic_acc, static_acc, input_acc with the ridge classifier}}, chance}."""
+    """{block: {dynamic_acc, static_acc, branch_acc, alpha_acc, input_acc (nearest mean), n, dims, parts:
+    {generator: acc}, ridge: {dynamic_acc, static_acc, branch_acc, input_acc with the ridge classifier}}, chance}."""
     out: dict = {}
     for bname, feats in tqdm(rec.blocks.items(), desc="classifier", unit="block"):
         dyn = dynamic_matrix(feats)
         out[bname] = {
             "dynamic_acc": None if dyn is None else nearest_mean_accuracy(dyn, rec.labels),
             "static_acc": nearest_mean_accuracy(feats.static, rec.labels),
+            "branch_acc": nearest_mean_accuracy(feats.branch, rec.labels),
             "alpha_acc": nearest_mean_accuracy(feats.alpha[:, None], rec.labels),
             "input_acc": nearest_mean_accuracy(feats.input, rec.labels),
             "n": len(rec.labels),
@@ -256,6 +264,7 @@ def separability(rec: Recording) -> dict:
             # (no ridge on alpha alone: a linear score of one number ranks the weathers along a line)
             "ridge": {"dynamic_acc": None if dyn is None else ridge_accuracy(dyn, rec.labels),
                       "static_acc": ridge_accuracy(feats.static, rec.labels),
+                      "branch_acc": ridge_accuracy(feats.branch, rec.labels),
                       "input_acc": ridge_accuracy(feats.input, rec.labels)},
         }
     out["chance"] = chance_accuracy(rec.labels)

@@ -12,8 +12,8 @@ training photo. Weather: for every photo, `--crops` random size x size crops, ea
 weather with `heldout=True` (dwgn.data.weather.HELDOUT_RANGES; `--settings train` uses the training
 ranges instead), seeded from (seed, photo, crop, weather) so the set is the same on every machine.
 Reported per weather: mean PSNR-Y (BT.601, 8-bit, dwgn.evaluation.metrics) of the input and of the
-restored image against the clean crop, and of a reference that is not a model: the best global colour
-correction (`global_fit`: per image and channel, the affine map of the input fitted to the clean crop by least
+restored image against the clean crop (their SSIM-Y in the JSON), and of a reference that is not a model: the
+best global colour correction (`global_fit`: per image and channel, the affine map of the input fitted to the clean crop by least
 squares; it sees the answer), which shows how much of each weather's loss a single per-image correction
 would recover. Clean photos: each held-out photo, scaled to at most
 CLEAN_SIDE px, restored as it is; PSNR-Y and PSNR-RGB of restored against the photo, per photo and
@@ -50,7 +50,7 @@ from dwgn.errors import ArgumentParser, run_main
 from dwgn.data.photo_sources import fetched_photos
 from dwgn.data.photos import packaged_photos
 from dwgn.data.weather import HELDOUT_RANGES, WEATHERS, Heldout, check_heldout_keys, synthesize
-from dwgn.evaluation.metrics import psnr
+from dwgn.evaluation.metrics import psnr, ssim
 from dwgn.evaluation.restore import DEFAULT_OVERLAP, restore, tile_side
 from dwgn.io import write_text_atomic
 
@@ -120,7 +120,8 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
              seed: int = 0, photo_set: str = "heldout", weathers: tuple[str, ...] = WEATHERS,
              heldout_params: tuple[str, ...] | None = None, clean_outputs: list | None = None,
              clean_sides: tuple[int, ...] = (), tile: int = 0, overlap: int = DEFAULT_OVERLAP) -> dict:
-    """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int}}, "mean_gain": dB,
+    """{"weather": {w: {"input": dB, "restored": dB, "global_fit": dB, "n": int, "input_ssim_y", "restored_ssim_y"}},
+    "mean_gain": dB,
     "global_fit_gain": dB, "clean": {...}}, and with `clean_sides` also "clean_by_side": {str(side): {"per_photo":
     [{"photo", "psnr_y"}], "mean_psnr_y", "min_psnr_y", "lowest"}} (each photo scaled to at most that side).
     `tile` 0 restores every image whole; N restores images larger than N x N in N x N tiles (`restore`'s tiling,
@@ -145,15 +146,20 @@ def evaluate(model: nn.Module, paths: list[Path], crops: int = 2, size: int = 25
         held = frozenset(heldout_params)
         check_heldout_keys(held)
     photos = [read_image(p) for p in paths]
-    scores: dict[str, dict[str, list[float]]] = {w: {"input": [], "restored": [], "global_fit": []}
+    scores: dict[str, dict[str, list[float]]] = {w: {"input": [], "restored": [], "global_fit": [],
+                                                     "input_ssim_y": [], "restored_ssim_y": []}
                                                  for w in WEATHERS if w in weathers}
     for weather, _, degraded, clean in weather_cases(photos, crops, size, held, seed, weathers):
         scores[weather]["input"].append(psnr(degraded, clean))
         restored = restore(model, degraded, tile=tile, overlap=overlap)
         scores[weather]["restored"].append(psnr(restored, clean))
+        scores[weather]["input_ssim_y"].append(ssim(degraded, clean))
+        scores[weather]["restored_ssim_y"].append(ssim(restored, clean))
         scores[weather]["global_fit"].append(psnr(global_fit(degraded, clean), clean))
     per_weather = {w: {"input": statistics.fmean(s["input"]), "restored": statistics.fmean(s["restored"]),
-                       "global_fit": statistics.fmean(s["global_fit"]), "n": len(s["input"])}
+                       "global_fit": statistics.fmean(s["global_fit"]), "n": len(s["input"]),
+                       "input_ssim_y": statistics.fmean(s["input_ssim_y"]),
+                       "restored_ssim_y": statistics.fmean(s["restored_ssim_y"])}
                    for w, s in scores.items()}
     clean_rows = []
     for path, photo in zip(paths, photos):

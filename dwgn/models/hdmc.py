@@ -78,9 +78,11 @@ class WindowCrossAttention(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
         """softmax(q k^T / sqrt(d) + R (+ mask)) v per window and head: (B, nW, heads, N, d)."""
         logits = (q * self.scale) @ k.transpose(-2, -1)                                   # (B, nW, heads, N, N)
-        logits += bias  # in place, the mask too: the logits are the largest tensors here
+        # in place, the mask too (the logits are the largest tensors here), each cast to the logits' dtype (under
+        # autocast bfloat16): an in-place add of float32 into bfloat16 fails in compiled CUDA backwards
+        logits += bias.to(logits.dtype)
         if mask is not None:
-            logits += mask
+            logits += mask.to(logits.dtype)
         return torch.softmax(logits, dim=-1) @ v
 
     def forward(self, static_qkv: Tensor, dynamic_qkv: Tensor) -> Tensor:
