@@ -133,6 +133,7 @@ def test_tiny_budget_run_writes_the_study_and_resumes(tmp_path, monkeypatch):
     assert set(seed["demo"]) == set(seed["heldout"]) == set(seed["input"]["demo"]) == weathers
     assert seed["demo"]["overall"] == pytest.approx(sum(v for k, v in seed["demo"].items() if k != "overall") / 5)
     assert saved["paired"]["half - none"]["seeds"] == [0, 1]
+    assert saved["complete"] is True and saved["half_clears_2db"] is False  # 2 steps gain nothing like 2 dB
     diff = saved["paired"]["half - none"]["heldout"]["psnr_y"]["overall"]
     by_seed = [saved["variants"]["half"]["seeds"][s]["heldout"]["overall"]
                - saved["variants"]["none"]["seeds"][s]["heldout"]["overall"] for s in ("0", "1")]
