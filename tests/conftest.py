@@ -19,6 +19,18 @@ def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_demo(tmp_path_factory.mktemp("shared") / "demo", **SMALL_DEMO)
 
 
+def mentions(text: str, *parts: str) -> None:
+    """Every part (a key, a value, a path, a fix) appears in the message; its wording around them is free."""
+    missing = [p for p in parts if p not in text]
+    assert not missing, f"message lacks {missing}: {text!r}"
+
+
+@pytest.fixture
+def assert_mentions():
+    """`mentions` for the tests (they do not import conftest): assert_mentions(str(info.value), key, value, fix)."""
+    return mentions
+
+
 @pytest.fixture
 def run_cli():
     """Run a command's `main` the way its script does (dwgn.errors.run_main) and return the exit status."""
