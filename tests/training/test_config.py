@@ -50,7 +50,7 @@ def test_unknown_keys_name_the_key_and_the_valid_ones(tmp_path):
     refused(PretrainingConfig, ["--init", "x.pt"], "'init'", "degradation")  # a fine-tuning key is no pre-training key
 
 
-def test_values_are_converted_to_the_field_types():
+def test_values_are_converted_to_the_field_types(assert_mentions):
     cfg = parse_config(FinetuneConfig, ["--model.enc-blocks", "1,2,3", "--betas", "0.8,0.95", "--lr=3e-4",
                                         "--steps", "12", "--from-scratch", "--val-crop", "none", "--data", "x/y"])
     assert cfg.model.enc_blocks == (1, 2, 3) and cfg.betas == (0.8, 0.95)
@@ -68,10 +68,12 @@ def test_values_are_converted_to_the_field_types():
     refused(FinetuneConfig, ["--steps", "ten"], "steps", "ten")
     refused(FinetuneConfig, ["--batch-size"], "batch_size", "see --help")
     refused(FinetuneConfig, ["extra"], "extra", "--key value")
-    with pytest.raises(ConfigError, match="batch_size.*0"):  # validate(): the value checks
+    with pytest.raises(ConfigError) as info:  # validate(): the value checks
         parse_config(FinetuneConfig, ["--batch-size", "0"])
-    with pytest.raises(ConfigError, match="preset.*paper, tiny, small.*'huge'"):
+    assert_mentions(str(info.value), "batch_size", "0")
+    with pytest.raises(ConfigError) as info:
         parse_config(FinetuneConfig, ["--preset", "huge"])
+    assert_mentions(str(info.value), "preset", "paper, tiny, small", "'huge'")
 
 
 def test_precedence_defaults_preset_yaml_flags(tmp_path):
@@ -93,7 +95,7 @@ def test_precedence_defaults_preset_yaml_flags(tmp_path):
     refused(FinetuneConfig, ["--config", str(write_yaml(tmp_path / "list.yaml", [1, 2]))], "list.yaml", "mapping")
 
 
-def test_every_flag_of_design_section_6_is_accepted(tmp_path):
+def test_every_flag_of_design_section_6_is_accepted(tmp_path, assert_mentions):
     common = ["--config", str(CONFIGS / "finetune_demo.yaml"), "--preset", "tiny", "--steps", "3",
               "--batch-size", "2", "--data", "d", "--out", "o", "--device", "cpu", "--seed", "1",
               "--num-workers", "0"]
@@ -104,8 +106,9 @@ def test_every_flag_of_design_section_6_is_accepted(tmp_path):
     common[1] = str(CONFIGS / "pretrain_demo.yaml")
     pt = parse_config(PretrainingConfig, common + ["--degradation", "weather"])
     assert pt.degradation == "weather" and pt.steps == 3
-    with pytest.raises(ConfigError, match="degradation.*adversarial, weather.*'fog'"):
+    with pytest.raises(ConfigError) as info:
         parse_config(PretrainingConfig, ["--degradation", "fog"])
+    assert_mentions(str(info.value), "degradation", "adversarial, weather", "'fog'")
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
@@ -154,26 +157,31 @@ def test_tuples_take_their_declared_element_types_and_lengths():
     refused(FinetuneConfig, ["--synth.online", "--synth.weather-weights", "a,1"], "'synth.weather_weights'", "a")
 
 
-def test_stored_configs_missing_fields_are_refused_not_filled_with_defaults(tmp_path):
+def test_stored_configs_missing_fields_are_refused_not_filled_with_defaults(tmp_path, assert_mentions):
     from dwgn.training.checkpoint import CheckpointError
     from dwgn.models.network import ModelConfig
 
     data = config_to_dict(FinetuneConfig())
     wrong = {**data, "steps": 1.5, "model": {**data["model"], "width": "wide"}}
-    with pytest.raises(ConfigError, match=r"'steps'.*run.pt.*1\.5"):  # stored values are type-checked too
+    with pytest.raises(ConfigError) as info:  # stored values are type-checked too
         config_from_dict(FinetuneConfig, wrong, source="run.pt")
-    with pytest.raises(ConfigError, match=r"'width'.*run.pt.*wide"):
+    assert_mentions(str(info.value), "'steps'", "run.pt", "1.5")
+    with pytest.raises(ConfigError) as info:
         config_from_dict(ModelConfig, wrong["model"], source="run.pt")
+    assert_mentions(str(info.value), "'width'", "run.pt", "wide")
     del data["lr"], data["model"]["window"]
-    with pytest.raises(ConfigError, match=r"lacks model.window, lr .*defaults"):
+    with pytest.raises(ConfigError) as info:
         config_from_dict(FinetuneConfig, data)
-    with pytest.raises(ConfigError, match="lacks window"):
+    assert_mentions(str(info.value), "model.window", "lr", "retrain")
+    with pytest.raises(ConfigError) as info:
         config_from_dict(ModelConfig, data["model"])
+    assert_mentions(str(info.value), "window", "retrain")
     model = build_model("tiny")
     save_checkpoint(tmp_path / "m.pt", {"format_version": FORMAT_VERSION, "model": model.state_dict(),
                                         "model_ema": None, "config": data, "step": 1})
-    with pytest.raises(CheckpointError, match=r"m.pt.*lacks window"):
+    with pytest.raises(CheckpointError) as info:
         load_model(tmp_path / "m.pt")
+    assert_mentions(str(info.value), str(tmp_path / "m.pt"), "window", "retrain")
 
 
 def help_entries(cls, capsys) -> dict[str, str]:
@@ -214,14 +222,15 @@ def test_help_describes_every_key_and_its_allowed_values(capsys):
     assert "0.9,0.999" in entries["--betas"] and "twonumbers" in entries["--betas"]
 
 
-def test_the_preset_is_checked_in_one_place(monkeypatch):
+def test_the_preset_is_checked_in_one_place(monkeypatch, assert_mentions):
     import dwgn.training.config as config
 
     calls = []
     original = config._check_choices
     monkeypatch.setattr(config, "_check_choices", lambda cfg, prefix="": (calls.append(prefix), original(cfg, prefix)))
-    with pytest.raises(ConfigError, match="preset.*paper, tiny, small.*'huge'"):
+    with pytest.raises(ConfigError) as info:
         parse_config(FinetuneConfig, ["--preset", "huge"])
+    assert_mentions(str(info.value), "preset", "paper, tiny, small", "'huge'")
     assert calls == [""]  # validate() once; parse_config itself does not check the preset
 
 
@@ -251,16 +260,17 @@ def test_synth_keys_are_one_group_in_flags_yaml_and_help(tmp_path, capsys):
     assert "not in the paper" in " ".join(group.split("  --synth")[0].split())
 
 
-def test_synth_mistakes_name_the_flag_and_the_fix(tmp_path):
+def test_synth_mistakes_name_the_flag_and_the_fix(tmp_path, assert_mentions):
     refused(FinetuneConfig, ["--online-weather"], "--online-weather", "--synth.online")
     refused(FinetuneConfig, ["--clean_share=0.3", "--steps", "2"], "--clean_share", "--synth.clean-share")
     old_yaml = write_yaml(tmp_path / "old.yaml", {"tone_share": 0.5})
     refused(FinetuneConfig, ["--config", str(old_yaml)], "'tone_share'", str(old_yaml), "tone_share under synth:")
-    with pytest.raises(ConfigError, match=r"synth.tone_share, synth.clean_crop set, but synth.online is off.*"
-                                          r"--synth.online"):
+    with pytest.raises(ConfigError) as info:
         parse_config(FinetuneConfig, ["--synth.tone-share", "0.5", "--synth.clean-crop", "96"])
-    with pytest.raises(ConfigError, match=r"synth.clean_share must be in \[0, 1\), got 1.0 \(e.g. --synth.clean-sh"):
+    assert_mentions(str(info.value), "synth.tone_share", "synth.clean_crop", "--synth.online")
+    with pytest.raises(ConfigError) as info:
         parse_config(FinetuneConfig, ["--synth.online", "--synth.clean-share", "1"])
+    assert_mentions(str(info.value), "synth.clean_share", "1.0", "--synth.clean-share")
     refused(FinetuneConfig, ["--synth.tone", "0.5"], "'synth.tone'", "synth.online", "synth.tone_share")
     refused(PretrainingConfig, ["--synth.online", "true"], "'synth.online'", "degradation")  # no synth group there
 

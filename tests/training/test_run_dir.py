@@ -20,7 +20,7 @@ from test_engine import Killed, NoisyPairs, RecordingHooks, config, stage
 # ---------------------------------------------------------------- one config per run directory
 
 
-def test_another_config_is_refused_naming_the_keys_and_both_ways_on(tmp_path):
+def test_another_config_is_refused_naming_the_keys_and_both_ways_on(tmp_path, assert_mentions):
     run = tmp_path / "run"
     train(config(run, steps=1), stage())
     with pytest.raises(ConfigError) as refused:
@@ -31,24 +31,27 @@ def test_another_config_is_refused_naming_the_keys_and_both_ways_on(tmp_path):
     # keys about where and how often may change: the run resumes
     assert train(config(run, steps=2, num_workers=1, log_every=5, save_every=2), stage()).step == 2
     # fewer steps than the run already has is refused, not silently "finished"
-    with pytest.raises(ConfigError, match=r"already trained 2 steps, more than --steps 1\. Give --steps 2"):
+    with pytest.raises(ConfigError) as info:
         train(config(run, steps=1), stage())
+    assert_mentions(str(info.value), str(run), "--steps 1", "--steps 2", "--out NEW_DIR", "--restart")
 
 
-def test_a_model_key_change_is_refused_and_a_stage_model_of_another_architecture_too(tmp_path):
+def test_a_model_key_change_is_refused_and_a_stage_model_of_another_architecture_too(tmp_path, assert_mentions):
     run = tmp_path / "run"
     train(config(run, steps=1), stage())
     other = config(run, steps=2)
     other.model.dynamic = "none"
-    with pytest.raises(ConfigError, match=r"model.dynamic: 'half' -> 'none'"):
+    with pytest.raises(ConfigError) as info:
         train(other, stage())
+    assert_mentions(str(info.value), "model.dynamic", "'half'", "'none'", "--restart")
     torch.manual_seed(0)  # same config, but the stage hands over a network of another architecture
     odd = Stage("finetune", build_model("tiny", dynamic="none"), NoisyPairs(6))
-    with pytest.raises(CheckpointError, match=r"another architecture \(dynamic: checkpoint 'half' vs model 'none'\)"):
+    with pytest.raises(CheckpointError) as info:
         train(config(run, steps=2), odd)
+    assert_mentions(str(info.value), str(run / "last.pt"), "dynamic", "'half'", "'none'", "--preset", "--model.")
 
 
-def test_a_run_stored_with_the_flat_synth_keys_resumes_and_a_synth_change_is_refused(tmp_path):
+def test_a_run_stored_with_the_flat_synth_keys_resumes_and_a_synth_change_is_refused(tmp_path, assert_mentions):
     """last.pt of a run written before the synth group holds online_weather, clean_share, ... at the top level
     (and self_feed_share): it resumes under the same config in today's shape; a changed synth key is named;
     a run that trained with self_feed_share (removed since) is another config."""
@@ -67,13 +70,15 @@ def test_a_run_stored_with_the_flat_synth_keys_resumes_and_a_synth_change_is_ref
     save_checkpoint(run / "last.pt", ckpt)
     assert train(config(run, steps=2, synth=synth), stage()).step == 2
     other = SynthConfig(online=True, clean_share=0.4, weather_weights=(2.0, 1.0, 1.0, 1.0, 1.0))
-    with pytest.raises(ConfigError, match=r"synth.clean_share: 0.3 -> 0.4"):
+    with pytest.raises(ConfigError) as info:
         train(config(run, steps=3, synth=other), stage())
+    assert_mentions(str(info.value), "synth.clean_share", "0.3", "0.4")
     ckpt = load_checkpoint(run / "last.pt")
     ckpt["config"] = flat_synth(ckpt["config"], self_feed_share=0.5)
     save_checkpoint(run / "last.pt", ckpt)
-    with pytest.raises(ConfigError, match=r"self_feed_share: 0.5 -> '<absent>'.*--restart"):
+    with pytest.raises(ConfigError) as info:
         train(config(run, steps=3, synth=synth), stage())
+    assert_mentions(str(info.value), "self_feed_share", "0.5", "'<absent>'", "--restart")
 
 
 def test_restart_keeps_the_old_run_under_a_dated_name_and_starts_over(tmp_path, capsys):
@@ -105,7 +110,7 @@ def test_train_py_with_another_from_scratch_is_refused_with_exit_2(tmp_path, cap
 # ---------------------------------------------------------------- validation on the user's own data
 
 
-def test_own_data_validates_on_a_held_out_part_never_the_demo_set(tmp_path):
+def test_own_data_validates_on_a_held_out_part_never_the_demo_set(tmp_path, assert_mentions):
     from dwgn.training.config import FinetuneConfig
     from dwgn.training.finetuning import split_data
 
@@ -118,8 +123,9 @@ def test_own_data_validates_on_a_held_out_part_never_the_demo_set(tmp_path):
     assert {p[0].name for p in pairs + val} == {f"{i}.png" for i in range(6)}
     assert all(data in inp.parents for inp, _ in val) and source.startswith(f"held out of {data}")
     assert split_data(cfg)[1] == val  # the same pairs every time (resume, reruns)
-    with pytest.raises(ValueError, match="too few to hold some out"):
+    with pytest.raises(ValueError) as info:
         split_data(FinetuneConfig(data=str(pair_folder(tmp_path / "one", n=1))))
+    assert_mentions(str(info.value), "--data", "1 pair", "--val-data DIR", "--val-data none")
 
 
 # ---------------------------------------------------------------- saved state is restored
@@ -153,7 +159,7 @@ def test_resume_restores_python_and_numpy_rng_state(tmp_path):
     assert _draws(tmp_path / "cut") == _draws(tmp_path / "full")
 
 
-def test_a_torn_last_log_line_is_dropped_with_a_note(tmp_path, capsys):
+def test_a_torn_last_log_line_is_dropped_with_a_note(tmp_path, capsys, assert_mentions):
     run = tmp_path / "run"
     train(config(run, steps=2), stage())
     with open(run / "log.jsonl", "a") as fh:
@@ -163,8 +169,9 @@ def test_a_torn_last_log_line_is_dropped_with_a_note(tmp_path, capsys):
     assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
     lines = (run / "log.jsonl").read_text().splitlines()
     (run / "log.jsonl").write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
-    with pytest.raises(ValueError, match=r"log.jsonl line 2 is not JSON"):
+    with pytest.raises(ValueError) as info:
         train(config(run, steps=4), stage())
+    assert_mentions(str(info.value), str(run / "log.jsonl"), "line 2")
 
 
 # ---------------------------------------------------------------- EMA
@@ -215,9 +222,10 @@ class PoisonWeights(StageHooks):
         return {}
 
 
-def test_non_finite_weights_stop_before_they_are_saved(tmp_path):
-    with pytest.raises(TrainingError, match=r"weights became NaN/inf by step 2; .*last\.pt keeps the last good state"):
+def test_non_finite_weights_stop_before_they_are_saved(tmp_path, assert_mentions):
+    with pytest.raises(TrainingError) as info:
         train(config(tmp_path, steps=4), stage(PoisonWeights()))
+    assert_mentions(str(info.value), "NaN/inf", "step 2", str(tmp_path / "last.pt"), "--lr", "--grad-clip")
     last = load_checkpoint(tmp_path / "last.pt")
     assert last["step"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values())
 
