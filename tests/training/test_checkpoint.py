@@ -39,31 +39,36 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
     assert load_checkpoint(path)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
-def test_load_errors_name_the_file_and_the_problem(tmp_path):
-    with pytest.raises(CheckpointError, match=r"checkpoint .*nope\.pt not found"):
+def test_load_errors_name_the_file_and_the_problem(tmp_path, assert_mentions):
+    with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "nope.pt")
+    assert_mentions(str(info.value), str(tmp_path / "nope.pt"))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"junk\.pt cannot be read"):
+    with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "junk.pt")
+    assert_mentions(str(info.value), str(tmp_path / "junk.pt"))
     torch.save({"format_version": FORMAT_VERSION, "model": Payload(), "config": {}, "step": 0},
                tmp_path / "code.pt")
-    with pytest.raises(CheckpointError, match=r"code\.pt holds more than tensors.*weights_only=True"):
+    with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "code.pt")
+    assert_mentions(str(info.value), str(tmp_path / "code.pt"), "weights_only=True")
     torch.save({"model": {}}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match=r"other\.pt lacks keys \['format_version', 'config', 'step'\]"):
+    with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "other.pt")
+    assert_mentions(str(info.value), str(tmp_path / "other.pt"), "['format_version', 'config', 'step']")
     torch.save({"format_version": 99, "model": {}, "config": {}, "step": 0}, tmp_path / "future.pt")
     with pytest.raises(CheckpointError, match="format_version 99"):
         load_checkpoint(tmp_path / "future.pt")
 
 
-def test_another_architecture_is_refused_naming_the_fields(tmp_path):
+def test_another_architecture_is_refused_naming_the_fields(tmp_path, assert_mentions):
     save_checkpoint(tmp_path / "tiny.pt", tiny_checkpoint(build_model("tiny")))
     other = build_model("tiny", dynamic="none", middle_blocks=2)
     before = {k: v.clone() for k, v in other.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r"another architecture \(middle_blocks: checkpoint 1 vs model 2, "
-                                              r"dynamic: checkpoint 'half' vs model 'none'\)"):
+    with pytest.raises(CheckpointError) as info:
         load_weights(other, tmp_path / "tiny.pt")
+    assert_mentions(str(info.value), str(tmp_path / "tiny.pt"), "middle_blocks", "1", "2", "dynamic", "'half'", "'none'",
+                    "--preset", "--model.")
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
 
 

@@ -74,7 +74,7 @@ def stage(hooks: StageHooks | None = None, val: bool = False, n: int = 6) -> Sta
                  hooks=hooks or StageHooks())
 
 
-def test_sampler_is_deterministic_covers_epochs_and_splits_over_ranks():
+def test_sampler_is_deterministic_covers_epochs_and_splits_over_ranks(assert_mentions):
     one = StepSampler(n=5, global_batch=4, seed=7, start=0, steps=5)
     ranks = [StepSampler(n=5, global_batch=4, seed=7, start=0, steps=5, rank=r, world=2) for r in range(2)]
     for step in range(5):
@@ -89,8 +89,9 @@ def test_sampler_is_deterministic_covers_epochs_and_splits_over_ranks():
     assert all(len(s) == 1 for s in step_seeds) and len(set.union(*step_seeds)) == 5
     assert {item[2] for item in ranks[1].items(2)} == step_seeds[2]
     assert StepSampler(5, 4, 8, 0, 5).items(0) != one.items(0)
-    with pytest.raises(ValueError, match="divide evenly over 3"):
+    with pytest.raises(ValueError) as info:
         StepSampler(5, 4, 7, 0, 5, rank=0, world=3)
+    assert_mentions(str(info.value), "batch_size", "4", "3")
 
 
 def test_cosine_schedule_ends_at_lr_min():
@@ -100,14 +101,15 @@ def test_cosine_schedule_ends_at_lr_min():
     assert cosine_lr(10, cfg) == pytest.approx(1e-6)
 
 
-def test_warmup_rises_linearly_then_the_cosine_runs_over_the_remaining_steps():
+def test_warmup_rises_linearly_then_the_cosine_runs_over_the_remaining_steps(assert_mentions):
     cfg = FinetuneConfig(steps=14, lr=2e-4, lr_min=1e-6, warmup_steps=4)
     assert [cosine_lr(k, cfg) for k in range(4)] == pytest.approx([5e-5, 1e-4, 1.5e-4, 2e-4])
     assert cosine_lr(4, cfg) == pytest.approx(2e-4)
     assert cosine_lr(9, cfg) == pytest.approx((2e-4 + 1e-6) / 2)  # half way through the 10 cosine steps
     assert cosine_lr(14, cfg) == pytest.approx(1e-6)
-    with pytest.raises(ConfigError, match="warmup_steps must be below steps"):
+    with pytest.raises(ConfigError) as info:
         FinetuneConfig(steps=4, warmup_steps=4).validate()
+    assert_mentions(str(info.value), "warmup_steps", "steps", "4")
 
 
 def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
@@ -161,7 +163,7 @@ def test_run_directory_logs_and_checkpoint_keys(tmp_path):
     assert any(not torch.equal(last["model"][k], last["model_ema"][k]) for k in last["model"])
 
 
-def test_keep_every_keeps_the_users_weights_of_those_steps_and_resuming_keeps_them(tmp_path):
+def test_keep_every_keeps_the_users_weights_of_those_steps_and_resuming_keeps_them(tmp_path, assert_mentions):
     train(config(tmp_path / "kept", steps=5, ema_decay=0.5, keep_every=2), stage())
     snaps = tmp_path / "kept" / "snapshots"
     assert sorted(p.name for p in snaps.iterdir()) == ["step-000002.safetensors", "step-000004.safetensors"]
@@ -188,8 +190,9 @@ def test_keep_every_keeps_the_users_weights_of_those_steps_and_resuming_keeps_th
     model.load_state_dict(load_checkpoint(snaps / "step-000006.safetensors")["model"])  # a release like any other
     train(config(tmp_path / "none", steps=2), stage())
     assert not (tmp_path / "none" / "snapshots").exists()
-    with pytest.raises(ConfigError, match="keep_every must be 0"):
+    with pytest.raises(ConfigError) as info:
         config(tmp_path, keep_every=-1).validate()
+    assert_mentions(str(info.value), "keep_every", "-1", "0")
 
 
 class PoisonHooks(StageHooks):
@@ -198,9 +201,10 @@ class PoisonHooks(StageHooks):
         return (inputs * float("nan") if step == 2 else inputs), targets
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    with pytest.raises(TrainingError, match=r"loss became nan at step 2.*last\.pt keeps the last good state"):
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, assert_mentions):
+    with pytest.raises(TrainingError) as info:
         train(config(tmp_path, steps=4), stage(PoisonHooks()))
+    assert_mentions(str(info.value), "nan", "step 2", str(tmp_path / "last.pt"), "--lr", "--grad-clip")
     last = load_checkpoint(tmp_path / "last.pt")
     assert last["step"] == 2
     assert all(torch.isfinite(v).all() for v in last["model"].values())
@@ -241,11 +245,12 @@ def test_losses_are_read_only_at_log_validation_and_save_steps(tmp_path, monkeyp
     assert [x["as_float"] for x in lines] == pytest.approx([2.0, 8.0, 12.0])
 
 
-def test_nan_between_checks_is_named_by_its_own_step_and_never_saved(tmp_path):
+def test_nan_between_checks_is_named_by_its_own_step_and_never_saved(tmp_path, assert_mentions):
     """The loss of step 2 is read only at step 4 (a save step): the message still names step 2, and last.pt
     stays the state after step 2, saved before the bad step, not the NaN weights of steps 3-4."""
-    with pytest.raises(TrainingError, match=r"loss became nan at step 2;.*last\.pt keeps the last good state"):
+    with pytest.raises(TrainingError) as info:
         train(config(tmp_path, steps=8, log_every=100, save_every=2), stage(PoisonHooks()))
+    assert_mentions(str(info.value), "nan", "step 2", str(tmp_path / "last.pt"), "--lr", "--grad-clip")
     last = load_checkpoint(tmp_path / "last.pt")
     assert last["step"] == 2
     assert all(torch.isfinite(v).all() for v in last["model"].values())
@@ -309,15 +314,15 @@ def pretrained_checkpoint(path: Path, **overrides) -> dict:
     return state
 
 
-def test_train_py_without_pretrained_weights_names_both_ways_on(tmp_path, monkeypatch, capsys, run_cli):
+def test_train_py_without_pretrained_weights_names_both_ways_on(tmp_path, monkeypatch, capsys, run_cli, assert_mentions):
     from dwgn.training.finetuning import main
 
     monkeypatch.chdir(tmp_path)
     assert run_cli(main, ["--steps", "1"], "train.py") == 2
     err = capsys.readouterr().err
     assert err.startswith("train.py: error: ") and err.count("\n") == 1
-    assert "pre-trained weights runs/pretrain-tiny/last.pt not found" in err
-    assert "run pre-training first (python pre-training.py --preset tiny)" in err and "--from-scratch" in err
+    assert_mentions(err, "runs/pretrain-tiny/last.pt", "python pre-training.py --preset tiny", "--from-scratch",
+                    "--init")
     assert not (tmp_path / "runs" / "finetune-tiny").exists()
 
 
@@ -487,8 +492,8 @@ def test_cpu_amp_runs_the_forward_in_bfloat16_and_the_step_equals_a_reference(tm
     assert any(not torch.allclose(trained[True][k], trained[False][k], atol=1e-6, rtol=0) for k in trained[True])
 
 
-def test_cpu_amp_needs_amp_bf16():
-    message = r"cpu_amp .* needs amp bf16, got amp fp16 \(drop --cpu-amp, or set --amp bf16\)"
-    with pytest.raises(ConfigError, match=message):
+def test_cpu_amp_needs_amp_bf16(assert_mentions):
+    with pytest.raises(ConfigError) as info:
         FinetuneConfig(cpu_amp=True, amp="fp16").validate()
+    assert_mentions(str(info.value), "cpu_amp", "fp16", "--cpu-amp", "--amp bf16")
     FinetuneConfig(cpu_amp=True).validate()
