@@ -616,7 +616,8 @@ def test_synthetic_weather_weights_set_the_share_of_each_weather(tmp_path, monke
         expected.append(WEATHERS[int(rng.integers(0, len(WEATHERS)))])
     assert drawn == expected
     for bad, parts in [((1, 1), ["2", "snow, rainfog, raindrop, rain, haze"]),
-                       ((1, -1, 1, 1, 1), ["(1, -1, 1, 1, 1)", ">= 0"]), ((0, 0, 0, 0, 0), ["(0, 0, 0, 0, 0)", "not all 0"])]:
+                       ((1, -1, 1, 1, 1), ["(1, -1, 1, 1, 1)", ">= 0"]),
+                       ((0, 0, 0, 0, 0), ["(0, 0, 0, 0, 0)", "not all 0"])]:
         with pytest.raises(ValueError) as info:
             SyntheticWeatherDataset(p, weights=bad)
         assert_mentions(str(info.value), "weather weights", *parts)

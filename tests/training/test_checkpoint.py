@@ -67,8 +67,8 @@ def test_another_architecture_is_refused_naming_the_fields(tmp_path, assert_ment
     before = {k: v.clone() for k, v in other.state_dict().items()}
     with pytest.raises(CheckpointError) as info:
         load_weights(other, tmp_path / "tiny.pt")
-    assert_mentions(str(info.value), str(tmp_path / "tiny.pt"), "middle_blocks", "1", "2", "dynamic", "'half'", "'none'",
-                    "--preset", "--model.")
+    assert_mentions(str(info.value), str(tmp_path / "tiny.pt"), "middle_blocks", "1", "2", "dynamic", "'half'",
+                    "'none'", "--preset", "--model.")
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
 
 

@@ -314,7 +314,8 @@ def pretrained_checkpoint(path: Path, **overrides) -> dict:
     return state
 
 
-def test_train_py_without_pretrained_weights_names_both_ways_on(tmp_path, monkeypatch, capsys, run_cli, assert_mentions):
+def test_train_py_without_pretrained_weights_names_both_ways_on(tmp_path, monkeypatch, capsys, run_cli,
+                                                                assert_mentions):
     from dwgn.training.finetuning import main
 
     monkeypatch.chdir(tmp_path)
