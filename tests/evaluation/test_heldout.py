@@ -132,19 +132,20 @@ def test_weathers_subset_gives_the_full_runs_cases_and_says_its_mean_is_over_the
     assert "--weathers 'snow,fog': unknown ['fog']; choose from snow,rainfog" in capsys.readouterr().err
 
 
-def test_heldout_params_hold_out_only_those_and_the_report_names_them(capsys):
+def test_heldout_params_hold_out_only_those_and_the_report_names_them(capsys, assert_mentions):
     paths = packaged_photos("test")[:1]
     result = heldout.evaluate(Identity(), paths, crops=1, size=64, weathers=("haze",), heldout_params=("haze_airlight",))
     assert result["heldout_params"] == ["haze_airlight"]
     assert "heldout (only haze_airlight outside the training ranges) settings" in heldout.format_report(result)
     assert heldout.evaluate(Identity(), paths, crops=1, size=64, weathers=("haze",))["heldout_params"] == sorted(
         heldout.HELDOUT_RANGES)
-    with pytest.raises(ValueError, match="goes with settings 'heldout'"):
+    with pytest.raises(ValueError) as info:
         heldout.evaluate(Identity(), paths, settings="train", heldout_params=("haze_beta",))
+    assert_mentions(str(info.value), "heldout_params", "settings", "'heldout'")
     assert heldout.main(["--heldout-params", "haze_airlight,fog"]) == 2
-    assert "--heldout-params 'haze_airlight,fog': unknown ['fog']; keys: streak_angle" in capsys.readouterr().err
+    assert_mentions(capsys.readouterr().err, "--heldout-params 'haze_airlight,fog'", "['fog']", "streak_angle")
     assert heldout.main(["--heldout-params", "haze_beta", "--settings", "train"]) == 2
-    assert "it goes with --settings heldout" in capsys.readouterr().err
+    assert_mentions(capsys.readouterr().err, "--heldout-params 'haze_beta'", "--settings heldout")
 
 
 def test_figure_draws_the_clean_photos_in_and_out(monkeypatch, capsys, tmp_path):
@@ -189,7 +190,7 @@ class DarkenLarge(Identity):
         return x * 0.9 if max(x.shape[-2:]) > self.LIMIT else x
 
 
-def test_clean_sides_repeat_the_clean_check_at_each_size(monkeypatch, capsys, tmp_path):
+def test_clean_sides_repeat_the_clean_check_at_each_size(monkeypatch, capsys, tmp_path, assert_mentions):
     # the photo DarkenLarge hurts most comes last, so that "lowest" cannot be the first row by chance
     paths = sorted(packaged_photos("test")[1:3], key=_darkened_psnr_y, reverse=True)
     assert all(max(read_image(p).shape[:2]) > 512 for p in paths)  # so that 256 and 512 px are both downscales
@@ -206,8 +207,9 @@ def test_clean_sides_repeat_the_clean_check_at_each_size(monkeypatch, capsys, tm
     report = heldout.format_report(result)
     assert "clean photos by size" in report and "256 px" in report and "512 px" in report
     assert "clean_by_side" not in heldout.evaluate(DarkenLarge(), paths[:1], crops=1, size=64, weathers=("haze",))
-    with pytest.raises(ValueError, match="clean_sides must be whole numbers of pixels >= 64"):
+    with pytest.raises(ValueError) as info:
         heldout.evaluate(Identity(), paths[:1], crops=1, size=64, weathers=("haze",), clean_sides=(32,))
+    assert_mentions(str(info.value), "clean_sides", "32", "64")
 
     import dwgn.evaluation.evaluate as evaluate_module
     monkeypatch.setattr(evaluate_module, "load_checkpoint_model", lambda *a, **k: DarkenLarge())
@@ -217,10 +219,11 @@ def test_clean_sides_repeat_the_clean_check_at_each_size(monkeypatch, capsys, tm
     assert list(json.loads(out_json.read_text())["clean_by_side"]) == ["256", "512"]
     for bad in ("256,x", "256,32"):
         assert heldout.main(["--clean-sides", bad]) == 2
-        assert f"--clean-sides '{bad}': comma-separated whole numbers of px, each at least 64" in capsys.readouterr().err
+        assert_mentions(capsys.readouterr().err, f"--clean-sides '{bad}'", "64", "256,512,768")
 
 
-def test_tile_restores_in_tiles_so_a_size_dependent_model_sees_only_tiles(monkeypatch, capsys, tmp_path):
+def test_tile_restores_in_tiles_so_a_size_dependent_model_sees_only_tiles(monkeypatch, capsys, tmp_path,
+                                                                           assert_mentions):
     # DarkenLarge darkens whatever it sees at once beyond 300 px: restored whole (the default) or in 384 px tiles,
     # a 512 px photo is darkened; in 256 px tiles every box it sees is at most 256 px, so the photo comes back as it
     # was. The weather crops (64 px) fit in one tile either way.
@@ -241,8 +244,9 @@ def test_tile_restores_in_tiles_so_a_size_dependent_model_sees_only_tiles(monkey
     padded.multiple = 64  # restore rounds the tile up to the network's padding multiple: the record says what ran
     rounded = heldout.evaluate(padded, paths[:1], tile=200, overlap=32, **kw)
     assert rounded["tile"] == 256 and rounded["clean"]["per_photo"][0]["psnr_y"] > 100
-    with pytest.raises(ValueError, match="tile must be 0 .* got tile 128, overlap 128"):
+    with pytest.raises(ValueError) as info:
         heldout.evaluate(Identity(), paths[:1], tile=128, overlap=128, **kw)
+    assert_mentions(str(info.value), "tile 128", "overlap 128", "0 <= overlap < tile")
 
     import dwgn.evaluation.evaluate as evaluate_module
     monkeypatch.setattr(evaluate_module, "load_checkpoint_model", lambda *a, **k: DarkenLarge())
@@ -254,7 +258,7 @@ def test_tile_restores_in_tiles_so_a_size_dependent_model_sees_only_tiles(monkey
     assert all(r["psnr_y"] > 100 for r in saved["clean"]["per_photo"])
     capsys.readouterr()
     assert heldout.main(["--tile", "64", "--overlap", "64"]) == 2
-    assert "--tile 64 --overlap 64: --tile is 0 (whole images) or a side in px" in capsys.readouterr().err
+    assert_mentions(capsys.readouterr().err, "--tile 64 --overlap 64", "--tile 256 --overlap 64")
 
 
 def test_every_image_is_restored_once_and_the_result_records_no_pass_count(capsys):
