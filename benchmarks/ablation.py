@@ -1,6 +1,6 @@
 """Does dynamic weighting help? `none`, `half`, `full` and a parameter-matched `none`, trained identically.
 
-    OMP_NUM_THREADS=1 python benchmarks/ablation.py [--steps 4000] [--batch-size 4] [--crop 64] [--lr 1e-3]
+    OMP_NUM_THREADS=1 python benchmarks/ablation.py [--steps 4000] [--batch-size 4] [--crop 64] [--lr 5e-4]
         [--preset tiny] [--seeds 0,1,2] [--variants none,half,full,none-matched] [--jobs 2] [--threads 1]
         [--heldout-crops 2] [--probe-crops 2] [--out runs/ablation]
         [--json benchmarks/results/ablation.json] [--figure figures/ablation.png]
@@ -413,7 +413,7 @@ def get_parser() -> argparse.ArgumentParser:
                    "continues the runs)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop", type=int, default=64, help="training crop side (a multiple of 64)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, constant after the warm-up")
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate, constant after the warm-up")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS))
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--variants", type=_variants, default=list(VARIANTS), help=f"from {','.join(VARIANTS)}")
