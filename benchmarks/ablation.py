@@ -271,9 +271,10 @@ def build_payload(runs: dict[str, dict[int, dict]], args: argparse.Namespace, co
     first = next(r for seeds in runs.values() for r in seeds.values())
     variants = {}
     for variant, seeds in runs.items():
+        overrides = variant_overrides(variant, args.preset)  # none-matched builds models to find its width
         variants[variant] = {
-            "dynamic": variant_overrides(variant, args.preset)["dynamic"],
-            "overrides": variant_overrides(variant, args.preset),
+            "dynamic": overrides["dynamic"],
+            "overrides": overrides,
             "params": next(iter(seeds.values()))["params"],
             "seeds": {str(s): {k: r[k] for k in ("demo", "heldout", "input", "ssim_y", "probe", "train_s", "eval_s")}
                       for s, r in sorted(seeds.items())}}
