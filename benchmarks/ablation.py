@@ -50,7 +50,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +143,7 @@ def score_demo(model: torch.nn.Module | None) -> dict[str, dict[str, float]]:
 def probe(model: torch.nn.Module, crops: int) -> dict:
     """Per block, the ridge probe's leave-one-out accuracy for each of PROBE_FEATURES (None where the block has
     no such feature), on the held-out photos under held-out weather; and the chance level and image count."""
-    from dwgn.analysis.separability import record_features, ridge_accuracy
+    from dwgn.analysis.separability import record_features, separability
     from dwgn.data.images import read_image
     from dwgn.data.transforms import to_tensor
     from dwgn.evaluation.heldout import heldout_photos, weather_cases
@@ -153,15 +152,11 @@ def probe(model: torch.nn.Module, crops: int) -> dict:
     cases = weather_cases(photos, crops, 256, True, seed=HELDOUT_SEED + 1)  # other crops than the scored ones
     images = [(weather, weather, f"photo{p}", to_tensor(degraded)) for weather, p, degraded, _ in cases]
     rec = record_features(model, images, total=len(images))
-    blocks = {}
-    for name, feats in rec.blocks.items():
-        kernels = list(feats.dynamic.values())
-        blocks[name] = {"kernels": ridge_accuracy(np.concatenate(kernels, 1), rec.labels) if kernels else None,
-                        "branch": ridge_accuracy(feats.branch, rec.labels),
-                        "static": ridge_accuracy(feats.static, rec.labels),
-                        "input": ridge_accuracy(feats.input, rec.labels)}
-    _, counts = np.unique(rec.labels, return_counts=True)
-    return {"blocks": blocks, "n": len(rec.labels), "photos": len(photos), "chance": float(counts.max() / counts.sum())}
+    found = separability(rec)
+    blocks = {name: {feature: found[name]["ridge"][f"{key}_acc"] for feature, key in
+                     (("kernels", "dynamic"), ("branch", "branch"), ("static", "static"), ("input", "input"))}
+              for name in rec.blocks}
+    return {"blocks": blocks, "n": len(rec.labels), "photos": len(photos), "chance": found["chance"]}
 
 
 def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:

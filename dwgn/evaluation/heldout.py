@@ -13,8 +13,8 @@ weather with `heldout=True` (dwgn.data.weather.HELDOUT_RANGES; `--settings train
 ranges instead), seeded from (seed, photo, crop, weather) so the set is the same on every machine.
 Reported per weather: mean PSNR-Y (BT.601, 8-bit, dwgn.evaluation.metrics) of the input and of the
 restored image against the clean crop (their SSIM-Y in the JSON), and of a reference that is not a model: the
-best global colour correction (`global_fit`: per image and channel, the affine map of the input fitted to the clean crop by least
-squares; it sees the answer), which shows how much of each weather's loss a single per-image correction
+best global colour correction (`global_fit`: per image and channel, the affine map of the input fitted to the clean
+crop by least squares; it sees the answer), which shows how much of each weather's loss a single per-image correction
 would recover. Clean photos: each held-out photo, scaled to at most
 CLEAN_SIDE px, restored as it is; PSNR-Y and PSNR-RGB of restored against the photo, per photo and
 mean (a model that leaves clean photos alone scores high); `--figure` draws them in and out with the
