@@ -377,8 +377,9 @@ def draw(payload: dict, path: Path) -> None:
     ax.set_ylabel("weather probe accuracy (leave-one-out)")
     ax.set_title(f"which features tell the weather ({payload['probe']['n']} held-out crops)")
     ax.legend(fontsize=7, loc="lower left")
+    seeds = max(len(v["seeds"]) for v in payload["variants"].values())
     fig.suptitle(f"dynamic = none | half | full, {payload['preset']}, {payload['steps']} steps "
-                 f"(SYNTHETIC weather, {len(next(iter(payload['variants'].values()))['seeds'])} seeds)")
+                 f"(SYNTHETIC weather, {seeds} seed{'s' if seeds > 1 else ''})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
