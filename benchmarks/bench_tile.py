@@ -1,6 +1,6 @@
 """One tile's forward pass on the CPU, per way of running the network, with the compute limit beside it.
 
-    python benchmarks/bench_tile.py [--size 512] [--threads 1] [--rounds 3] [--compile]
+    python benchmarks/bench_tile.py [--size 512] [--threads 1] [--rounds 3] [--ops 10]
 
 `dwgn.restore` spends its time in forward passes of one tile (512² by default), so this is the number that a
 faster way of running the network must improve. The ways, each timed in turn, round after round (A B C A B C),
@@ -8,8 +8,7 @@ in this one process:
   eager           the network as `dwgn.load_model` returns it (float32, NCHW): what `restore` runs;
   channels_last   the same weights and input in channels-last memory format (oneDNN's preferred layout);
   onnxruntime     the ONNX export (`dwgn.onnx_export`) in ONNX Runtime, all graph optimisations on (needs
-                  `pip install -r requirements-app.txt`; skipped without it);
-  compile         torch.compile of the network (with --compile: its first call takes minutes).
+                  `pip install -r requirements-app.txt`; skipped without it).
 Printed per way: the median time, its ratio to eager, the largest |difference| from eager's output, and the
 compute limit: the tile's multiply-accumulates (dwgn.profile.count) at the speed of a plain 2048² float32 matmul
 measured here with the same threads. Then eager's time by aten op (`--ops N`).
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_restore import DEFAULT_CHECKPOINT, load, matmul_gmacs, photo  # noqa: E402
 
 
-def ways(model, threads: int, compile_too: bool, workdir: Path) -> dict:
+def ways(model, threads: int, workdir: Path) -> dict:
     """{name: callable (1,3,H,W) tensor -> output tensor}."""
     found = {"eager": model}
     cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -43,14 +42,12 @@ def ways(model, threads: int, compile_too: bool, workdir: Path) -> dict:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(str(export_onnx(model, workdir / "tile.onnx")), options,
+        runtime = ort.InferenceSession(str(export_onnx(model, workdir / "tile.onnx")), options,
                                        providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        found["onnxruntime"] = lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+        name = runtime.get_inputs()[0].name
+        found["onnxruntime"] = lambda x: torch.from_numpy(runtime.run(None, {name: x.numpy()})[0])
     except ImportError as err:
         print(f"onnxruntime skipped: {err}")
-    if compile_too:
-        found["compile"] = torch.compile(model)
     return found
 
 
@@ -60,7 +57,6 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="tile side (default 512, restore's tile)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile (first call: minutes)")
     parser.add_argument("--ops", type=int, default=10, help="print the N aten ops with the most time in eager")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,7 +68,7 @@ def main() -> None:
     macs = count(model, (args.size, args.size))[1]
     gmacs = matmul_gmacs(args.threads)
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode(), steady_heap():
-        runs = ways(model, args.threads, args.compile, Path(tmp))
+        runs = ways(model, args.threads, Path(tmp))
         reference = model(x)
         diff = {name: float((run(x) - reference).abs().max()) for name, run in runs.items()}  # also the warm-up
         times: dict[str, list[float]] = {name: [] for name in runs}
