@@ -6,11 +6,11 @@
         [--json benchmarks/results/ablation.json] [--figure figures/ablation.png]
 
 Every (variant, seed) run is trained from scratch by the fine-tuning stage itself (`dwgn.training.finetuning`,
-run dir `<out>/<variant>-s<seed>`) on SYNTHETIC weather made on the fly from the demo's training photos
+run dir `<out>/<variant>-s<seed>-<steps>`) on SYNTHETIC weather made on the fly from the demo's training photos
 (`--synth.online true`); the seed fixes the initialisation and the data stream, so two variants with one seed
-see the same samples in the same order. The learning rate is constant after a 100-step warm-up and the scored
-weights are an EMA (decay 0.995): the schedule does not depend on the budget, so a larger `--steps` continues every
-run where it stopped and gives the runs a longer one would have made. Variants:
+see the same samples in the same order. The learning rate warms up linearly over 100 steps, then falls on a cosine
+from `--lr` to `--lr` / 100 at `--steps`; the scored weights are an EMA (decay 0.995). The schedule spans the
+budget, so each budget has its own run directories. Variants:
 * none, half, full: `--model.dynamic` (docs/DESIGN.md §1.7);
 * none-matched: `none` with the width raised until its parameter count is closest to `half`'s (the heads per
   level kept: head_dim grows with the width), so that a gap between `half` and `none` can be told apart
@@ -59,7 +59,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: `python benchmar
 from dwgn.io import write_text_atomic  # noqa: E402
 from dwgn.models.network import PRESETS, build_model, count_parameters  # noqa: E402
 
-WARMUP, EMA = 100, 0.995
+WARMUP, EMA, LR_FALL = 100, 0.995, 100  # the cosine ends at lr / LR_FALL
 VARIANTS = ("none", "half", "full", "none-matched")
 PAIRS = (("half", "none"), ("half", "none-matched"), ("full", "half"))
 PROBE_FEATURES = {"kernels": "generated kernels", "branch": "dynamic branch output", "static": "static branch output",
@@ -92,8 +92,8 @@ def variant_overrides(name: str, preset: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- one run
-def run_name(variant: str, seed: int) -> str:
-    return f"{variant}-s{seed}"
+def run_name(variant: str, seed: int, steps: int) -> str:
+    return f"{variant}-s{seed}-{steps}"
 
 
 def settings(args: argparse.Namespace) -> dict:
@@ -109,7 +109,8 @@ def train_argv(variant: str, seed: int, args: argparse.Namespace, run_dir: Path)
              for f in (f"--model.{key}", str(value))]
     return ["--preset", args.preset, "--from-scratch", *model, "--seed", str(seed), "--out", str(run_dir),
             "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--crop", str(args.crop),
-            "--lr", str(args.lr), "--lr_min", str(args.lr), "--warmup_steps", str(min(WARMUP, args.steps - 1)),
+            "--lr", str(args.lr), "--lr_min", str(args.lr / LR_FALL),
+            "--warmup_steps", str(min(WARMUP, args.steps - 1)),
             "--ema_decay", str(EMA),
             "--synth.online", "true", "--val-data", "none", "--num-workers", "0",
             "--save-every", str(max(1, min(100, args.steps)))]
@@ -166,7 +167,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:
     from dwgn.training.finetuning import main as train_main
 
     torch.set_num_threads(args.threads)
-    run_dir = Path(args.out) / run_name(variant, seed)
+    run_dir = Path(args.out) / run_name(variant, seed, args.steps)
     cache = run_dir / f"ablation_eval-{args.steps}.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())
@@ -180,8 +181,8 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:
     train_s = time.perf_counter() - start
     step = int(load_checkpoint(run_dir / "last.pt")["step"])
     if step != args.steps:
-        raise RuntimeError(f"{run_dir}/last.pt has {step} steps, the study asks for {args.steps}: pass the same "
-                           "--steps as before, or another --out for a new study")
+        raise RuntimeError(f"{run_dir}/last.pt has {step} steps, the study asks for {args.steps}: this directory "
+                           "belongs to another budget; move it aside or give another --out")
     model = load_model(run_dir / "last.pt")
     start = time.perf_counter()
     demo, demo_input = score_demo(model), score_demo(None)
@@ -280,7 +281,8 @@ def build_payload(runs: dict[str, dict[int, dict]], args: argparse.Namespace, co
             "scoring": "whole images, 8-bit outputs, BT.601 Y; demo: the demo test sets; heldout: "
                        f"python -m dwgn.evaluation.heldout --crops {args.heldout_crops}; probe: ridge, exact "
                        f"leave-one-out, on {first['probe']['n']} held-out crops of {first['probe']['photos']} photos",
-            "schedule": f"Adam, lr {args.lr} constant after a {WARMUP}-step linear warm-up; EMA {EMA} weights scored",
+            "schedule": f"Adam, {WARMUP}-step linear warm-up, then cosine from lr {args.lr} to "
+                        f"{args.lr / LR_FALL:g} at step {args.steps}; EMA {EMA} weights scored",
             "statistics": "mean, sample std and 95 % t-interval over seeds; differences paired by seed",
             "command": command, "machine": machine,
             "half_gain_over_input_demo": {"per_seed": gains, "min": min(gains) if gains else None},
@@ -406,11 +408,12 @@ def get_parser() -> argparse.ArgumentParser:
     from dwgn.errors import ArgumentParser
 
     p = ArgumentParser(prog="python benchmarks/ablation.py", description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=4000, help="optimizer steps per run (the budget; a larger one "
-                   "continues the runs)")
+    p.add_argument("--steps", type=int, default=4000, help="optimizer steps per run (the budget; the learning "
+                   "rate's cosine spans it)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop", type=int, default=64, help="training crop side (a multiple of 64)")
-    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate, constant after the warm-up")
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam's peak learning rate (after the warm-up; the "
+                   "cosine ends at a hundredth of it)")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS))
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--variants", type=_variants, default=list(VARIANTS), help=f"from {','.join(VARIANTS)}")
@@ -418,7 +421,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-crops", type=int, default=2, help="probe crops per held-out photo and weather")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, one process each")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument("--out", default="runs/ablation", help="parent of the run directories <variant>-s<seed>")
+    p.add_argument("--out", default="runs/ablation", help="parent of the run directories "
+                   "<variant>-s<seed>-<steps>")
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "ablation.json")
     p.add_argument("--figure", type=Path, default=REPO / "figures" / "ablation.png")
     return p
@@ -446,8 +450,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                 command, machine)
         write_text_atomic(args.json, json.dumps(payload, indent=2) + "\n")
         draw(payload, args.figure)
-        print(f"ablation: {run_name(result['variant'], result['seed'])} done ({sum(map(len, runs.values()))}"
-              f"/{len(todo)})", flush=True)
+        done = sum(map(len, runs.values()))
+        print(f"ablation: {run_name(result['variant'], result['seed'], args.steps)} done ({done}/{len(todo)})",
+              flush=True)
 
     if args.jobs == 1:  # in this process
         for v, s in todo:

@@ -54,7 +54,7 @@ def test_train_argv_is_identical_across_variants_but_the_model():
 
     assert len({tuple(without_model(a)) for a in argv.values()}) == 1  # same data, seed, budget and schedule
     flags = argv["half"]
-    assert flags[flags.index("--lr_min") + 1] == flags[flags.index("--lr") + 1] == "0.0005"  # constant: extendable
+    assert flags[flags.index("--lr") + 1] == "0.0005" and flags[flags.index("--lr_min") + 1] == "5e-06"
     assert flags[flags.index("--synth.online") + 1] == "true"
     assert flags[flags.index("--model.dynamic") + 1] == "half"
     assert "--model.width" not in flags
@@ -143,7 +143,7 @@ def test_tiny_budget_run_writes_the_study_and_resumes(tmp_path, monkeypatch):
     assert all(b["kernels"] is None for b in saved["variants"]["none"]["seeds"]["0"]["probe"]["blocks"].values())
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
 
-    last = tmp_path / "runs" / "half-s0" / "last.pt"
+    last = tmp_path / "runs" / "half-s0-2" / "last.pt"
     stamp = last.stat().st_mtime_ns
     again = ablation.main(argv)
     assert last.stat().st_mtime_ns == stamp  # nothing retrained
