@@ -94,9 +94,11 @@ class WeightAdaptiveConv1x1(nn.Module):
         b, c_in, h, w = x.shape
         # the generated vector read row-major as (C_out, C_in), the authors' layout: weight j = K[j // C_in, j % C_in]
         # (a transposed (C_in, C_out) reading is a different function)
-        kernel = self.generator(self.pool(x)).view(b, self.out_channels, c_in)                # K: (B, C_out, C_in)
-        y = torch.bmm(kernel.to(x.dtype), x.reshape(b, c_in, h * w)).view(b, -1, h, w)     # (B, C_out, H, W)
-        m = y.mean(dim=1, keepdim=True)                                                      # (B, 1, H, W)
+        kernel = self.generator(self.pool(x)).view(b, self.out_channels, c_in).to(x.dtype)   # K: (B, C_out, C_in)
+        u = x.reshape(b, c_in, h * w)
+        y = torch.bmm(kernel, u).view(b, -1, h, w)                                           # (B, C_out, H, W)
+        # the mean of y over its C_out channels is (the mean of K's rows) u: read from u, C_out / C_in times smaller
+        m = torch.bmm(kernel.mean(dim=1, keepdim=True), u).view(b, 1, h, w)                # (B, 1, H, W)
         return y * self.spatial2(torch.sigmoid(self.spatial1(m)))
 
 

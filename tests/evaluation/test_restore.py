@@ -10,7 +10,8 @@ import dwgn
 from dwgn.data.paths import DEMO_CHECKPOINT
 from dwgn.models.dynamic_conv import GlobalPool
 from dwgn.evaluation.metrics import psnr
-from dwgn.evaluation.restore import restore, tiled_forward, to_uint8
+from dwgn.evaluation.restore import restore, tiled_forward, tiled_pools, to_uint8
+from dwgn.models.network import recorded_pools
 
 
 class CentreByMean(nn.Module):
@@ -65,6 +66,27 @@ def test_tiles_get_the_image_statistics_not_their_own():
     with torch.inference_mode():
         naive = to_uint8(tiled_forward(model, x, 48, 16, pools=None))
     assert psnr(naive, whole) < psnr(tiled, whole) - 10
+
+
+def test_pools_sweep_measures_every_pool_exactly_and_stops_after_the_last():
+    """A tile as large as the image sees what the whole image saw, so the sweep must give back the whole image's
+    own statistics, every one of the 35 (their sums in float32 too); the network's output conv, after the last
+    pool, never runs in the sweep."""
+    model = _kaiming_tiny()
+    x = torch.from_numpy(_photo(128, 192)).permute(2, 0, 1)[None].float() / 255  # a multiple of 64: no padding
+    with torch.inference_mode():
+        with recorded_pools(model) as whole:
+            model(x)
+        calls = []
+        handle = model.output.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            measured = tiled_pools(model, x, 192, 0, None)
+        finally:
+            handle.remove()
+    assert set(measured) == set(whole) and len(whole) == 35
+    for name in whole:
+        torch.testing.assert_close(measured[name], whole[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert calls == []
 
 
 def test_dwgn_tiled_matches_whole_image():
