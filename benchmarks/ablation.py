@@ -31,7 +31,7 @@ Statistics over seeds: per variant mean ± sample std; paired differences (same 
 `half - none-matched`, `full - half` with a 95 % t-interval (mean ± t(0.975, n-1) s / sqrt(n)).
 
 Resumable: the engine resumes a killed run from its last.pt, and a scored run keeps its scores in
-`<run dir>/ablation_eval-<steps>.json` (reused when the study's settings match), so rerunning the same command skips
+`<run dir>/ablation_eval.json` (reused when the study's settings match), so rerunning the same command skips
 finished work; `--jobs` runs that many at once (one process each, `--threads` threads each). The JSON and the
 figure are rewritten whenever a run finishes.
 """
@@ -168,7 +168,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     run_dir = Path(args.out) / run_name(variant, seed, args.steps)
-    cache = run_dir / f"ablation_eval-{args.steps}.json"
+    cache = run_dir / "ablation_eval.json"  # the run dir already names the budget
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("settings") == settings(args):
