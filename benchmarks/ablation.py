@@ -8,9 +8,9 @@
 Every (variant, seed) run is trained from scratch by the fine-tuning stage itself (`dwgn.training.finetuning`,
 run dir `<out>/<variant>-s<seed>-<steps>`) on SYNTHETIC weather made on the fly from the demo's training photos
 (`--synth.online true`); the seed fixes the initialisation and the data stream, so two variants with one seed
-see the same samples in the same order. The learning rate warms up linearly over 100 steps, then falls on a cosine
-from `--lr` to `--lr` / 100 at `--steps`; the scored weights are an EMA (decay 0.995). The schedule spans the
-budget, so each budget has its own run directories. Variants:
+see the same samples in the same order. The learning rate warms up linearly over 100 steps, then stays at `--lr`;
+the scored weights are an EMA (decay 0.999, about the last 1,000 steps). Each budget has its own run
+directories. Variants:
 * none, half, full: `--model.dynamic` (docs/DESIGN.md §1.7);
 * none-matched: `none` with the width raised until its parameter count is closest to `half`'s (the heads per
   level kept: head_dim grows with the width), so that a gap between `half` and `none` can be told apart
@@ -59,7 +59,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: `python benchmar
 from dwgn.io import write_text_atomic  # noqa: E402
 from dwgn.models.network import PRESETS, build_model, count_parameters  # noqa: E402
 
-WARMUP, EMA, LR_FALL = 100, 0.995, 100  # the cosine ends at lr / LR_FALL
+WARMUP, EMA = 100, 0.999
 VARIANTS = ("none", "half", "full", "none-matched")
 PAIRS = (("half", "none"), ("half", "none-matched"), ("full", "half"))
 PROBE_FEATURES = {"kernels": "generated kernels", "branch": "dynamic branch output", "static": "static branch output",
@@ -99,7 +99,11 @@ def run_name(variant: str, seed: int, steps: int) -> str:
 def settings(args: argparse.Namespace) -> dict:
     """What a cached score depends on: the training budget and the scoring."""
     return {"preset": args.preset, "steps": args.steps, "batch": args.batch_size, "crop": args.crop, "lr": args.lr,
-            "heldout_crops": args.heldout_crops, "probe_crops": args.probe_crops}
+            "schedule": schedule(args), "heldout_crops": args.heldout_crops, "probe_crops": args.probe_crops}
+
+
+def schedule(args: argparse.Namespace) -> str:
+    return f"Adam, {WARMUP}-step linear warm-up, then lr {args.lr} constant; EMA {EMA} weights scored"
 
 
 def train_argv(variant: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[str]:
@@ -109,7 +113,7 @@ def train_argv(variant: str, seed: int, args: argparse.Namespace, run_dir: Path)
              for f in (f"--model.{key}", str(value))]
     return ["--preset", args.preset, "--from-scratch", *model, "--seed", str(seed), "--out", str(run_dir),
             "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--crop", str(args.crop),
-            "--lr", str(args.lr), "--lr_min", str(args.lr / LR_FALL),
+            "--lr", str(args.lr), "--lr_min", str(args.lr),
             "--warmup_steps", str(min(WARMUP, args.steps - 1)),
             "--ema_decay", str(EMA),
             "--synth.online", "true", "--val-data", "none", "--num-workers", "0",
@@ -281,8 +285,7 @@ def build_payload(runs: dict[str, dict[int, dict]], args: argparse.Namespace, co
             "scoring": "whole images, 8-bit outputs, BT.601 Y; demo: the demo test sets; heldout: "
                        f"python -m dwgn.evaluation.heldout --crops {args.heldout_crops}; probe: ridge, exact "
                        f"leave-one-out, on {first['probe']['n']} held-out crops of {first['probe']['photos']} photos",
-            "schedule": f"Adam, {WARMUP}-step linear warm-up, then cosine from lr {args.lr} to "
-                        f"{args.lr / LR_FALL:g} at step {args.steps}; EMA {EMA} weights scored",
+            "schedule": schedule(args),
             "statistics": "mean, sample std and 95 % t-interval over seeds; differences paired by seed",
             "command": command, "machine": machine,
             "half_gain_over_input_demo": {"per_seed": gains, "min": min(gains) if gains else None},
@@ -408,12 +411,10 @@ def get_parser() -> argparse.ArgumentParser:
     from dwgn.errors import ArgumentParser
 
     p = ArgumentParser(prog="python benchmarks/ablation.py", description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=4000, help="optimizer steps per run (the budget; the learning "
-                   "rate's cosine spans it)")
+    p.add_argument("--steps", type=int, default=4000, help="optimizer steps per run (the budget)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop", type=int, default=64, help="training crop side (a multiple of 64)")
-    p.add_argument("--lr", type=float, default=5e-4, help="Adam's peak learning rate (after the warm-up; the "
-                   "cosine ends at a hundredth of it)")
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam's learning rate after the warm-up")
     p.add_argument("--preset", default="tiny", choices=list(PRESETS))
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--variants", type=_variants, default=list(VARIANTS), help=f"from {','.join(VARIANTS)}")

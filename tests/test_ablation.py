@@ -54,7 +54,8 @@ def test_train_argv_is_identical_across_variants_but_the_model():
 
     assert len({tuple(without_model(a)) for a in argv.values()}) == 1  # same data, seed, budget and schedule
     flags = argv["half"]
-    assert flags[flags.index("--lr") + 1] == "0.0005" and flags[flags.index("--lr_min") + 1] == "5e-06"
+    assert flags[flags.index("--lr") + 1] == "0.0005" and flags[flags.index("--lr_min") + 1] == "0.0005"
+    assert flags[flags.index("--ema_decay") + 1] == "0.999" and flags[flags.index("--warmup_steps") + 1] == "100"
     assert flags[flags.index("--synth.online") + 1] == "true"
     assert flags[flags.index("--model.dynamic") + 1] == "half"
     assert "--model.width" not in flags
