@@ -10,7 +10,8 @@ run dir `<out>/<variant>-s<seed>-<steps>`) on SYNTHETIC weather made on the fly 
 (`--synth.online true`); the seed fixes the initialisation and the data stream, so two variants with one seed
 see the same samples in the same order. The learning rate warms up linearly over 100 steps, then stays at `--lr`;
 the scored weights are an EMA (decay 0.999, about the last 1,000 steps). Each budget has its own run
-directories. Variants:
+directories, and a larger budget continues the same variant and seed's largest smaller one (the schedule is
+the same up to there). Variants:
 * none, half, full: `--model.dynamic` (docs/DESIGN.md §1.7);
 * none-matched: `none` with the width raised until its parameter count is closest to `half`'s (the heads per
   level kept: head_dim grows with the width), so that a gap between `half` and `none` can be told apart
@@ -42,6 +43,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -94,6 +96,19 @@ def variant_overrides(name: str, preset: str) -> dict:
 # ---------------------------------------------------------------------------------------------- one run
 def run_name(variant: str, seed: int, steps: int) -> str:
     return f"{variant}-s{seed}-{steps}"
+
+
+def shorter_run(out: Path, variant: str, seed: int, steps: int) -> Path | None:
+    """The run directory of the same variant and seed with the largest budget below `steps` that holds a last.pt
+    (None if none). After the warm-up the learning rate is constant, so a run of `steps` is that run continued:
+    the study starts from its last.pt instead of from step 0. Budgets of at most WARMUP steps warm up over fewer
+    steps and are never continued."""
+    found = []
+    for path in out.glob(f"{variant}-s{seed}-*"):
+        budget = path.name.removeprefix(f"{variant}-s{seed}-")
+        if budget.isdigit() and WARMUP < int(budget) < steps and (path / "last.pt").is_file():
+            found.append((int(budget), path))
+    return max(found)[1] if found else None
 
 
 def settings(args: argparse.Namespace) -> dict:
@@ -178,6 +193,14 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:
         if cached.get("settings") == settings(args):
             return cached
     start = time.perf_counter()
+    shorter = None if (run_dir / "last.pt").exists() else shorter_run(Path(args.out), variant, seed, args.steps)
+    if shorter is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("log.jsonl", "last.pt"):  # last.pt last: its presence marks a run to resume
+            if (shorter / name).is_file():
+                shutil.copyfile(shorter / name, run_dir / f"{name}.tmp")
+                os.replace(run_dir / f"{name}.tmp", run_dir / name)
+        print(f"ablation: {run_dir.name} continues {shorter.name}", flush=True)
     status = train_main(train_argv(variant, seed, args, run_dir))
     if status != 0:
         raise RuntimeError(f"training {run_dir} failed (exit status {status}); see its error above, fix it and "

@@ -149,3 +149,16 @@ def test_tiny_budget_run_writes_the_study_and_resumes(tmp_path, monkeypatch):
     again = ablation.main(argv)
     assert last.stat().st_mtime_ns == stamp  # nothing retrained
     assert again["paired"] == payload["paired"]
+
+
+def test_a_larger_budget_continues_the_largest_smaller_run_of_the_same_variant_and_seed(tmp_path):
+    for name in ("half-s0-2000", "half-s0-4000", "half-s0-8000", "half-s0-100", "half-s1-5000", "none-s0-5000",
+                 "half-s0", "half-s0-4500"):
+        (tmp_path / name).mkdir()
+        if name != "half-s0-4500":  # a directory without last.pt holds nothing to continue
+            (tmp_path / name / "last.pt").write_bytes(b"")
+    assert ablation.shorter_run(tmp_path, "half", 0, 6000) == tmp_path / "half-s0-4000"
+    assert ablation.shorter_run(tmp_path, "half", 0, 4000) == tmp_path / "half-s0-2000"
+    assert ablation.shorter_run(tmp_path, "half", 0, 2000) is None  # 100 steps warm up over 99: another schedule
+    assert ablation.shorter_run(tmp_path, "none", 0, 6000) == tmp_path / "none-s0-5000"
+    assert ablation.shorter_run(tmp_path, "none-matched", 0, 6000) is None
