@@ -1,6 +1,6 @@
 """Does dynamic weighting help? `none`, `half`, `full` and a parameter-matched `none`, trained identically.
 
-    OMP_NUM_THREADS=1 python benchmarks/ablation.py [--steps 6000] [--batch-size 4] [--crop 64] [--lr 5e-4]
+    OMP_NUM_THREADS=1 python benchmarks/ablation.py [--steps 12000] [--batch-size 4] [--crop 64] [--lr 5e-4]
         [--preset tiny] [--seeds 0,1,2] [--variants none,half,full,none-matched] [--jobs 2] [--threads 1]
         [--heldout-crops 2] [--probe-crops 2] [--out runs/ablation]
         [--json benchmarks/results/ablation.json] [--figure figures/ablation.png]
@@ -434,7 +434,7 @@ def get_parser() -> argparse.ArgumentParser:
     from dwgn.errors import ArgumentParser
 
     p = ArgumentParser(prog="python benchmarks/ablation.py", description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=6000, help="optimizer steps per run (the budget)")
+    p.add_argument("--steps", type=int, default=12000, help="optimizer steps per run (the budget)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop", type=int, default=64, help="training crop side (a multiple of 64)")
     p.add_argument("--lr", type=float, default=5e-4, help="Adam's learning rate after the warm-up")
