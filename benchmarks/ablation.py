@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere: `python benchmarks/ablation.py`
     sys.path.insert(0, str(REPO))
 
-from dwgn.io import write_text_atomic  # noqa: E402
+from dwgn.io import atomic_path, write_text_atomic  # noqa: E402
 from dwgn.models.network import PRESETS, build_model, count_parameters  # noqa: E402
 
 WARMUP, EMA = 100, 0.999
@@ -195,11 +195,10 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     shorter = None if (run_dir / "last.pt").exists() else shorter_run(Path(args.out), variant, seed, args.steps)
     if shorter is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
         for name in ("log.jsonl", "last.pt"):  # last.pt last: its presence marks a run to resume
             if (shorter / name).is_file():
-                shutil.copyfile(shorter / name, run_dir / f"{name}.tmp")
-                os.replace(run_dir / f"{name}.tmp", run_dir / name)
+                with atomic_path(run_dir / name) as tmp:
+                    shutil.copyfile(shorter / name, tmp)
         print(f"ablation: {run_dir.name} continues {shorter.name}", flush=True)
     status = train_main(train_argv(variant, seed, args, run_dir))
     if status != 0:
